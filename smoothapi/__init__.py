@@ -1,0 +1,84 @@
+"""smoothapi: HTTP calls that survive a bad network and a failing upstream.
+
+Retries with exponential backoff and full jitter, a circuit breaker
+(CLOSED -> OPEN -> HALF_OPEN) and fallbacks, mounted three ways over one
+engine: the ``@resilient_api`` decorator, ``ResilientAdapter`` for requests,
+and ``ResilientTransport`` / ``AsyncResilientTransport`` for httpx.
+
+The core imports only the standard library; the mount classes load their
+client library on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .breaker import CircuitBreaker, CircuitState
+from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig
+from .decorator import ResilientFunction, resilient_api
+from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
+from .events import (
+    CallRejected,
+    Event,
+    FallbackServed,
+    RetriesExhausted,
+    RetryScheduled,
+    StateChanged,
+    add_hook,
+    remove_hook,
+)
+
+if TYPE_CHECKING:
+    from .httpx_transport import AsyncResilientTransport, ResilientTransport
+    from .requests_adapter import ResilientAdapter
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AsyncResilientTransport",
+    "BackoffConfig",
+    "CallRejected",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitOpenError",
+    "CircuitState",
+    "ConfigError",
+    "ConfigTypeError",
+    "Event",
+    "FallbackServed",
+    "Jitter",
+    "ResilientAdapter",
+    "ResilientConfig",
+    "ResilientFunction",
+    "ResilientTransport",
+    "RetriesExhausted",
+    "RetryScheduled",
+    "SmoothAPIError",
+    "StateChanged",
+    "__version__",
+    "add_hook",
+    "remove_hook",
+    "resilient_api",
+]
+
+_LAZY = {
+    "ResilientAdapter": "requests_adapter",
+    "ResilientTransport": "httpx_transport",
+    "AsyncResilientTransport": "httpx_transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The mount classes import requests/httpx; load them only when asked for.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smoothapi' has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,17 @@
+"""Process-wide switches that :mod:`smoothapi.testing` flips.
+
+Kept in their own module so the engine reads them with one attribute lookup
+on the slow path, and never on the happy path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# The clock every breaker without an injected clock reads.
+clock: Callable[[], float] = time.monotonic
+# When True, backoff sleeps return at once (and advance ``clock`` if it can be advanced).
+instant_sleep: bool = False
+# Called with the seconds a sleep would have taken while ``instant_sleep`` is on.
+on_skipped_sleep: Callable[[float], object] | None = None

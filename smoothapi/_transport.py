@@ -1,0 +1,184 @@
+"""What the requests adapter and the httpx transports share, with no client import.
+
+Per-origin breakers in a bounded registry, the per-origin engine
+:class:`~smoothapi.engine.Policy`, which requests may be resent, and the
+``Retry-After`` parser.  The mount modules add only the I/O: making one
+attempt, reading a response's status, draining a response.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from .breaker import CircuitBreaker, CircuitState
+from .config import ResilientConfig
+from .engine import FAILURE, SUCCESS, Outcome, Policy, Resend
+from .errors import ConfigError, ConfigTypeError
+
+__all__ = ["DEFAULT_PORTS", "DRAIN_LIMIT", "TransportCore", "parse_retry_after"]
+
+#: A retried response's body is read (to keep the connection) only up to this size.
+DRAIN_LIMIT = 64 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# Longer than any HTTP-date or sane number; a longer header is garbage, not parsed.
+_MAX_RETRY_AFTER_LEN = 64
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for, or None when absent or garbage.
+
+    Accepts delta-seconds (``"120"``, also ``"1.5"``) and an HTTP-date
+    (relative to ``now``, a Unix time, default ``time.time()``; a date in the
+    past means 0).  Negative, non-finite and unparseable values are None; a
+    huge value is returned as is, for the caller to compare with its cap.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > _MAX_RETRY_AFTER_LEN:
+        return None
+    if text[0].isdigit():
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+        if text.isdigit():  # too many digits for a float: absurd, so over any cap
+            return math.inf
+        # Not a number; maybe a date that starts with a digit ("29 Nov 2026 ...").
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    try:
+        target = when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, target - current)
+
+
+def origin_name(scheme: str, host: str, port: int | None) -> str:
+    """``scheme://host:port`` - never userinfo, path or query."""
+    scheme = scheme.lower()
+    if port is None:
+        port = DEFAULT_PORTS.get(scheme, 0)
+    host = host.lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+class TransportCore:
+    """One mount point's per-origin policies (or one shared breaker), bounded in number.
+
+    ``max_breakers`` bounds the registry; when it is full, the oldest CLOSED
+    breaker is evicted.  A breaker that is OPEN or HALF_OPEN is never evicted
+    (forgetting it would let traffic through to a dead origin), so the
+    registry may exceed the bound while more origins than that are failing.
+    """
+
+    def __init__(
+        self,
+        config: ResilientConfig | None,
+        *,
+        breaker: CircuitBreaker | None,
+        max_breakers: int,
+        classify_error: Callable[[BaseException], Outcome],
+        classify_value: Callable[[Any], Outcome],
+        discard: Callable[[Any], None] | None = None,
+        async_discard: Callable[[Any], Awaitable[None]] | None = None,
+        open_error: Callable[[str, float], BaseException],
+    ) -> None:
+        if config is None:
+            config = ResilientConfig()
+        elif not isinstance(config, ResilientConfig):
+            raise ConfigTypeError(f"expected a ResilientConfig, got {config!r}")
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise ConfigTypeError(f"breaker= needs a CircuitBreaker, got {breaker!r}")
+        if isinstance(max_breakers, bool) or not isinstance(max_breakers, int):
+            raise ConfigTypeError(f"max_breakers must be an int, got {max_breakers!r}")
+        if max_breakers < 1:
+            raise ConfigError(f"max_breakers must be >= 1, got {max_breakers!r}")
+        self.config = config
+        self.retry_on: frozenset[int] = frozenset(config.retry_on)
+        self.idempotent: frozenset[str] = frozenset(config.idempotent_methods)
+        self.max_breakers = max_breakers
+        self._kwargs: dict[str, Any] = {
+            "classify_error": classify_error,
+            "classify_value": classify_value,
+            "discard": discard,
+            "open_error": open_error,
+            # DESIGN.md: if the breaker opens mid-request, the last response is returned.
+            "fallback_midway": False,
+        }
+        self._async_discard = async_discard
+        self._lock = threading.Lock()
+        self._policies: dict[Hashable, Policy] = {}
+        self._shared = self._make_policy(breaker) if breaker is not None else None
+
+    def _make_policy(self, breaker: CircuitBreaker) -> Policy:
+        return Policy(self.config, breaker, async_discard=self._async_discard, **self._kwargs)
+
+    def policy(self, key: Hashable, name: Callable[[], str]) -> Policy:
+        """The policy (and so the breaker) for the origin ``key``; ``name()`` names a new one."""
+        shared = self._shared
+        if shared is not None:
+            return shared
+        policy = self._policies.get(key)
+        if policy is not None:
+            return policy
+        with self._lock:
+            policy = self._policies.get(key)
+            if policy is None:
+                breaker = CircuitBreaker(
+                    self.config.circuit_breaker, name=name(), hooks=self.config.hooks
+                )
+                policy = self._make_policy(breaker)
+                self._evict()
+                self._policies[key] = policy
+            return policy
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every breaker this mount point holds, by name."""
+        if self._shared is not None:
+            return {self._shared.breaker.name: self._shared.breaker}
+        with self._lock:
+            return {p.breaker.name: p.breaker for p in self._policies.values()}
+
+    def _evict(self) -> None:
+        excess = len(self._policies) + 1 - self.max_breakers
+        if excess <= 0:
+            return
+        for key, policy in list(self._policies.items()):
+            if policy.breaker.state is CircuitState.CLOSED:
+                del self._policies[key]
+                excess -= 1
+                if excess <= 0:
+                    return
+
+    def resend(self, method: str, headers: Mapping[str, str], replayable: bool) -> Resend:
+        """Which failed attempts of this request may be sent again."""
+        if not replayable:
+            return Resend.NEVER
+        if (
+            method.upper() in self.idempotent
+            or self.config.retry_non_idempotent
+            or "idempotency-key" in headers
+        ):
+            return Resend.ALWAYS
+        return Resend.IF_NOT_SENT
+
+    def classify_status(self, response: object, status: int, retry_after: str | None) -> Outcome:
+        """A response's outcome: FAILURE (with the parsed Retry-After) if its status is retried."""
+        if status in self.retry_on:
+            return Outcome(
+                FAILURE, response, status=status, retry_after=parse_retry_after(retry_after)
+            )
+        return Outcome(SUCCESS, response, status=status)

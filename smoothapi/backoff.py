@@ -1,0 +1,53 @@
+"""Backoff arithmetic: pure functions of the attempt number and a random source.
+
+Delay before retry ``n`` (``n = 0`` is the first retry), with ``cap(n) =
+min(max_delay, base_delay * 2**n)``:
+
+* ``full`` (default): ``uniform(0, cap(n))``
+* ``equal``: ``cap(n) / 2 + uniform(0, cap(n) / 2)``
+* ``decorrelated``: ``min(max_delay, uniform(base_delay, 3 * previous))``, with
+  ``previous`` starting at ``base_delay`` (the AWS architecture blog's variant)
+* ``none``: ``cap(n)``
+
+``rand`` returns a float in ``[0, 1)``; tests inject their own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from .config import BackoffConfig, Jitter
+
+__all__ = ["capped_exponential", "next_delay"]
+
+# 2**64 * any sane base_delay is far beyond any max_delay; clamping keeps the
+# float arithmetic finite for absurd attempt numbers.
+_MAX_EXPONENT = 64
+
+
+def capped_exponential(n: int, base_delay: float, max_delay: float) -> float:
+    """``min(max_delay, base_delay * 2**n)``, safe for any ``n >= 0``."""
+    return min(max_delay, base_delay * 2.0 ** min(n, _MAX_EXPONENT))
+
+
+def next_delay(
+    n: int,
+    config: BackoffConfig,
+    previous: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry ``n``; ``previous`` is the last delay (decorrelated mode)."""
+    jitter = config.jitter
+    if jitter is Jitter.DECORRELATED:
+        prev = config.base_delay if previous is None else previous
+        low = config.base_delay
+        high = max(low, prev * 3.0)
+        return min(config.max_delay, low + rand() * (high - low))
+    cap = capped_exponential(n, config.base_delay, config.max_delay)
+    if jitter is Jitter.FULL:
+        return rand() * cap
+    if jitter is Jitter.EQUAL:
+        half = cap / 2.0
+        return half + rand() * half
+    return cap

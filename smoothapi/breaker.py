@@ -1,0 +1,297 @@
+"""The circuit breaker: a three-state machine guarded by one short lock.
+
+Theory of operation
+-------------------
+CLOSED lets every call through and counts consecutive failed attempts; a
+success resets the count; reaching ``failure_threshold`` opens the breaker.
+OPEN rejects every call, without I/O, until ``cooldown`` seconds have passed
+on a monotonic clock.  The first caller after that moves it to HALF_OPEN and
+holds the single *probe permit*; every other caller is rejected while the
+probe is in flight.  The probe's success closes the breaker, its failure
+re-opens it with a fresh cooldown, and any other ending (cancellation,
+``KeyboardInterrupt``, a programming error) gives the permit back so that the
+next caller probes - the breaker can never stick in HALF_OPEN.
+
+Callers hold a *ticket* from :meth:`CircuitBreaker.acquire`: ``0`` for an
+ordinary call in CLOSED, a positive probe number for the probe.  Outcomes are
+reported with the ticket, so a stale report (a call admitted before the
+breaker opened, a probe whose breaker was reset meanwhile) cannot flip state
+it knows nothing about.
+
+The lock guards bookkeeping only.  It is never held while the user's call
+runs or while anyone sleeps.  The happy path - CLOSED with no failure counted
+- reads one attribute (``_healthy``) and takes no lock at all.
+
+Transitions, as data (state x event -> state)::
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from enum import Enum
+
+from . import _runtime
+from .config import CircuitBreakerConfig
+from .errors import CircuitOpenError
+from .events import Hook, StateChanged, emit
+
+__all__ = ["REJECTED", "CircuitBreaker", "CircuitState"]
+
+
+class CircuitState(str, Enum):
+    """The breaker's state; a ``str`` so ``breaker.state == "OPEN"`` holds."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+HALF_OPEN = CircuitState.HALF_OPEN
+
+# Events that move the machine.
+_TRIP = "failure threshold reached"
+_COOLED = "cooldown elapsed, probe claimed"
+_PROBE_OK = "probe succeeded"
+_PROBE_FAILED = "probe failed"
+_RESET = "reset"
+_FORCE_OPEN = "force_open"
+
+_TRANSITIONS: dict[tuple[CircuitState, str], CircuitState] = {
+    (CLOSED, _TRIP): OPEN,
+    (OPEN, _COOLED): HALF_OPEN,
+    (HALF_OPEN, _PROBE_OK): CLOSED,
+    (HALF_OPEN, _PROBE_FAILED): OPEN,
+    (CLOSED, _RESET): CLOSED,
+    (OPEN, _RESET): CLOSED,
+    (HALF_OPEN, _RESET): CLOSED,
+    (CLOSED, _FORCE_OPEN): OPEN,
+    (OPEN, _FORCE_OPEN): OPEN,
+    (HALF_OPEN, _FORCE_OPEN): OPEN,
+}
+__doc__ = (__doc__ or "") + "".join(
+    f"\n    {s.value:9} --{e}--> {t.value}" for (s, e), t in _TRANSITIONS.items()
+)
+
+#: Returned by :meth:`CircuitBreaker.acquire` when the call is rejected.
+REJECTED = -1
+
+
+class CircuitBreaker:
+    """A thread-safe and asyncio-safe circuit breaker.
+
+    ``clock`` is a monotonic clock in seconds; by default the library clock
+    (``time.monotonic``, or the fake clock that :mod:`smoothapi.testing`
+    installs).  ``hooks`` receive a :class:`~smoothapi.events.StateChanged`
+    on every transition.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_healthy",
+        "_hooks",
+        "_lock",
+        "_open_until",
+        "_probe",
+        "_probe_active",
+        "_state",
+        "config",
+        "name",
+    )
+
+    def __init__(
+        self,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        name: str = "circuit",
+        clock: Callable[[], float] | None = None,
+        hooks: tuple[Hook, ...] = (),
+    ) -> None:
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(
+                f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}"
+            )
+        self.config = config
+        self.name = name
+        self._clock = clock
+        self._hooks = tuple(hooks)
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        self._open_until = 0.0
+        self._probe = 0
+        self._probe_active = False
+        # True exactly when CLOSED with no failure counted: the one attribute the
+        # happy path reads.  Written only under the lock.
+        self._healthy = True
+
+    def __repr__(self) -> str:
+        return (
+            f"<CircuitBreaker {self.name!r} {self._state.value} "
+            f"failures={self._failures}/{self.config.failure_threshold}>"
+        )
+
+    # -- reading (no side effects) ---------------------------------------
+
+    def now(self) -> float:
+        """The breaker's clock, in seconds."""
+        clock = self._clock
+        return clock() if clock is not None else _runtime.clock()
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state.  Reading never claims the probe: an elapsed cooldown reads OPEN."""
+        return self._state
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive failed attempts counted in CLOSED."""
+        return self._failures
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a probe is allowed: 0.0 when CLOSED or when the cooldown has elapsed."""
+        if self._state is not OPEN:
+            return 0.0
+        return max(0.0, self._open_until - self.now())
+
+    # -- the protocol the engine speaks --------------------------------------
+
+    def acquire(self) -> int:
+        """Ask to make one attempt.
+
+        Returns ``0`` for an ordinary call, a positive probe ticket when this
+        caller is the HALF_OPEN probe, or :data:`REJECTED`.
+        """
+        if self._state is CLOSED:
+            return 0
+        changed: StateChanged | None = None
+        with self._lock:
+            state = self._state
+            if state is CLOSED:
+                return 0
+            if self._probe_active:
+                return REJECTED
+            now = self.now()
+            if state is OPEN:
+                if now < self._open_until:
+                    return REJECTED
+                changed = self._move(_COOLED, now)
+            self._probe += 1
+            self._probe_active = True
+            ticket = self._probe
+        if changed is not None:
+            emit(changed, self._hooks)
+        return ticket
+
+    def check(self) -> int:
+        """Like :meth:`acquire`, but raise :class:`CircuitOpenError` rather than return REJECTED."""
+        ticket = self.acquire()
+        if ticket == REJECTED:
+            raise CircuitOpenError(self.name, self.retry_after)
+        return ticket
+
+    def record_success(self, ticket: int) -> None:
+        """The attempt holding ``ticket`` succeeded, or the service answered (a 404, say)."""
+        if ticket == 0:
+            if self._healthy:
+                return
+            with self._lock:
+                if self._state is CLOSED:
+                    self._failures = 0
+                    self._healthy = True
+            return
+        changed: StateChanged | None = None
+        with self._lock:
+            if self._is_live_probe(ticket):
+                self._probe_active = False
+                self._failures = 0
+                changed = self._move(_PROBE_OK, self.now())
+        if changed is not None:
+            emit(changed, self._hooks)
+
+    def record_failure(self, ticket: int) -> None:
+        """The attempt holding ``ticket`` failed (a retryable status or a transport error)."""
+        changed: StateChanged | None = None
+        with self._lock:
+            if ticket == 0:
+                if self._state is not CLOSED:
+                    # Admitted before the breaker opened: it is open already.
+                    return
+                self._failures += 1
+                self._healthy = False
+                if self._failures >= self.config.failure_threshold:
+                    now = self.now()
+                    self._open_until = now + self.config.cooldown
+                    changed = self._move(_TRIP, now)
+            elif self._is_live_probe(ticket):
+                self._probe_active = False
+                self._failures += 1
+                now = self.now()
+                self._open_until = now + self.config.cooldown
+                changed = self._move(_PROBE_FAILED, now)
+        if changed is not None:
+            emit(changed, self._hooks)
+
+    def release(self, ticket: int) -> None:
+        """The attempt ended without a verdict (cancelled, interrupted, a bug): free the permit."""
+        if ticket <= 0:
+            return
+        with self._lock:
+            if self._is_live_probe(ticket):
+                self._probe_active = False
+
+    # -- manual control ----------------------------------------------------
+
+    def reset(self) -> None:
+        """Close the breaker and forget every failure (an in-flight probe's report is ignored)."""
+        with self._lock:
+            self._probe_active = False
+            self._probe += 1  # invalidate the ticket of any probe in flight
+            self._failures = 0
+            changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
+            self._healthy = True
+        if changed is not None:
+            emit(changed, self._hooks)
+
+    def force_open(self, cooldown_ms: float | None = None) -> None:
+        """Open the breaker now, for ``cooldown_ms`` (default: the configured cooldown)."""
+        if cooldown_ms is None:
+            cooldown = self.config.cooldown
+        else:
+            CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
+            cooldown = cooldown_ms / 1000.0
+        with self._lock:
+            now = self.now()
+            self._probe_active = False
+            self._probe += 1
+            self._open_until = now + cooldown
+            old = self._state
+            changed = self._move(_FORCE_OPEN, now)
+        if changed is not None and old is not OPEN:
+            emit(changed, self._hooks)
+
+    # -- internals (called with the lock held) ---------------------------------
+
+    def _is_live_probe(self, ticket: int) -> bool:
+        return self._probe_active and ticket == self._probe and self._state is HALF_OPEN
+
+    def _move(self, event: str, now: float) -> StateChanged:
+        old = self._state
+        try:
+            new = _TRANSITIONS[(old, event)]
+        except KeyError:
+            raise RuntimeError(
+                f"smoothapi bug: breaker {self.name!r} cannot go from {old.value} on {event!r}"
+            ) from None
+        self._state = new
+        self._healthy = new is CLOSED and self._failures == 0
+        return StateChanged(self.name, old, new, self._failures, now)

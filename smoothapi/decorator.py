@@ -1,0 +1,213 @@
+"""``@resilient_api(config)``: the engine mounted on a function (sync or ``async def``).
+
+The wrapper's happy path is a straight line: read the breaker's ``_healthy``
+flag, call the function, return.  Only an exception, or a breaker that is not
+CLOSED-and-clean, hands the call to the engine (:mod:`smoothapi.engine`),
+which owns the one retry loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
+
+from .breaker import CircuitBreaker
+from .classify import classify_exception
+from .config import ResilientConfig
+from .engine import SUCCESS, Outcome, Policy, run_async, run_sync
+from .errors import ConfigTypeError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
+
+__all__ = ["BoundResilientFunction", "ResilientFunction", "resilient_api"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_P2 = ParamSpec("_P2")
+_S = TypeVar("_S")
+_R_co = TypeVar("_R_co", covariant=True)
+
+
+class ResilientFunction(Protocol[P, R]):
+    """What ``@resilient_api`` returns: the function, same signature, plus its ``breaker``.
+
+    At run time a call also accepts ``fallback=`` (unless the function
+    declares a ``fallback`` parameter of its own): it overrides the
+    configured fallback for that call and is not passed to the function.
+    """
+
+    breaker: CircuitBreaker
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    # A function is a descriptor: looked up on an instance, a method binds `self`.
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self: ResilientFunction[Concatenate[_S, _P2], R],
+        instance: _S,
+        owner: type[Any] | None = None,
+    ) -> BoundResilientFunction[_P2, R]: ...
+
+
+class BoundResilientFunction(Protocol[P, _R_co]):
+    """A decorated method looked up on an instance: ``self`` is bound."""
+
+    breaker: CircuitBreaker
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> _R_co: ...
+
+
+class _Decorator(Protocol):
+    def __call__(self, fn: Callable[P, R], /) -> ResilientFunction[P, R]: ...
+
+
+def _success(value: object) -> Outcome:
+    return Outcome(SUCCESS, value)
+
+
+def fallback_function(fallback: object) -> Callable[[BaseException], Any] | None:
+    """Turn a configured fallback (None, a value, or a callable of the error) into a callable."""
+    if fallback is None:
+        return None
+    if callable(fallback):
+        return cast(Callable[[BaseException], Any], fallback)
+    return lambda _error: fallback
+
+
+def _declares_fallback(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get("fallback")
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with `async def __call__`
+    )
+
+
+@overload
+def resilient_api(config: Callable[P, R], /) -> ResilientFunction[P, R]: ...
+@overload
+def resilient_api(
+    config: ResilientConfig | None = None,
+    /,
+    *,
+    breaker: CircuitBreaker | None = None,
+    name: str | None = None,
+) -> _Decorator: ...
+def resilient_api(
+    config: ResilientConfig | Callable[..., Any] | None = None,
+    /,
+    *,
+    breaker: CircuitBreaker | None = None,
+    name: str | None = None,
+) -> Any:
+    """Retry, break and fall back around a function; ``config`` defaults to ``ResilientConfig()``.
+
+    * ``breaker=`` - use this breaker instead of a private one; pass the same
+      breaker to a transport to share one failure count between them.
+    * ``name=`` - the private breaker's name (default ``module.qualname``).
+
+    Also usable bare: ``@resilient_api``.
+    """
+    if config is not None and not isinstance(config, ResilientConfig):
+        if callable(config):
+            return _decorate(config, ResilientConfig(), breaker, name)
+        raise ConfigTypeError(
+            f"resilient_api() takes a ResilientConfig, got {config!r} ({type(config).__name__})"
+        )
+    cfg = config if config is not None else ResilientConfig()
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise ConfigTypeError(f"resilient_api(breaker=...) needs a CircuitBreaker, got {breaker!r}")
+
+    def decorate(fn: Callable[P, R], /) -> ResilientFunction[P, R]:
+        return _decorate(fn, cfg, breaker, name)
+
+    return decorate
+
+
+def _decorate(
+    fn: Callable[P, R],
+    config: ResilientConfig,
+    breaker: CircuitBreaker | None,
+    name: str | None,
+) -> ResilientFunction[P, R]:
+    if not callable(fn):
+        raise ConfigTypeError(f"@resilient_api decorates a callable, got {fn!r}")
+    if breaker is None:
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        breaker = CircuitBreaker(
+            config.circuit_breaker,
+            name=name or f"{getattr(fn, '__module__', None)}.{qualname}",
+            hooks=config.hooks,
+        )
+    br = breaker
+    retry_on = frozenset(config.retry_on)
+
+    def classify_error(exc: BaseException) -> Outcome:
+        return classify_exception(exc, retry_on)
+
+    policy = Policy(config, br, classify_error=classify_error, classify_value=_success)
+    configured = fallback_function(config.fallback)
+    # A function with its own `fallback` parameter gets the keyword; otherwise it is ours.
+    owns_keyword = not _declares_fallback(fn)
+
+    if _is_async(fn):
+        afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            fallback = configured
+            if kwargs and owns_keyword and "fallback" in kwargs:
+                fallback = fallback_function(kwargs.pop("fallback"))
+            if br._healthy:
+                try:
+                    result = await afn(*args, **kwargs)
+                except BaseException as exc:
+                    first = classify_error(exc)
+                else:
+                    if not br._healthy:
+                        br.record_success(0)  # type: ignore[unreachable]
+                    return result
+                return await run_async(
+                    policy, functools.partial(afn, *args, **kwargs), fallback, first
+                )
+            return await run_async(policy, functools.partial(afn, *args, **kwargs), fallback)
+
+        wrapper: Any = async_wrapper
+    else:
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            fallback = configured
+            if kwargs and owns_keyword and "fallback" in kwargs:
+                fallback = fallback_function(kwargs.pop("fallback"))
+            if br._healthy:
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    first = classify_error(exc)
+                else:
+                    if not br._healthy:
+                        br.record_success(0)  # type: ignore[unreachable]
+                    return result
+                return run_sync(policy, functools.partial(fn, *args, **kwargs), fallback, first)
+            return run_sync(policy, functools.partial(fn, *args, **kwargs), fallback)
+
+        wrapper = sync_wrapper
+
+    wrapper.breaker = br
+    return cast(ResilientFunction[P, R], wrapper)

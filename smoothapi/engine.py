@@ -1,0 +1,449 @@
+"""The retry/breaker engine: a sans-I/O core and two thin drivers.
+
+The core, :func:`retry_flow`, is a generator in the style of httpx's
+``Auth.auth_flow``: it yields *decisions* and is sent *outcomes*.
+
+* ``ATTEMPT`` - make one attempt and send back its :class:`Outcome`;
+* :class:`Sleep` - discard the last result (it will be retried), wait
+  ``seconds``, send ``None``;
+* :class:`Finish` - the call is over: return ``value`` or raise ``error``.
+
+It never sleeps and never touches a socket.  :func:`run_sync` and
+:func:`run_async` are the only retry loops in smoothapi; each mount point
+(the decorator, the requests adapter, the httpx transports) supplies a
+:class:`Policy` that says how to classify an attempt's result and how to
+discard a result that will be retried, plus a zero-argument callable that
+makes one attempt.
+
+The happy path does not come here at all: a mount point whose breaker is
+healthy makes its first attempt directly and enters the engine only when that
+attempt fails or the breaker is not CLOSED (see ``decorator.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+from . import _runtime
+from .backoff import next_delay
+from .breaker import REJECTED, CircuitBreaker, CircuitState
+from .config import ResilientConfig
+from .errors import CircuitOpenError
+from .events import (
+    CallRejected,
+    FallbackServed,
+    Hook,
+    RetriesExhausted,
+    RetryScheduled,
+    emit,
+)
+
+__all__ = [
+    "ATTEMPT",
+    "Finish",
+    "Outcome",
+    "OutcomeKind",
+    "Policy",
+    "Resend",
+    "Sleep",
+    "async_sleep",
+    "retry_flow",
+    "run_async",
+    "run_sync",
+    "sync_sleep",
+]
+
+T = TypeVar("T")
+
+
+class OutcomeKind(Enum):
+    """What one attempt means to the breaker and to the retry decision."""
+
+    SUCCESS = "success"  # recorded as a success, returned
+    FAILURE = "failure"  # recorded as a failure, retried while allowed
+    ANSWERED = "answered"  # the service answered (e.g. a 404): a success, handed back as is
+    IGNORED = "ignored"  # neither (a bug, a cancellation): permit given back, re-raised at once
+
+
+SUCCESS: Final = OutcomeKind.SUCCESS
+FAILURE: Final = OutcomeKind.FAILURE
+ANSWERED: Final = OutcomeKind.ANSWERED
+IGNORED: Final = OutcomeKind.IGNORED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The classified result of one attempt.
+
+    Exactly one of ``value``/``error`` is meaningful: ``error`` is not None
+    when the attempt raised.  ``retry_after`` is the server's requested wait
+    in seconds (already parsed); ``retryable`` is False for a failure that
+    must not be retried whatever the request; ``sent`` is False when the
+    request certainly never reached the server (a refused connection), which
+    makes any request safe to resend (see :class:`Resend`).
+    """
+
+    kind: OutcomeKind
+    value: Any = None
+    error: BaseException | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    retryable: bool = True
+    sent: bool = True
+
+
+class Resend(Enum):
+    """Which failed attempts of *this* call may be sent again."""
+
+    ALWAYS = "always"  # idempotent requests, plain function calls
+    IF_NOT_SENT = "if-not-sent"  # POST/PATCH without Idempotency-Key: only after a connect error
+    NEVER = "never"  # a one-shot body: exactly one attempt
+
+
+class _Attempt:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ATTEMPT"
+
+
+ATTEMPT: Final = _Attempt()
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Discard the last result and wait ``seconds`` before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The call is over: raise ``error`` if set, else return ``value``.
+
+    ``fallback`` is True when ``value`` came from the fallback (the async
+    driver awaits it if it is awaitable, and the last result is discarded).
+    """
+
+    value: Any
+    error: BaseException | None
+    attempts: int
+    fallback: bool = False
+
+
+Decision = _Attempt | Sleep | Finish
+Flow = Generator[Decision, "Outcome | None", None]
+
+
+class Policy:
+    """What one mount point tells the engine; built once, shared by every call.
+
+    ``classify_error(exc)`` and ``classify_value(value)`` turn an attempt's
+    result into an :class:`Outcome`; ``discard(value)`` releases a result
+    that will be retried or replaced by a fallback (a transport drains or
+    closes the response; ``async_discard`` is its awaitable twin for the
+    async driver); ``rand`` is the jitter's random source;
+    ``open_error(name, retry_after)`` builds the rejection error;
+    ``fallback_midway`` says whether a breaker that opens while a call is
+    retrying yields the fallback (the decorator) or the last result (the
+    transports, whose fallback answers only calls rejected up front).
+    """
+
+    __slots__ = (
+        "async_discard",
+        "backoff",
+        "breaker",
+        "classify_error",
+        "classify_value",
+        "discard",
+        "fallback_midway",
+        "hooks",
+        "open_error",
+        "rand",
+        "sleep_cap",
+    )
+
+    def __init__(
+        self,
+        config: ResilientConfig,
+        breaker: CircuitBreaker,
+        *,
+        classify_error: Callable[[BaseException], Outcome],
+        classify_value: Callable[[Any], Outcome],
+        discard: Callable[[Any], None] | None = None,
+        async_discard: Callable[[Any], Awaitable[None]] | None = None,
+        rand: Callable[[], float] = random.random,
+        open_error: Callable[[str, float], BaseException] = CircuitOpenError,
+        fallback_midway: bool = True,
+    ) -> None:
+        self.backoff = config.backoff
+        self.sleep_cap = config.sleep_cap
+        self.hooks: tuple[Hook, ...] = config.hooks
+        self.breaker = breaker
+        self.classify_error = classify_error
+        self.classify_value = classify_value
+        self.discard = discard
+        self.async_discard = async_discard
+        self.rand = rand
+        self.open_error = open_error
+        self.fallback_midway = fallback_midway
+
+
+def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
+    policy: Policy,
+    fallback: Callable[[BaseException], Any] | None,
+    first: Outcome | None = None,
+    resend: Resend = Resend.ALWAYS,
+    open_error: Callable[[str, float], BaseException] | None = None,
+) -> Flow:
+    """The one retry loop, as decisions.
+
+    ``first`` is an attempt the mount point already made (with ticket 0, on
+    its happy path); ``fallback`` maps the final error to a value, or is None;
+    ``open_error`` overrides the policy's rejection error for this call.
+    """
+    breaker = policy.breaker
+    name = breaker.name
+    hooks = policy.hooks
+    backoff = policy.backoff
+
+    if open_error is None:
+        open_error = policy.open_error
+
+    def give_up(error: BaseException, outcome: Outcome | None, attempts: int) -> Finish:
+        # Transports hand back the last response when the breaker opens mid-call,
+        # and answer with their fallback only when rejected up front.
+        if fallback is not None and (outcome is None or policy.fallback_midway):
+            emit(FallbackServed(name, error), hooks)
+            return Finish(fallback(error), None, attempts, fallback=True)
+        if outcome is None:
+            return Finish(None, error, attempts)
+        # Unwrapped: the caller sees the last error (or the last response) itself.
+        return Finish(outcome.value, outcome.error, attempts)
+
+    attempts = 0
+    if first is None:
+        ticket = breaker.acquire()
+        if ticket == REJECTED:
+            retry_after = breaker.retry_after
+            emit(CallRejected(name, retry_after), hooks)
+            rejected = open_error(name, retry_after)
+            yield give_up(rejected, None, 0)
+            return
+        outcome = yield ATTEMPT
+        assert outcome is not None
+    else:
+        ticket = 0
+        outcome = first
+    attempts = 1
+    previous_delay: float | None = None
+
+    while True:
+        kind = outcome.kind
+        if kind is SUCCESS or kind is ANSWERED:
+            breaker.record_success(ticket)
+            yield Finish(outcome.value, outcome.error, attempts)
+            return
+        if kind is IGNORED:
+            breaker.release(ticket)
+            yield Finish(outcome.value, outcome.error, attempts)
+            return
+
+        breaker.record_failure(ticket)
+        last_error = outcome.error
+        if breaker.state is not CircuitState.CLOSED:
+            # Our failure (or someone else's) opened it: stop hammering now.
+            emit(
+                RetriesExhausted(name, attempts, outcome.status, last_error, "breaker open"), hooks
+            )
+            yield give_up(last_error or open_error(name, breaker.retry_after), outcome, attempts)
+            return
+        retryable = outcome.retryable and (
+            resend is Resend.ALWAYS or (resend is Resend.IF_NOT_SENT and not outcome.sent)
+        )
+        if not retryable or attempts > backoff.max_retries:
+            reason = "retries exhausted" if retryable else "not safe to resend"
+            emit(RetriesExhausted(name, attempts, outcome.status, last_error, reason), hooks)
+            yield Finish(outcome.value, last_error, attempts)
+            return
+
+        delay = next_delay(attempts - 1, backoff, previous_delay, policy.rand)
+        previous_delay = delay
+        wanted = outcome.retry_after
+        if wanted is not None:
+            cap = policy.sleep_cap
+            if wanted > cap:
+                emit(
+                    RetriesExhausted(
+                        name, attempts, outcome.status, last_error, "Retry-After over cap"
+                    ),
+                    hooks,
+                )
+                yield Finish(outcome.value, last_error, attempts)
+                return
+            # At least what the server asked, plus a little jitter so that
+            # clients told the same thing do not come back in lockstep.
+            spread = policy.rand() * min(1.0, max(0.05, 0.1 * wanted))
+            delay = min(cap, max(delay, wanted + spread))
+
+        emit(RetryScheduled(name, attempts, delay, outcome.status, last_error), hooks)
+        sent = yield Sleep(delay)
+        assert sent is None
+
+        ticket = breaker.acquire()
+        if ticket == REJECTED:
+            emit(
+                RetriesExhausted(name, attempts, outcome.status, last_error, "breaker open"), hooks
+            )
+            yield give_up(last_error or open_error(name, breaker.retry_after), outcome, attempts)
+            return
+        outcome = yield ATTEMPT
+        assert outcome is not None
+        attempts += 1
+
+
+# -- sleeping --------------------------------------------------------------
+
+
+def sync_sleep(seconds: float) -> None:
+    """``time.sleep`` unless :mod:`smoothapi.testing` made sleeps instant."""
+    if _runtime.instant_sleep:
+        hook = _runtime.on_skipped_sleep
+        if hook is not None:
+            hook(seconds)
+        return
+    time.sleep(seconds)
+
+
+async def async_sleep(seconds: float) -> None:
+    """Sleep without blocking the event loop, under asyncio or trio."""
+    if _runtime.instant_sleep:
+        hook = _runtime.on_skipped_sleep
+        if hook is not None:
+            hook(seconds)
+        seconds = 0.0
+    if _running_trio():
+        import trio  # noqa: PLC0415 - only when running under trio
+
+        await trio.sleep(seconds)
+    else:
+        import asyncio  # noqa: PLC0415 - keeps `import smoothapi` light
+
+        await asyncio.sleep(seconds)
+
+
+def _running_trio() -> bool:
+    if "trio" not in sys.modules:
+        return False
+    try:
+        import sniffio  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - trio always ships sniffio
+        return False
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
+# -- drivers -----------------------------------------------------------------
+
+
+def run_sync(
+    policy: Policy,
+    attempt: Callable[[], T],
+    fallback: Callable[[BaseException], Any] | None = None,
+    first: Outcome | None = None,
+    resend: Resend = Resend.ALWAYS,
+    *,
+    open_error: Callable[[str, float], BaseException] | None = None,
+) -> T:
+    """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides."""
+    flow = retry_flow(policy, fallback, first, resend, open_error)
+    last = first
+    try:
+        decision = next(flow)
+        while True:
+            if decision is ATTEMPT:
+                try:
+                    value = attempt()
+                except BaseException as exc:
+                    last = policy.classify_error(exc)
+                else:
+                    last = policy.classify_value(value)
+                decision = flow.send(last)
+            elif isinstance(decision, Sleep):
+                _discard(policy, last)
+                sync_sleep(decision.seconds)
+                decision = flow.send(None)
+            else:
+                assert isinstance(decision, Finish)
+                return _finish(policy, decision, last)  # type: ignore[no-any-return]
+    finally:
+        flow.close()
+
+
+async def run_async(
+    policy: Policy,
+    attempt: Callable[[], Awaitable[T]],
+    fallback: Callable[[BaseException], Any] | None = None,
+    first: Outcome | None = None,
+    resend: Resend = Resend.ALWAYS,
+    *,
+    open_error: Callable[[str, float], BaseException] | None = None,
+) -> T:
+    """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
+    flow = retry_flow(policy, fallback, first, resend, open_error)
+    last = first
+    try:
+        decision = next(flow)
+        while True:
+            if decision is ATTEMPT:
+                try:
+                    value = await attempt()
+                except BaseException as exc:
+                    last = policy.classify_error(exc)
+                else:
+                    last = policy.classify_value(value)
+                decision = flow.send(last)
+            elif isinstance(decision, Sleep):
+                await _async_discard(policy, last)
+                await async_sleep(decision.seconds)
+                decision = flow.send(None)
+            else:
+                assert isinstance(decision, Finish)
+                if decision.fallback:
+                    await _async_discard(policy, last)
+                result = _finish(policy, decision, last)
+                if decision.fallback and inspect.isawaitable(result):
+                    result = await result
+                return result  # type: ignore[no-any-return]
+    finally:
+        flow.close()
+
+
+def _discard(policy: Policy, outcome: Outcome | None) -> None:
+    if policy.discard is not None and outcome is not None and outcome.error is None:
+        policy.discard(outcome.value)
+
+
+async def _async_discard(policy: Policy, outcome: Outcome | None) -> None:
+    if policy.async_discard is not None and outcome is not None and outcome.error is None:
+        await policy.async_discard(outcome.value)
+    else:
+        _discard(policy, outcome)
+
+
+def _finish(policy: Policy, decision: Finish, last: Outcome | None) -> Any:
+    if decision.fallback:
+        _discard(policy, last)
+    error = decision.error
+    if error is not None:
+        raise error
+    return decision.value

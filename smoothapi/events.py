@@ -1,0 +1,113 @@
+"""Typed events that the engine and the breaker send to hooks.
+
+Register a hook per config (``ResilientConfig(hooks=(fn,))``) or for the whole
+process (:func:`add_hook`).  Events are sent only on the slow path - a failed
+attempt, a state change, a rejection, a fallback - never for a call that
+simply succeeds.  A hook that raises is logged on the ``smoothapi`` logger
+and never breaks the call.
+
+Events name an upstream by breaker name only (a function name or an origin
+such as ``https://api.example.com:443``): never a query string, userinfo or a
+header value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .breaker import CircuitState
+
+__all__ = [
+    "CallRejected",
+    "Event",
+    "FallbackServed",
+    "RetriesExhausted",
+    "RetryScheduled",
+    "StateChanged",
+    "add_hook",
+    "remove_hook",
+]
+
+logger = logging.getLogger("smoothapi")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """Attempt ``attempt`` (1-based) failed; the call sleeps ``delay`` seconds and retries."""
+
+    name: str
+    attempt: int
+    delay: float
+    status: int | None
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetriesExhausted:
+    """The call gives up after ``attempts`` attempts with this status or error."""
+
+    name: str
+    attempts: int
+    status: int | None
+    error: BaseException | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The breaker ``name`` moved from ``old`` to ``new`` at monotonic time ``at``."""
+
+    name: str
+    old: CircuitState
+    new: CircuitState
+    failures: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected:
+    """The breaker rejected a call without I/O; a probe is allowed in ``retry_after`` s."""
+
+    name: str
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackServed:
+    """The call answered with its fallback because of ``error``."""
+
+    name: str
+    error: BaseException
+
+
+Event = RetryScheduled | RetriesExhausted | StateChanged | CallRejected | FallbackServed
+Hook = Callable[[Event], object]
+
+_global_hooks: list[Hook] = []
+
+
+def add_hook(hook: Hook) -> None:
+    """Send every event of every breaker and config in this process to ``hook``."""
+    if not callable(hook):
+        raise TypeError(f"add_hook() needs a callable, got {hook!r}")
+    _global_hooks.append(hook)
+
+
+def remove_hook(hook: Hook) -> None:
+    """Stop sending events to a hook registered with :func:`add_hook` (no error if absent)."""
+    with contextlib.suppress(ValueError):
+        _global_hooks.remove(hook)
+
+
+def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
+    """Send ``event`` to the given hooks and the global ones; a raising hook is logged."""
+    for hook in (*hooks, *_global_hooks):
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("smoothapi hook %r raised on %s; the call goes on", hook, event)

@@ -1,0 +1,304 @@
+"""``ResilientTransport`` / ``AsyncResilientTransport``: the engine mounted on httpx.
+
+::
+
+    client = httpx.Client(transport=ResilientTransport(config))
+    async_client = httpx.AsyncClient(transport=AsyncResilientTransport(config))
+
+Each wraps an inner transport (default ``httpx.HTTPTransport(**kwargs)``, so
+``limits=``, ``verify=``, ``proxy=`` work) and so composes with ``respx`` and
+``httpx.MockTransport``.  Statuses are read from responses; a retried
+response is drained (up to 64 KiB) or closed before the retry, so its
+connection goes back to the pool.  ``response.extensions["smoothapi_attempts"]``
+says how many attempts the response took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from ._transport import DRAIN_LIMIT, TransportCore, origin_name
+from .breaker import CircuitBreaker
+from .classify import is_transport_error
+from .config import ResilientConfig
+from .engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
+from .errors import CircuitOpenError, ConfigError
+
+__all__ = ["AsyncResilientTransport", "CircuitOpenTransportError", "ResilientTransport"]
+
+ATTEMPTS = "smoothapi_attempts"
+
+#: ``fallback(request, error)`` builds the response served while the breaker rejects.
+HTTPXFallback = Callable[[httpx.Request, BaseException], httpx.Response]
+AsyncHTTPXFallback = Callable[
+    [httpx.Request, BaseException], "httpx.Response | Awaitable[httpx.Response]"
+]
+
+# Nothing of the request can have reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class CircuitOpenTransportError(CircuitOpenError, httpx.TransportError):
+    """The breaker rejected the request: a CircuitOpenError and an ``httpx.TransportError``."""
+
+    def __init__(self, name: str, retry_after: float, request: httpx.Request | None = None) -> None:
+        CircuitOpenError.__init__(self, name, retry_after)
+        self._request = request
+
+
+def _classify_error(exc: BaseException) -> Outcome:
+    if isinstance(exc, Exception) and is_transport_error(exc):
+        return Outcome(FAILURE, error=exc, sent=not isinstance(exc, _NOT_SENT))
+    return Outcome(IGNORED, error=exc)
+
+
+def _too_big(response: httpx.Response) -> bool:
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) > DRAIN_LIMIT
+
+
+def _keep(response: httpx.Response, chunks: list[bytes], size: int) -> None:
+    # The body read stays readable; one too large to keep reads as empty.
+    response.stream = httpx.ByteStream(b"".join(chunks) if size <= DRAIN_LIMIT else b"")
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read a retried response's body (bounded) and close it, so the connection is reused."""
+    if isinstance(response.stream, httpx.ByteStream):
+        return
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.stream
+    try:
+        if not _too_big(response):
+            assert isinstance(stream, httpx.SyncByteStream)
+            for chunk in stream:
+                size += len(chunk)
+                if size > DRAIN_LIMIT:
+                    break
+                chunks.append(chunk)
+    except Exception:  # a broken connection: closing below drops it
+        size = DRAIN_LIMIT + 1
+    finally:
+        response.close()
+    _keep(response, chunks, size if not _too_big(response) else DRAIN_LIMIT + 1)
+
+
+async def _adrain(response: httpx.Response) -> None:
+    """The async twin of :func:`_drain`."""
+    if isinstance(response.stream, httpx.ByteStream):
+        return
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.stream
+    try:
+        if not _too_big(response):
+            assert isinstance(stream, httpx.AsyncByteStream)
+            async for chunk in stream:
+                size += len(chunk)
+                if size > DRAIN_LIMIT:
+                    break
+                chunks.append(chunk)
+    except Exception:
+        size = DRAIN_LIMIT + 1
+    finally:
+        await response.aclose()
+    _keep(response, chunks, size if not _too_big(response) else DRAIN_LIMIT + 1)
+
+
+def _replayable(request: httpx.Request) -> bool:
+    stream = request.stream
+    # Bytes, or a multipart body that re-renders (and re-seeks its files) on each pass.
+    return isinstance(stream, httpx.ByteStream) or type(stream).__name__ == "MultipartStream"
+
+
+class _Base:
+    def __init__(
+        self,
+        config: ResilientConfig | None,
+        breaker: CircuitBreaker | None,
+        max_breakers: int,
+        fallback: Callable[..., Any] | None,
+        *,
+        is_async: bool,
+    ) -> None:
+        if fallback is not None and not callable(fallback):
+            raise ConfigError(
+                f"fallback= takes a callable (request, error) -> httpx.Response, got {fallback!r}"
+            )
+        self._core = TransportCore(
+            config,
+            breaker=breaker,
+            max_breakers=max_breakers,
+            classify_error=_classify_error,
+            classify_value=self._classify_response,
+            discard=_drain,
+            async_discard=_adrain if is_async else None,
+            open_error=CircuitOpenTransportError,
+        )
+        self.config = self._core.config
+        self._retry_on = self._core.retry_on
+        self._fallback = fallback
+
+    def _classify_response(self, response: httpx.Response) -> Outcome:
+        return self._core.classify_status(
+            response, response.status_code, response.headers.get("Retry-After")
+        )
+
+    def _policy(self, url: httpx.URL) -> Policy:
+        return self._core.policy(
+            (url.scheme, url.host, url.port), lambda: origin_name(url.scheme, url.host, url.port)
+        )
+
+    def breaker_for(self, url: str | httpx.URL) -> CircuitBreaker:
+        """The breaker that guards ``url``'s origin."""
+        return self._policy(httpx.URL(url)).breaker
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every breaker this transport holds, by origin."""
+        return self._core.breakers()
+
+    def _fallback_for(self, request: httpx.Request) -> Callable[[BaseException], Any] | None:
+        fallback = self._fallback
+        if fallback is None:
+            return None
+        return lambda error: fallback(request, error)
+
+    def _open_error(self, request: httpx.Request) -> Callable[[str, float], BaseException]:
+        return lambda name, retry_after: CircuitOpenTransportError(name, retry_after, request)
+
+
+class ResilientTransport(_Base, httpx.BaseTransport):
+    """An httpx transport that retries, breaks per origin and can fall back.
+
+    ``transport`` is the inner transport (default ``httpx.HTTPTransport(**kwargs)``);
+    ``breaker`` makes every origin share one breaker; ``fallback(request,
+    error)`` returns the ``httpx.Response`` served while the breaker rejects.
+    ``config.fallback`` is for decorated functions and is not used here.
+    """
+
+    def __init__(
+        self,
+        config: ResilientConfig | None = None,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        fallback: HTTPXFallback | None = None,
+        max_breakers: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        if transport is not None and kwargs:
+            raise ConfigError(
+                f"pass either transport= or HTTPTransport options, not both (got {sorted(kwargs)})"
+            )
+        super().__init__(config, breaker, max_breakers, fallback, is_async=False)
+        self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self._policy(request.url)
+        breaker = policy.breaker
+        inner = self.transport
+        first: Outcome | None = None
+        if breaker._healthy:
+            try:
+                response = inner.handle_request(request)
+            except BaseException as exc:
+                first = _classify_error(exc)
+            else:
+                if response.status_code not in self._retry_on:
+                    if not breaker._healthy:
+                        breaker.record_success(0)  # type: ignore[unreachable]
+                    response.extensions[ATTEMPTS] = 1
+                    return response
+                first = self._classify_response(response)
+
+        attempts = 0 if first is None else 1
+
+        def attempt() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            return inner.handle_request(request)
+
+        resend = self._core.resend(request.method, request.headers, _replayable(request))
+        response = run_sync(
+            policy,
+            attempt,
+            self._fallback_for(request),
+            first,
+            resend,
+            open_error=self._open_error(request),
+        )
+        response.extensions[ATTEMPTS] = attempts
+        return response
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
+    """The async twin of :class:`ResilientTransport` (asyncio and trio).
+
+    ``fallback`` may be a plain or an ``async`` callable.
+    """
+
+    def __init__(
+        self,
+        config: ResilientConfig | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        fallback: AsyncHTTPXFallback | None = None,
+        max_breakers: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        if transport is not None and kwargs:
+            raise ConfigError(
+                f"pass either transport= or AsyncHTTPTransport options, not both "
+                f"(got {sorted(kwargs)})"
+            )
+        super().__init__(config, breaker, max_breakers, fallback, is_async=True)
+        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self._policy(request.url)
+        breaker = policy.breaker
+        inner = self.transport
+        first: Outcome | None = None
+        if breaker._healthy:
+            try:
+                response = await inner.handle_async_request(request)
+            except BaseException as exc:
+                first = _classify_error(exc)
+            else:
+                if response.status_code not in self._retry_on:
+                    if not breaker._healthy:
+                        breaker.record_success(0)  # type: ignore[unreachable]
+                    response.extensions[ATTEMPTS] = 1
+                    return response
+                first = self._classify_response(response)
+
+        attempts = 0 if first is None else 1
+
+        async def attempt() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            return await inner.handle_async_request(request)
+
+        resend = self._core.resend(request.method, request.headers, _replayable(request))
+        response = await run_async(
+            policy,
+            attempt,
+            self._fallback_for(request),
+            first,
+            resend,
+            open_error=self._open_error(request),
+        )
+        response.extensions[ATTEMPTS] = attempts
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
