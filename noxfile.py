@@ -45,5 +45,14 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def benchmarks(session: nox.Session) -> None:
     """Side-by-side benchmarks against the peers (not run by default)."""
-    session.install("-e", ".[test]", "tenacity", "stamina", "backoff", "pybreaker", "circuitbreaker", "httpx-retries")
+    session.install(
+        "-e",
+        ".[test]",
+        "tenacity",
+        "stamina",
+        "backoff",
+        "pybreaker",
+        "circuitbreaker",
+        "httpx-retries",
+    )
     session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only", *session.posargs)
