@@ -38,7 +38,12 @@ def _error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExce
     """(transport error types, excluded subtypes) for the client libraries loaded so far."""
     global _cache_key, _cache
     modules = sys.modules
-    key = ("requests" in modules, "httpx" in modules, "urllib3" in modules)
+    # A None entry means "blocked": present in sys.modules but not importable.
+    key = (
+        modules.get("requests") is not None,
+        modules.get("httpx") is not None,
+        modules.get("urllib3") is not None,
+    )
     if key == _cache_key:
         return _cache
     retry: list[type[BaseException]] = [ConnectionError, TimeoutError]

@@ -340,7 +340,7 @@ async def async_sleep(seconds: float) -> None:
 
 
 def _running_trio() -> bool:
-    if "trio" not in sys.modules:
+    if sys.modules.get("trio") is None:
         return False
     try:
         import sniffio  # noqa: PLC0415
