@@ -112,7 +112,7 @@ def test_mount_classes_are_lazy() -> None:
 
 def test_import_loads_no_client_library() -> None:
     """With the clients installed, `import smoothapi` still imports none of them."""
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [
             sys.executable,
             "-c",
