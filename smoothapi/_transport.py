@@ -121,7 +121,11 @@ class TransportCore:
         self._async_discard = async_discard
         self._lock = threading.Lock()
         self._policies: dict[Hashable, Policy] = {}
-        self._shared = self._make_policy(breaker) if breaker is not None else None
+        self._shared: Policy | None = None
+        if breaker is not None:
+            for hook in config.hooks:  # a shared breaker reports to every config using it
+                breaker.add_hook(hook)
+            self._shared = self._make_policy(breaker)
 
     def _make_policy(self, breaker: CircuitBreaker) -> Policy:
         return Policy(self.config, breaker, async_discard=self._async_discard, **self._kwargs)

@@ -14,6 +14,7 @@ min(max_delay, base_delay * 2**n)``:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -21,14 +22,13 @@ from .config import BackoffConfig, Jitter
 
 __all__ = ["capped_exponential", "next_delay"]
 
-# 2**64 * any sane base_delay is far beyond any max_delay; clamping keeps the
-# float arithmetic finite for absurd attempt numbers.
-_MAX_EXPONENT = 64
-
 
 def capped_exponential(n: int, base_delay: float, max_delay: float) -> float:
-    """``min(max_delay, base_delay * 2**n)``, safe for any ``n >= 0``."""
-    return min(max_delay, base_delay * 2.0 ** min(n, _MAX_EXPONENT))
+    """``min(max_delay, base_delay * 2**n)``, exact and safe for any ``n >= 0``."""
+    try:
+        return min(max_delay, math.ldexp(base_delay, n))
+    except OverflowError:  # base_delay * 2**n is beyond any float, so beyond max_delay
+        return max_delay
 
 
 def next_delay(

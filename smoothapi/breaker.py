@@ -249,6 +249,13 @@ class CircuitBreaker:
             if self._is_live_probe(ticket):
                 self._probe_active = False
 
+    def add_hook(self, hook: Hook) -> None:
+        """Also send this breaker's :class:`~smoothapi.events.StateChanged` events to ``hook``."""
+        if not callable(hook):
+            raise TypeError(f"add_hook() needs a callable, got {hook!r}")
+        if hook not in self._hooks:
+            self._hooks = (*self._hooks, hook)
+
     # -- manual control ----------------------------------------------------
 
     def reset(self) -> None:

@@ -50,11 +50,18 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
         raise ConfigTypeError(
             f"{where} must be a number of seconds, got {value!r} ({type(value).__name__})"
         )
-    if not math.isfinite(value):
+    if not _finite(value):
         raise ConfigError(f"{where} must be finite, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {value!r}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _integer(owner: str, name: str, value: object, *, minimum: int) -> int:
@@ -137,7 +144,7 @@ class CircuitBreakerConfig:
                 "CircuitBreakerConfig.cooldown_ms must be a number of milliseconds, "
                 f"got {cooldown!r} ({type(cooldown).__name__})"
             )
-        if not math.isfinite(cooldown) or cooldown < 0:
+        if not _finite(cooldown) or cooldown < 0:
             raise ConfigError(
                 f"CircuitBreakerConfig.cooldown_ms must be a finite number >= 0, got {cooldown!r}"
             )
@@ -227,9 +234,14 @@ class ResilientConfig:
             object.__setattr__(self, "retry_after_cap", cap)
         object.__setattr__(self, "idempotent_methods", _methods(self.idempotent_methods))
         _flag("ResilientConfig", "retry_non_idempotent", self.retry_non_idempotent)
-        hooks = self.hooks
+        hooks: Any = self.hooks
         if callable(hooks):
             hooks = (hooks,)
+        if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+            raise ConfigTypeError(
+                f"ResilientConfig.hooks must be a tuple of callables, got {hooks!r} "
+                f"({type(hooks).__name__})"
+            )
         hooks = tuple(hooks)
         for hook in hooks:
             if not callable(hook):

@@ -37,12 +37,17 @@ class ResilientFunction(Protocol[P, R]):
     At run time a call also accepts ``fallback=`` (unless the function
     declares a ``fallback`` parameter of its own): it overrides the
     configured fallback for that call and is not passed to the function.
+    ``fn.with_fallback(value)(*args)`` does the same and type-checks.
     """
 
     breaker: CircuitBreaker
     __wrapped__: Callable[P, R]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def with_fallback(self, fallback: object, /) -> Callable[P, R]:
+        """The function with this call-time fallback (``None``: none): the typed per-call form."""
+        ...
 
     # A function is a descriptor: looked up on an instance, a method binds `self`.
     @overload
@@ -154,6 +159,9 @@ def _decorate(
             name=name or f"{getattr(fn, '__module__', None)}.{qualname}",
             hooks=config.hooks,
         )
+    else:
+        for hook in config.hooks:  # a shared breaker reports to every config using it
+            breaker.add_hook(hook)
     br = breaker
     retry_on = frozenset(config.retry_on)
 
@@ -165,8 +173,9 @@ def _decorate(
     # A function with its own `fallback` parameter gets the keyword; otherwise it is ours.
     owns_keyword = not _declares_fallback(fn)
 
-    if _is_async(fn):
-        afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
+    is_async = _is_async(fn)
+    afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
+    if is_async:
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -209,5 +218,20 @@ def _decorate(
 
         wrapper = sync_wrapper
 
+    def with_fallback(fallback: object) -> Callable[..., Any]:
+        chosen = fallback_function(fallback)
+        if is_async:
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                return await run_async(policy, functools.partial(afn, *args, **kwargs), chosen)
+
+            return functools.wraps(fn)(call_async)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return run_sync(policy, functools.partial(fn, *args, **kwargs), chosen)
+
+        return functools.wraps(fn)(call)
+
     wrapper.breaker = br
+    wrapper.with_fallback = with_fallback
     return cast(ResilientFunction[P, R], wrapper)

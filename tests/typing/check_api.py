@@ -74,3 +74,4 @@ class Client:
 assert_type(Client().fetch("/x"), bytes)
 assert_type(Client().fetch.breaker, CircuitBreaker)
 assert_type(Client.fetch.breaker, CircuitBreaker)
+assert_type(get_user.with_fallback({"id": 0})("1"), dict[str, int])
