@@ -24,6 +24,7 @@ from collections.abc import Collection
 
 from .engine import ANSWERED, FAILURE, IGNORED, Outcome
 from .errors import CircuitOpenError
+from .retry_after import parse_retry_after
 
 __all__ = ["classify_exception", "http_status", "is_transport_error"]
 
@@ -89,6 +90,17 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("Retry-After")
+    except Exception:  # a headers object we do not understand: no hint
+        return None
+    return parse_retry_after(value) if isinstance(value, str) else None
+
+
 def is_transport_error(exc: BaseException) -> bool:
     """True for timeouts, refused/reset connections and protocol errors of any client."""
     retry, never = _error_types()
@@ -99,8 +111,9 @@ def classify_exception(exc: BaseException, retry_on: Collection[int]) -> Outcome
     """Classify an exception raised by a decorated call."""
     status = http_status(exc)
     if status is not None:
-        kind = FAILURE if status in retry_on else ANSWERED
-        return Outcome(kind, error=exc, status=status)
+        if status not in retry_on:
+            return Outcome(ANSWERED, error=exc, status=status)
+        return Outcome(FAILURE, error=exc, status=status, retry_after=_retry_after(exc))
     if isinstance(exc, Exception) and is_transport_error(exc):
         return Outcome(FAILURE, error=exc)
     return Outcome(IGNORED, error=exc)
