@@ -1,0 +1,75 @@
+"""Turn a pytest-benchmark JSON file into ratio tables (markdown).
+
+    python -m pytest benchmarks --benchmark-only --benchmark-json=bench.json
+    python benchmarks/report.py bench.json
+
+Per group: each contender's median per call, its overhead over ``bare``
+(median minus bare, per call), and ratios against ``bare``, ``passthrough``
+and ``circuitbreaker`` where those ran in the same group. Absolute times
+are printed for context only; compare the ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _name(bench: dict[str, Any]) -> str:
+    params = bench.get("params") or {}
+    return str(params.get("name", bench["name"]))
+
+
+def report(data: dict[str, Any]) -> str:
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for bench in data["benchmarks"]:
+        groups.setdefault(bench["group"] or "", {})[_name(bench)] = bench
+    machine = data.get("machine_info", {})
+    lines = [
+        f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "
+        f"{machine.get('cpu', {}).get('count', '?')} cores, Python "
+        f"{machine.get('python_version', platform.python_version())}; "
+        f"run {data.get('datetime', '?')}",
+        "",
+    ]
+    for group, benches in groups.items():
+        lines += [f"### {group}", ""]
+        per_call = {
+            name: b["stats"]["median"] / b.get("extra_info", {}).get("batch", 1) * 1e6
+            for name, b in benches.items()
+        }
+        bare = per_call.get("bare")
+        refs = [r for r in ("bare", "passthrough", "circuitbreaker") if r in per_call]
+        header = "| contender | median per call (µs) | overhead over bare (µs) |"
+        header += "".join(f" overhead ÷ {r}'s |" for r in refs if r != "bare")
+        header += " time ÷ bare's |" if bare else ""
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for name, t in sorted(per_call.items(), key=lambda kv: kv[1]):
+            over = t - bare if bare is not None else float("nan")
+            row = f"| {name} | {t:.3f} | {over:+.3f} |"
+            for r in refs:
+                if r == "bare":
+                    continue
+                ref_over = per_call[r] - (bare or 0.0)
+                row += f" {over / ref_over:.2f} |" if ref_over > 0 else " - |"
+            if bare:
+                row += f" {t / bare:.3f} |"
+            lines.append(row)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(report(json.loads(Path(args[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
