@@ -1,4 +1,4 @@
-"""Benchmark fixtures: a local keep-alive server, and the peers (installed by `nox -s benchmarks`)."""
+"""Benchmark fixtures: local keep-alive servers (the peers come from `nox -s benchmarks`)."""
 
 from __future__ import annotations
 
