@@ -81,7 +81,8 @@ class TransportCore:
         }
         self._async_discard = async_discard
         self._lock = threading.Lock()
-        self._policies: dict[Hashable, Policy] = {}
+        self._policies: dict[str, Policy] = {}  # by normalised origin
+        self._aliases: dict[Hashable, Policy] = {}  # by the mount point's cheap key
         self._shared: Policy | None = None
         if breaker is not None:
             for hook in config.hooks:  # a shared breaker reports to every config using it
@@ -91,23 +92,34 @@ class TransportCore:
     def _make_policy(self, breaker: CircuitBreaker) -> Policy:
         return Policy(self.config, breaker, async_discard=self._async_discard, **self._kwargs)
 
-    def policy(self, key: Hashable, name: Callable[[], str]) -> Policy:
-        """The policy (and so the breaker) for the origin ``key``; ``name()`` names a new one."""
+    def policy(self, alias: Hashable, name: Callable[[], str]) -> Policy:
+        """The policy (and so the breaker) for one origin.
+
+        ``alias`` is whatever the mount point can compute cheaply per request
+        (a URL prefix, a tuple); ``name()`` returns the normalised origin
+        ``scheme://host:port``, which is what breakers are registered under, so
+        every spelling of an origin (userinfo, an explicit default port) shares
+        one breaker.  ``name()`` runs only the first time an alias is seen.
+        """
         shared = self._shared
         if shared is not None:
             return shared
-        policy = self._policies.get(key)
+        policy = self._aliases.get(alias)
         if policy is not None:
             return policy
         with self._lock:
-            policy = self._policies.get(key)
+            origin = name()
+            policy = self._policies.get(origin)
             if policy is None:
                 breaker = CircuitBreaker(
-                    self.config.circuit_breaker, name=name(), hooks=self.config.hooks
+                    self.config.circuit_breaker, name=origin, hooks=self.config.hooks
                 )
                 policy = self._make_policy(breaker)
                 self._evict()
-                self._policies[key] = policy
+                self._policies[origin] = policy
+            if len(self._aliases) >= 4 * self.max_breakers:
+                self._aliases.clear()
+            self._aliases[alias] = policy
             return policy
 
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -124,6 +136,7 @@ class TransportCore:
         for key, policy in list(self._policies.items()):
             if policy.breaker.state is CircuitState.CLOSED:
                 del self._policies[key]
+                self._aliases.clear()  # no alias may keep a forgotten breaker alive
                 excess -= 1
                 if excess <= 0:
                     return

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import re
 import time
-from email.utils import parsedate_to_datetime
 
 __all__ = ["parse_retry_after"]
 
 # Longer than any HTTP-date or sane number; a longer header is garbage, not parsed.
 _MAX_RETRY_AFTER_LEN = 64
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -25,16 +25,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     text = value.strip()
     if not text or len(text) > _MAX_RETRY_AFTER_LEN:
         return None
-    if text[0].isdigit():
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-        if text.isdigit():  # too many digits for a float: absurd, so over any cap
-            return math.inf
-        # Not a number; maybe a date that starts with a digit ("29 Nov 2026 ...").
+    if _DELTA_SECONDS.fullmatch(text):
+        # ASCII digits only (float() would also take "1e3", "1_0" or "²").  A value
+        # too large for a float becomes inf: absurd, so over any cap.
+        return float(text)
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - costly, and rarely needed
+
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
