@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import smoothapi
-from smoothapi import (  # noqa: F401 - re-exported
-    BackoffConfig,
-    CallRejected,
-    CircuitBreaker,
-    CircuitBreakerConfig,
-    CircuitOpenError,
-    CircuitState,
-    ConfigError,
-    ConfigTypeError,
-    Event,
-    FallbackServed,
-    Jitter,
-    ResilientConfig,
-    ResilientFunction,
-    RetriesExhausted,
-    RetryScheduled,
-    SmoothAPIError,
-    StateChanged,
-    __all__,
-    __version__,
-    add_hook,
-    remove_hook,
-    resilient_api,
-)
+from smoothapi import BackoffConfig as BackoffConfig
+from smoothapi import CallRejected as CallRejected
+from smoothapi import CircuitBreaker as CircuitBreaker
+from smoothapi import CircuitBreakerConfig as CircuitBreakerConfig
+from smoothapi import CircuitOpenError as CircuitOpenError
+from smoothapi import CircuitState as CircuitState
+from smoothapi import ConfigError as ConfigError
+from smoothapi import ConfigTypeError as ConfigTypeError
+from smoothapi import Event as Event
+from smoothapi import FallbackServed as FallbackServed
+from smoothapi import Jitter as Jitter
+from smoothapi import ResilientConfig as ResilientConfig
+from smoothapi import ResilientFunction as ResilientFunction
+from smoothapi import RetriesExhausted as RetriesExhausted
+from smoothapi import RetryScheduled as RetryScheduled
+from smoothapi import SmoothAPIError as SmoothAPIError
+from smoothapi import StateChanged as StateChanged
+from smoothapi import __all__ as __all__
+from smoothapi import __version__ as __version__
+from smoothapi import add_hook as add_hook
+from smoothapi import remove_hook as remove_hook
+from smoothapi import resilient_api as resilient_api
+
+if TYPE_CHECKING:
+    from smoothapi import AsyncResilientTransport as AsyncResilientTransport
+    from smoothapi import ResilientAdapter as ResilientAdapter
+    from smoothapi import ResilientTransport as ResilientTransport
 
 
 def __getattr__(name: str) -> Any:

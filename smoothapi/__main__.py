@@ -54,7 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Start a local flaky HTTP server and drive it through four phases - healthy, a "
             "transient blip, an outage, recovery - with @resilient_api over requests, "
-            "httpx.Client and httpx.AsyncClient, printing a timeline and a summary. Exits 1 "
+            "httpx.Client and httpx.AsyncClient, then with ResilientAdapter, "
+            "ResilientTransport and AsyncResilientTransport, printing a timeline and a "
+            "summary. Exits 1 "
             "if what happens contradicts smoothapi's contract. Needs no network access; "
             "clients that are not installed are skipped."
         ),

@@ -1,37 +1,51 @@
 """``python -m smoothapi demo``: watch retries, the breaker and the fallback at work.
 
 An embedded flaky server (:mod:`smoothapi.demo_server`) is driven through
-four phases, once per client library - ``requests``, ``httpx.Client`` and
-``httpx.AsyncClient`` (an ``async def`` run with :func:`asyncio.run`) - each
-behind ``@resilient_api``:
+four phases, once per mount point and client library.  First the decorator,
+``@resilient_api`` around a function that calls ``requests``, ``httpx.Client``
+or ``httpx.AsyncClient`` (an ``async def`` run with :func:`asyncio.run`); then
+the three transports, mounted under the client so that plain
+``session.get(...)`` / ``client.get(...)`` calls are resilient:
+``session.mount("http://", ResilientAdapter(config))``,
+``httpx.Client(transport=ResilientTransport(config))`` and
+``httpx.AsyncClient(transport=AsyncResilientTransport(config))``.
 
 1. healthy - every call is answered with one request;
 2. transient blip - the server answers 503, 503, then 200: one call retries
-   twice and succeeds, and the breaker stays CLOSED;
+   twice and succeeds, and the breaker stays CLOSED (a transport hands back
+   one 200 response and says how many attempts it took);
 3. outage - every request gets 503: the first call's failed attempts open
-   the breaker (``failure_threshold`` of them), and from then on calls are
-   answered at once by the fallback (or ``CircuitOpenError``) with no request
-   reaching the server;
+   the breaker (``failure_threshold`` of them).  The decorated function then
+   answers with its fallback; a transport returns that last 503 response as
+   it is.  From then on calls are rejected with no request reaching the
+   server: the decorator serves the fallback or raises ``CircuitOpenError``;
+   a transport raises an error that is both ``CircuitOpenError`` and the
+   client's own error (``requests.ConnectionError``, ``httpx.TransportError``),
+   or - for a second client whose transport has ``fallback=`` and shares the
+   origin's breaker - answers with a synthetic 200 ``{"status": "degraded"}``;
 4. recovery - the server comes back during the cooldown; once it has passed,
    one probe call goes through, the breaker closes and calls succeed again.
 
 Retries, transitions, rejections and fallbacks come from smoothapi's event
-hooks; attempts are logged from inside the decorated function; requests are
-counted by the server.  The demo checks what it observes against what the
-contract promises and returns 1 if they disagree, so it doubles as an
-end-to-end test.  ``requests`` and ``httpx`` are imported only here, inside
-functions; a missing one is skipped with a note.
+hooks; attempts are logged from inside the decorated function (a transport
+reports them on the response); requests are counted by the server.  The demo
+checks what it observes against what the contract promises and returns 1 if
+they disagree, so it doubles as an end-to-end test.  ``requests`` and
+``httpx`` are imported only here, inside functions; a missing one is skipped
+with a note.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
-from typing import Any, TextIO
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TextIO, TypeVar
 
 from .breaker import CircuitBreaker, CircuitState
 from .classify import http_status
@@ -138,6 +152,7 @@ class _Tally:
     successes: int = 0
     fallbacks: int = 0
     errors: int = 0
+    failed_responses: int = 0  # a transport handing back the last 503 when retries stop
 
     def add(self, other: _Tally) -> None:
         self.calls += other.calls
@@ -145,16 +160,20 @@ class _Tally:
         self.successes += other.successes
         self.fallbacks += other.fallbacks
         self.errors += other.errors
+        self.failed_responses += other.failed_responses
 
     def line(self, width: int) -> str:
         amplification = f"{self.requests / self.calls:.2f}x" if self.calls else "n/a"
+        returned = ""
+        if self.failed_responses:
+            returned = f", {_plural(self.failed_responses, 'failed response')} returned"
         return (
             f"summary: {self.label + ':':<{width}} {_plural(self.calls, 'call')}, "
             f"{_plural(self.requests, 'upstream request')} "
             f"(amplification {amplification}), "
             f"{_plural(self.successes, 'success', 'successes')}, "
             f"{_plural(self.fallbacks, 'fallback')} served, "
-            f"{_plural(self.errors, 'error')} raised"
+            f"{_plural(self.errors, 'error')} raised{returned}"
         )
 
 
@@ -184,6 +203,14 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class _Get:
+    """Step: ``GET /users/<user_id>`` through the client (or through the fallback client)."""
+
+    user_id: int
+    via_fallback: bool = False
+
+
+@dataclass(frozen=True)
 class _Pause:
     """Step: sleep ``seconds`` of real time."""
 
@@ -206,8 +233,32 @@ class _Result:
         return self.error is None and self.value == FALLBACK
 
 
-_Step = _Call | _Pause
-_Script = Generator[_Step, "_Result | None", None]
+@dataclass(frozen=True)
+class _Answer:
+    """What one GET through a mounted transport gave: a response, or the error caught."""
+
+    status: int | None = None
+    body: object = None
+    attempts: int | None = None  # what the transport wrote on the response
+    error: Exception | None = None
+    caught: bool = False  # the client's own ``except`` clause caught ``error``
+    requests: int = 0  # requests that reached the server during the call
+
+    @property
+    def answered(self) -> bool:
+        """The upstream's own 200 answer came back."""
+        body = self.body
+        return self.status == 200 and isinstance(body, dict) and body.get("ok") is True
+
+    @property
+    def fell_back(self) -> bool:
+        return self.status == 200 and self.body == FALLBACK
+
+
+StepT = TypeVar("StepT")
+ResultT = TypeVar("ResultT")
+_Script = Generator[_Call | _Pause, "_Result | None", None]
+_TransportScript = Generator[_Get | _Pause, "_Answer | None", None]
 
 
 class _Section:
@@ -222,6 +273,7 @@ class _Section:
         server: FlakyServer,
         printer: _Printer,
         checks: _Checks,
+        fallback: object = DEMO_CONFIG.fallback,
     ) -> None:
         self.key = key
         self.label = label
@@ -234,7 +286,7 @@ class _Section:
         self.config = ResilientConfig(
             backoff=DEMO_CONFIG.backoff,
             circuit_breaker=DEMO_CONFIG.circuit_breaker,
-            fallback=DEMO_CONFIG.fallback,
+            fallback=fallback,
             hooks=(self.on_event,),
         )
         self._breaker: CircuitBreaker | None = None
@@ -254,7 +306,7 @@ class _Section:
     @property
     def breaker(self) -> CircuitBreaker:
         if self._breaker is None:
-            raise RuntimeError("the section's breaker is set once the function is decorated")
+            raise RuntimeError("the section's breaker is set once its function or transport exists")
         return self._breaker
 
     @breaker.setter
@@ -321,14 +373,17 @@ class _Section:
         self._before = self.server.total
         self._started = time.monotonic()
 
-    def end(self, step: _Call, value: object, error: Exception | None) -> _Result:
+    def _cost(self, requests: int) -> str:
         took = (time.monotonic() - self._started) * 1000
+        return f"[{_plural(requests, 'upstream request')}, {took:.1f} ms]"
+
+    def end(self, step: _Call, value: object, error: Exception | None) -> _Result:
         result = _Result(value, error, self.server.total - self._before)
+        cost = self._cost(result.requests)
         tally = self.tally
         tally.calls += 1
         tally.requests += result.requests
         call = f"get_user({step.user_id}{', fallback=None' if step.no_fallback else ''})"
-        cost = f"[{_plural(result.requests, 'upstream request')}, {took:.1f} ms]"
         if error is not None:
             tally.errors += 1
             message = str(error).split(";", 1)[0]
@@ -340,6 +395,24 @@ class _Section:
             tally.successes += 1
             self.printer.event(f"{call} => {value}  {cost}", _GREEN)
         return result
+
+    def call_sync(self, fn: Callable[..., object], step: _Call) -> _Result:
+        kwargs: dict[str, Any] = {"fallback": None} if step.no_fallback else {}
+        self.begin()
+        try:
+            value = fn(step.user_id, **kwargs)
+        except Exception as exc:
+            return self.end(step, None, exc)
+        return self.end(step, value, None)
+
+    async def call_async(self, fn: Callable[..., Awaitable[object]], step: _Call) -> _Result:
+        kwargs: dict[str, Any] = {"fallback": None} if step.no_fallback else {}
+        self.begin()
+        try:
+            value = await fn(step.user_id, **kwargs)
+        except Exception as exc:
+            return self.end(step, None, exc)
+        return self.end(step, value, None)
 
     def finish(self) -> _Tally:
         if self._opened_at_total is not None:  # still OPEN at the end
@@ -359,15 +432,122 @@ class _Section:
         return self.tally
 
 
-# -- the scenario: written once, driven by a sync and an async driver ----------------
+class _TransportSection(_Section):
+    """A transport's run: plain ``client.get`` calls; the transport does the rest.
+
+    ``client`` / ``fallback_client`` name the two clients in the timeline,
+    ``attempts`` is how the response reports its attempts, ``client_error``
+    the client library's error that a rejection is caught as.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        label: str,
+        title: str,
+        *,
+        server: FlakyServer,
+        printer: _Printer,
+        checks: _Checks,
+        client: str,
+        attempts: str,
+        client_error: type[Exception],
+        client_error_name: str,
+        fallback_setup: str,
+    ) -> None:
+        # The transports do not read config.fallback: their fallback= is a response builder.
+        super().__init__(
+            key, label, title, server=server, printer=printer, checks=checks, fallback=None
+        )
+        self.name = self.base  # a transport's breaker is named after the origin
+        self.client = client
+        self.attempts = attempts
+        self.client_error = client_error
+        self.client_error_name = client_error_name
+        printer.write(f"  and {fallback_setup}", _DIM)
+        printer.write(
+            "      (shares the origin's breaker; answers with fallback= while it is OPEN)", _DIM
+        )
+
+    def got(self, step: _Get, answer: _Answer) -> _Answer:
+        answer = replace(answer, requests=self.server.total - self._before)
+        cost = self._cost(answer.requests)
+        tally = self.tally
+        tally.calls += 1
+        tally.requests += answer.requests
+        call = f"{'fallback_' if step.via_fallback else ''}{self.client}.get(/users/{step.user_id})"
+        error = answer.error
+        if error is not None:
+            tally.errors += 1
+            if answer.caught:
+                kind = (
+                    " (a smoothapi.CircuitOpenError)" if isinstance(error, CircuitOpenError) else ""
+                )
+                name = getattr(error, "name", None)
+                retry_after = getattr(error, "retry_after", None)
+                about = "" if name is None else f": name={name!r}"
+                if retry_after is not None:
+                    about += f", retry_after={retry_after:.3f}s"
+                self.printer.event(
+                    f"{call} raised {type(error).__name__}{kind}, "
+                    f"caught by `except {self.client_error_name}`{about}  {cost}",
+                    _RED,
+                )
+            else:
+                self.printer.event(
+                    f"{call} raised {type(error).__name__}: {error} (not the client's error)"
+                    f"  {cost}",
+                    _BOLD,
+                    _RED,
+                )
+            return answer
+        said = f"{call} -> {answer.status} {answer.body}"
+        attempts = f"{self.attempts}={answer.attempts}"
+        if answer.fell_back:
+            tally.fallbacks += 1
+            self.printer.event(f"{said} (built by fallback=)  {attempts}  {cost}", _CYAN)
+        elif answer.answered:
+            tally.successes += 1
+            self.printer.event(f"{said}  {attempts}  {cost}", _GREEN)
+        else:
+            tally.failed_responses += 1
+            self.printer.event(f"{said} (the last response, as is)  {attempts}  {cost}", _RED)
+        return answer
+
+    def get_sync(self, get: Callable[[_Get], _Answer], step: _Get) -> _Answer:
+        self.begin()
+        try:
+            answer = get(step)
+        except Exception as exc:  # escaped the client's own except clause: a failed check
+            answer = _Answer(error=exc)
+        return self.got(step, answer)
+
+    async def get_async(self, get: Callable[[_Get], Awaitable[_Answer]], step: _Get) -> _Answer:
+        self.begin()
+        try:
+            answer = await get(step)
+        except Exception as exc:
+            answer = _Answer(error=exc)
+        return self.got(step, answer)
 
 
-def _call(sec: _Section, *, no_fallback: bool = False) -> Generator[_Step, _Result | None, _Result]:
+# -- the scenarios: written once, driven by a sync and an async driver ----------------
+
+
+def _call(sec: _Section, *, no_fallback: bool = False) -> Generator[_Call, _Result | None, _Result]:
     """Step: one call for the next user id; evaluates to its :class:`_Result`."""
     sec.user += 1
     result = yield _Call(sec.user, no_fallback)
     assert result is not None
     return result
+
+
+def _get(sec: _Section, *, via_fallback: bool = False) -> Generator[_Get, _Answer | None, _Answer]:
+    """Step: one GET for the next user id; evaluates to its :class:`_Answer`."""
+    sec.user += 1
+    answer = yield _Get(sec.user, via_fallback)
+    assert answer is not None
+    return answer
 
 
 def _count(events: list[Event], kind: type[Any], since: int) -> int:
@@ -446,6 +626,12 @@ def _outage(sec: _Section) -> _Script:
     check(seen == threshold, f"{who}: the server saw {threshold} requests in the outage ({seen})")
 
 
+def _wait_for_cooldown(sec: _Section) -> Generator[_Pause, object, None]:
+    wait = sec.breaker.retry_after + PROBE_MARGIN
+    sec.printer.event(f"(waiting {wait:.2f}s for the cooldown to end)", _DIM)
+    yield _Pause(wait)
+
+
 def _recovery(sec: _Section) -> _Script:
     check, who, breaker, events = sec.check, sec.label, sec.breaker, sec.events
     sec.phase(4, "recovery", f"the upstream is back {RECOVERS_AFTER}s into the breaker's cooldown")
@@ -456,9 +642,7 @@ def _recovery(sec: _Section) -> _Script:
         r.fell_back and r.requests == 0,
         f"{who}: inside the cooldown the breaker still answers with the fallback",
     )
-    wait = breaker.retry_after + PROBE_MARGIN
-    sec.printer.event(f"(waiting {wait:.2f}s for the cooldown to end)", _DIM)
-    yield _Pause(wait)
+    yield from _wait_for_cooldown(sec)
     r = yield from _call(sec)
     check(r.answered and r.requests == 1, f"{who}: the probe call goes through with one request")
     check(
@@ -473,51 +657,160 @@ def _recovery(sec: _Section) -> _Script:
     check(seen == 3, f"{who}: the server saw 3 requests in the recovery phase ({seen})")
 
 
-def _drive_sync(sec: _Section, fn: Callable[..., object]) -> None:
-    script = _scenario(sec)
-    sent: _Result | None = None
+# -- the same four phases through a mounted transport ------------------------------------
+
+
+def _transport_scenario(sec: _TransportSection) -> _TransportScript:
+    sec.printer.restart()
+    yield from _t_healthy(sec)
+    yield from _t_blip(sec)
+    yield from _t_outage(sec)
+    yield from _t_recovery(sec)
+
+
+def _t_healthy(sec: _TransportSection) -> _TransportScript:
+    check, who = sec.check, sec.label
+    sec.phase(1, "healthy", "the upstream answers 200")
+    sec.set_mode("healthy", phase="healthy")
+    for _ in range(3):
+        r = yield from _get(sec)
+        check(
+            r.answered and r.requests == 1 and r.attempts == 1,
+            f"{who}: a healthy GET costs exactly one request and reports 1 attempt",
+        )
+    check(not sec.events, f"{who}: the happy path sends no events")
+
+
+def _t_blip(sec: _TransportSection) -> _TransportScript:
+    check, who, breaker, events = sec.check, sec.label, sec.breaker, sec.events
+    sec.phase(2, "transient blip", "503, 503, then 200: retried inside the transport")
+    mark = len(events)
+    sec.set_mode("flaky", phase="blip", script=(503, 503, 200))
+    r = yield from _get(sec)
+    check(r.answered, f"{who}: the caller gets the 200, never sees the 503s")
+    check(
+        r.requests == 3 and r.attempts == 3,
+        f"{who}: 3 requests, and {sec.attempts} says 3 (saw {r.requests}, {r.attempts})",
+    )
+    check(_count(events, RetryScheduled, mark) == 2, f"{who}: 2 RetryScheduled events")
+    check(
+        breaker.state is CLOSED and breaker.failure_count == 0,
+        f"{who}: the breaker stays CLOSED and the success resets its failure count",
+    )
+    check(breaker.name == sec.base, f"{who}: the breaker is named after the origin {sec.base}")
+
+
+def _t_outage(sec: _TransportSection) -> _TransportScript:
+    check, who, breaker, events = sec.check, sec.label, sec.breaker, sec.events
+    threshold = breaker.config.failure_threshold
+    sec.phase(3, "outage", "the upstream answers 503 to everything")
+    mark = len(events)
+    outage = sec.set_mode("outage", phase="outage")
+    r = yield from _get(sec)
+    check(
+        r.status == 503 and r.error is None,
+        f"{who}: when the breaker opens mid-request the last 503 response is returned as is",
+    )
+    check(
+        r.requests == threshold and r.attempts == threshold,
+        f"{who}: the breaker opened after {threshold} failed attempts (saw {r.requests})",
+    )
+    check(_transition(events, CLOSED, OPEN, mark), f"{who}: StateChanged CLOSED -> OPEN")
+    check(
+        any(isinstance(e, RetriesExhausted) and e.reason == "breaker open" for e in events[mark:]),
+        f"{who}: RetriesExhausted says the breaker opened",
+    )
+    check(breaker.state is OPEN, f"{who}: the breaker is OPEN")
+    r = yield from _get(sec)
+    error = r.error
+    check(
+        r.caught
+        and isinstance(error, CircuitOpenError)
+        and isinstance(error, sec.client_error)
+        and error.name == sec.base
+        and error.retry_after > 0
+        and r.requests == 0,
+        f"{who}: while OPEN a GET raises an error that is both CircuitOpenError and "
+        f"{sec.client_error_name}, with no request",
+    )
+    r = yield from _get(sec, via_fallback=True)
+    check(
+        r.fell_back and r.requests == 0,
+        f"{who}: while OPEN the fallback client's GET is answered by fallback=, no request",
+    )
+    check(_count(events, CallRejected, mark) == 2, f"{who}: 2 CallRejected events")
+    seen = sec.server.count(outage)
+    check(seen == threshold, f"{who}: the server saw {threshold} requests in the outage ({seen})")
+
+
+def _t_recovery(sec: _TransportSection) -> _TransportScript:
+    check, who, breaker, events = sec.check, sec.label, sec.breaker, sec.events
+    sec.phase(4, "recovery", f"the upstream is back {RECOVERS_AFTER}s into the breaker's cooldown")
+    mark = len(events)
+    recovery = sec.set_mode("recovering", phase="recovery", ready_in=RECOVERS_AFTER)
+    r = yield from _get(sec, via_fallback=True)
+    check(
+        r.fell_back and r.requests == 0,
+        f"{who}: inside the cooldown the fallback client still gets the fallback",
+    )
+    yield from _wait_for_cooldown(sec)
+    r = yield from _get(sec)
+    check(
+        r.answered and r.requests == 1 and r.attempts == 1,
+        f"{who}: the probe GET goes through with one request",
+    )
+    check(
+        _transition(events, OPEN, HALF_OPEN, mark) and _transition(events, HALF_OPEN, CLOSED, mark),
+        f"{who}: StateChanged OPEN -> HALF_OPEN -> CLOSED",
+    )
+    for via_fallback in (False, True):
+        r = yield from _get(sec, via_fallback=via_fallback)
+        check(
+            r.answered and r.requests == 1,
+            f"{who}: after recovery a GET (through either client) costs one request",
+        )
+    check(breaker.state is CLOSED, f"{who}: the breaker ends CLOSED")
+    seen = sec.server.count(recovery)
+    check(seen == 3, f"{who}: the server saw 3 requests in the recovery phase ({seen})")
+
+
+# -- drivers: run a scenario's steps ------------------------------------------------------
+
+
+def _drive_sync(
+    script: Generator[StepT | _Pause, ResultT | None, None], perform: Callable[[StepT], ResultT]
+) -> None:
+    sent: ResultT | None = None
     while True:
         try:
             step = script.send(sent)
         except StopIteration:
             return
-        sent = None
         if isinstance(step, _Pause):
+            sent = None
             time.sleep(step.seconds)
-            continue
-        kwargs: dict[str, Any] = {"fallback": None} if step.no_fallback else {}
-        sec.begin()
-        try:
-            value = fn(step.user_id, **kwargs)
-        except Exception as exc:
-            sent = sec.end(step, None, exc)
         else:
-            sent = sec.end(step, value, None)
+            sent = perform(step)
 
 
-async def _drive_async(sec: _Section, fn: Callable[..., Awaitable[object]]) -> None:
-    script = _scenario(sec)
-    sent: _Result | None = None
+async def _drive_async(
+    script: Generator[StepT | _Pause, ResultT | None, None],
+    perform: Callable[[StepT], Awaitable[ResultT]],
+) -> None:
+    sent: ResultT | None = None
     while True:
         try:
             step = script.send(sent)
         except StopIteration:
             return
-        sent = None
         if isinstance(step, _Pause):
+            sent = None
             await asyncio.sleep(step.seconds)
-            continue
-        kwargs: dict[str, Any] = {"fallback": None} if step.no_fallback else {}
-        sec.begin()
-        try:
-            value = await fn(step.user_id, **kwargs)
-        except Exception as exc:
-            sent = sec.end(step, None, exc)
         else:
-            sent = sec.end(step, value, None)
+            sent = await perform(step)
 
 
-# -- the three clients -------------------------------------------------------------------
+# -- the decorator over three clients ------------------------------------------------------
 
 _Make = Callable[[str, str, str], _Section]
 
@@ -536,7 +829,7 @@ def _run_requests(section: _Make) -> _Tally:
             return response.json()
 
         sec.breaker = get_user.breaker
-        _drive_sync(sec, get_user)
+        _drive_sync(_scenario(sec), functools.partial(sec.call_sync, get_user))
     return sec.finish()
 
 
@@ -554,7 +847,7 @@ def _run_httpx(section: _Make) -> _Tally:
             return response.json()
 
         sec.breaker = get_user.breaker
-        _drive_sync(sec, get_user)
+        _drive_sync(_scenario(sec), functools.partial(sec.call_sync, get_user))
     return sec.finish()
 
 
@@ -578,16 +871,186 @@ def _run_httpx_async(section: _Make) -> _Tally:
                 return response.json()
 
             sec.breaker = get_user.breaker
-            await _drive_async(sec, get_user)
+            await _drive_async(_scenario(sec), functools.partial(sec.call_async, get_user))
 
     asyncio.run(main())
     return sec.finish()
 
 
-_CLIENTS: tuple[tuple[str, str, Callable[[_Make], _Tally]], ...] = (
+# -- the three transports -----------------------------------------------------------------
+#
+# Each section has two clients on the same origin: `session` / `client`, whose
+# transport has no fallback (a rejected request raises), and `fallback_<name>`,
+# whose transport has fallback= and shares the origin's breaker (breaker=), so
+# one outage opens the breaker for both.
+
+
+class _MakeTransport(Protocol):
+    def __call__(
+        self,
+        key: str,
+        label: str,
+        title: str,
+        *,
+        client: str,
+        attempts: str,
+        client_error: type[Exception],
+        client_error_name: str,
+        fallback_setup: str,
+    ) -> _TransportSection: ...
+
+
+def _run_requests_adapter(section: _MakeTransport) -> _Tally:
+    import requests  # noqa: PLC0415 - optional dependency, loaded only for the demo
+
+    from .requests_adapter import ResilientAdapter  # noqa: PLC0415
+
+    sec = section(
+        "requests-adapter",
+        "requests.Session + ResilientAdapter",
+        'session.mount("http://", ResilientAdapter(config))',
+        client="session",
+        attempts="response.smoothapi_attempts",
+        client_error=requests.ConnectionError,
+        client_error_name="requests.ConnectionError",
+        fallback_setup=(
+            'fallback_session.mount("http://", ResilientAdapter(config, fallback=degraded, '
+            "breaker=adapter.breaker_for(url)))"
+        ),
+    )
+
+    def degraded(request: requests.PreparedRequest, error: BaseException) -> requests.Response:
+        """The fallback: a 200 ``{"status": "degraded"}`` built without I/O."""
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "application/json"
+        response._content = json.dumps(FALLBACK).encode()
+        response.url, response.request = request.url or "", request
+        return response
+
+    adapter = ResilientAdapter(sec.config)
+    sec.breaker = adapter.breaker_for(sec.base)
+    fallback_adapter = ResilientAdapter(sec.config, fallback=degraded, breaker=sec.breaker)
+    with requests.Session() as session, requests.Session() as fallback_session:
+        session.mount("http://", adapter)
+        fallback_session.mount("http://", fallback_adapter)
+
+        def get(step: _Get) -> _Answer:
+            client = fallback_session if step.via_fallback else session
+            try:
+                response = client.get(f"{sec.base}/users/{step.user_id}", timeout=TIMEOUT)
+            except requests.ConnectionError as exc:  # the breaker's rejection is one too
+                return _Answer(error=exc, caught=True)
+            attempts: int = response.smoothapi_attempts  # type: ignore[attr-defined]
+            return _Answer(response.status_code, response.json(), attempts)
+
+        _drive_sync(_transport_scenario(sec), functools.partial(sec.get_sync, get))
+    return sec.finish()
+
+
+def _run_httpx_transport(section: _MakeTransport) -> _Tally:
+    import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
+
+    from .httpx_transport import ResilientTransport  # noqa: PLC0415
+
+    sec = section(
+        "httpx-transport",
+        "httpx.Client + ResilientTransport",
+        "httpx.Client(transport=ResilientTransport(config))",
+        client="client",
+        attempts='response.extensions["smoothapi_attempts"]',
+        client_error=httpx.TransportError,
+        client_error_name="httpx.TransportError",
+        fallback_setup=(
+            "fallback_client = httpx.Client(transport=ResilientTransport(config, "
+            "fallback=degraded, breaker=transport.breaker_for(url)))"
+        ),
+    )
+
+    def degraded(request: httpx.Request, error: BaseException) -> httpx.Response:
+        """The fallback: a 200 ``{"status": "degraded"}`` built without I/O."""
+        return httpx.Response(200, json=FALLBACK, request=request)
+
+    transport = ResilientTransport(sec.config)
+    sec.breaker = transport.breaker_for(sec.base)
+    fallback_transport = ResilientTransport(sec.config, fallback=degraded, breaker=sec.breaker)
+    with (
+        httpx.Client(transport=transport, timeout=TIMEOUT) as client,
+        httpx.Client(transport=fallback_transport, timeout=TIMEOUT) as fallback_client,
+    ):
+
+        def get(step: _Get) -> _Answer:
+            chosen = fallback_client if step.via_fallback else client
+            try:
+                response = chosen.get(f"{sec.base}/users/{step.user_id}")
+            except httpx.TransportError as exc:  # the breaker's rejection is one too
+                return _Answer(error=exc, caught=True)
+            attempts = response.extensions["smoothapi_attempts"]
+            return _Answer(response.status_code, response.json(), attempts)
+
+        _drive_sync(_transport_scenario(sec), functools.partial(sec.get_sync, get))
+    return sec.finish()
+
+
+def _run_httpx_async_transport(section: _MakeTransport) -> _Tally:
+    import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
+
+    from .httpx_transport import AsyncResilientTransport  # noqa: PLC0415
+
+    sec = section(
+        "httpx-async-transport",
+        "httpx.AsyncClient + AsyncResilientTransport",
+        "httpx.AsyncClient(transport=AsyncResilientTransport(config)), run with asyncio.run",
+        client="client",
+        attempts='response.extensions["smoothapi_attempts"]',
+        client_error=httpx.TransportError,
+        client_error_name="httpx.TransportError",
+        fallback_setup=(
+            "fallback_client = httpx.AsyncClient(transport=AsyncResilientTransport(config, "
+            "fallback=degraded, "
+            "breaker=transport.breaker_for(url)))"
+        ),
+    )
+
+    def degraded(request: httpx.Request, error: BaseException) -> httpx.Response:
+        """The fallback: a 200 ``{"status": "degraded"}`` built without I/O."""
+        return httpx.Response(200, json=FALLBACK, request=request)
+
+    async def main() -> None:
+        transport = AsyncResilientTransport(sec.config)
+        sec.breaker = transport.breaker_for(sec.base)
+        fallback_transport = AsyncResilientTransport(
+            sec.config, fallback=degraded, breaker=sec.breaker
+        )
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=TIMEOUT) as client,
+            httpx.AsyncClient(transport=fallback_transport, timeout=TIMEOUT) as fallback_client,
+        ):
+
+            async def get(step: _Get) -> _Answer:
+                chosen = fallback_client if step.via_fallback else client
+                try:
+                    response = await chosen.get(f"{sec.base}/users/{step.user_id}")
+                except httpx.TransportError as exc:  # the breaker's rejection is one too
+                    return _Answer(error=exc, caught=True)
+                attempts = response.extensions["smoothapi_attempts"]
+                return _Answer(response.status_code, response.json(), attempts)
+
+            await _drive_async(_transport_scenario(sec), functools.partial(sec.get_async, get))
+
+    asyncio.run(main())
+    return sec.finish()
+
+
+_DECORATED: tuple[tuple[str, str, Callable[[_Make], _Tally]], ...] = (
     ("requests", "requests", _run_requests),
     ("httpx", "httpx.Client", _run_httpx),
     ("httpx", "httpx.AsyncClient", _run_httpx_async),
+)
+_TRANSPORTS: tuple[tuple[str, str, Callable[[_MakeTransport], _Tally]], ...] = (
+    ("requests", "ResilientAdapter", _run_requests_adapter),
+    ("httpx", "ResilientTransport", _run_httpx_transport),
+    ("httpx", "AsyncResilientTransport", _run_httpx_async_transport),
 )
 
 
@@ -595,6 +1058,27 @@ def _installed(module: str) -> bool:
     import importlib.util  # noqa: PLC0415
 
     return importlib.util.find_spec(module) is not None
+
+
+class _Skipper:
+    """Notes a client library that is not installed (once per run of skipped sections)."""
+
+    def __init__(self, printer: _Printer) -> None:
+        self.printer = printer
+        self.noted = False
+
+    def __call__(self, module: str, label: str) -> bool:
+        if _installed(module):
+            self.noted = False
+            return False
+        if not self.noted:
+            self.printer.write()
+        self.noted = True
+        self.printer.write(
+            f"note: skipping {label}: {module} is not installed (pip install 'smoothapi-py[demo]')",
+            _YELLOW,
+        )
+        return True
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -613,11 +1097,12 @@ def run_demo(*, out: TextIO = sys.stdout, color: bool | None = None) -> int:
     started = time.monotonic()
     cfg = DEMO_CONFIG
     backoff, breaker = cfg.backoff, cfg.circuit_breaker
-    tallies: list[_Tally] = []
+    decorated: list[_Tally] = []
+    transports: list[_Tally] = []
     with FlakyServer() as server:
         printer.write(
-            "smoothapi demo: a flaky upstream, @resilient_api over requests, httpx.Client "
-            "and httpx.AsyncClient",
+            "smoothapi demo: a flaky upstream; @resilient_api, then the transports, over "
+            "requests, httpx.Client and httpx.AsyncClient",
             _BOLD,
         )
         printer.write(f"  server    {server.url} (embedded; counts every request that reaches it)")
@@ -629,25 +1114,29 @@ def run_demo(*, out: TextIO = sys.stdout, color: bool | None = None) -> int:
             f"  breaker   failure_threshold={breaker.failure_threshold} "
             f"cooldown={breaker.cooldown:g}s"
         )
-        printer.write(f"  fallback  {cfg.fallback}")
+        printer.write(
+            f"  fallback  {cfg.fallback} (the decorator's config.fallback; a transport's "
+            "fallback= returns it as a 200 response)"
+        )
 
         def section(key: str, label: str, title: str) -> _Section:
             return _Section(key, label, title, server=server, printer=printer, checks=checks)
 
-        noted = False
-        for module, label, run in _CLIENTS:
-            if not _installed(module):
-                if not noted:
-                    printer.write()
-                noted = True
-                printer.write(
-                    f"note: skipping {label}: {module} is not installed "
-                    "(pip install 'smoothapi-py[demo]')",
-                    _YELLOW,
-                )
+        def transport_section(key: str, label: str, title: str, **kwargs: Any) -> _TransportSection:
+            return _TransportSection(
+                key, label, title, server=server, printer=printer, checks=checks, **kwargs
+            )
+
+        skip = _Skipper(printer)
+        for module, label, run in _DECORATED:
+            if skip(module, label):
                 continue
-            noted = False
-            tallies.append(run(section))
+            decorated.append(run(section))
+        for module, label, run_transport in _TRANSPORTS:
+            if skip(module, label):
+                continue
+            transports.append(run_transport(transport_section))
+        tallies = [*decorated, *transports]
         leftover = server.total - sum(t.requests for t in tallies)
 
     total = _Tally("total")
@@ -679,7 +1168,8 @@ def run_demo(*, out: TextIO = sys.stdout, color: bool | None = None) -> int:
         return 0
     printer.write(
         f"summary: all {checks.passed} checks passed in {elapsed:.1f}s "
-        f"({_plural(len(tallies), 'client')})",
+        f"({_plural(len(decorated), 'decorated client')}, "
+        f"{_plural(len(transports), 'transport')})",
         _BOLD,
         _GREEN,
     )

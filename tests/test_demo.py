@@ -1,15 +1,17 @@
 """``python -m smoothapi demo`` runs end to end and verifies itself.
 
 The demo drives a real local server through healthy, blip, outage and
-recovery phases with requests, httpx.Client and httpx.AsyncClient; it exits
-non-zero when what it observes contradicts the contract.  These tests run it
-as a user would (a subprocess) and in-process.
+recovery phases with @resilient_api over requests, httpx.Client and
+httpx.AsyncClient, then through the three transports mounted under those
+clients; it exits non-zero when what it observes contradicts the contract.
+These tests run it as a user would (a subprocess) and in-process.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +30,34 @@ PHASES = (
     "phase 4: recovery",
 )
 CLIENTS = {
-    "requests": ("requests (sync)",),
-    "httpx": ("httpx.Client (sync)", "httpx.AsyncClient (async)"),
+    "requests": ("requests (sync)", "requests.Session + ResilientAdapter"),
+    "httpx": (
+        "httpx.Client (sync)",
+        "httpx.AsyncClient (async)",
+        "httpx.Client + ResilientTransport",
+        "httpx.AsyncClient + AsyncResilientTransport",
+    ),
 }
+#: The transport sections: heading, how attempts are read, the client's own error.
+TRANSPORTS = {
+    "requests": (
+        '== requests.Session + ResilientAdapter: session.mount("http://", '
+        "ResilientAdapter(config)) ==",
+        "response.smoothapi_attempts=3",
+        "raised CircuitOpenConnectionError (a smoothapi.CircuitOpenError), "
+        "caught by `except requests.ConnectionError`: name='http://127.0.0.1:",
+    ),
+    "httpx": (
+        "== httpx.Client + ResilientTransport: httpx.Client(transport=ResilientTransport(config))",
+        'response.extensions["smoothapi_attempts"]=3',
+        "raised CircuitOpenTransportError (a smoothapi.CircuitOpenError), "
+        "caught by `except httpx.TransportError`: name='http://127.0.0.1:",
+    ),
+}
+ASYNC_TRANSPORT_HEADING = (
+    "== httpx.AsyncClient + AsyncResilientTransport: "
+    "httpx.AsyncClient(transport=AsyncResilientTransport(config))"
+)
 
 needs_a_client = pytest.mark.skipif(
     all(importlib.util.find_spec(name) is None for name in CLIENTS),
@@ -39,12 +66,11 @@ needs_a_client = pytest.mark.skipif(
 
 
 def _expected_clients() -> list[str]:
-    return [
-        label
-        for module, labels in CLIENTS.items()
-        if importlib.util.find_spec(module) is not None
-        for label in labels
-    ]
+    return [label for module, labels in CLIENTS.items() if _installed(module) for label in labels]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _assert_demo_output(output: str) -> None:
@@ -62,6 +88,39 @@ def _assert_demo_output(output: str) -> None:
     assert any(line.startswith("summary: total:") for line in summaries)
     assert any("checks passed" in line for line in summaries)
     assert "\x1b[" not in output, "no ANSI colors when the output is not a TTY"
+    _assert_transport_sections(output, summaries)
+
+
+def _assert_transport_sections(output: str, summaries: list[str]) -> None:
+    """Each transport: a retried blip, the last 503 returned, the rejection caught as the
+    client's own error, fallback= answering without I/O; breakers named after the origin."""
+    sections = 0
+    for module, (heading, attempts, caught) in TRANSPORTS.items():
+        if not _installed(module):
+            continue
+        sections += 1 if module == "requests" else 2
+        assert heading in output
+        assert attempts in output, attempts
+        assert output.count(caught) == (1 if module == "requests" else 2), caught
+    if _installed("httpx"):
+        assert ASYNC_TRANSPORT_HEADING in output
+    if not sections:
+        return
+    opened = re.findall(
+        r"breaker http://127\.0\.0\.1:\d+: CLOSED -> OPEN \(3 consecutive failed attempts\)",
+        output,
+    )
+    assert len(opened) == sections, opened
+    assert output.count("(the last response, as is)") == sections
+    assert output.count("(built by fallback=)") == 2 * sections
+    lines = [line for line in summaries if "Resilient" in line]
+    assert len(lines) == sections, lines
+    for line in lines:
+        # 11 GETs for 12 requests (2 retries); 2 answered by fallback=, 1 rejection raised,
+        # and the outage's last 503 returned as is.
+        assert "11 calls, 12 upstream requests" in line, line
+        assert "2 fallbacks served, 1 error raised, 1 failed response returned" in line, line
+    assert f"{sections} transport" in summaries[-1], summaries[-1]
 
 
 @needs_a_client
