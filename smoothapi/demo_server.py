@@ -99,6 +99,9 @@ class _Server(http.server.ThreadingHTTPServer):
         self.owner = owner
         super().__init__((_HOST, port), _Handler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Silenced: a client that resets its keep-alive connection is not news."""
+
 
 class FlakyServer:
     """A switchable, counting HTTP/1.1 server on 127.0.0.1, run in a background thread.
