@@ -27,7 +27,6 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, TypeVar
 
@@ -78,7 +77,6 @@ ANSWERED: Final = OutcomeKind.ANSWERED
 IGNORED: Final = OutcomeKind.IGNORED
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """The classified result of one attempt.
 
@@ -90,13 +88,34 @@ class Outcome:
     makes any request safe to resend (see :class:`Resend`).
     """
 
-    kind: OutcomeKind
-    value: Any = None
-    error: BaseException | None = None
-    status: int | None = None
-    retry_after: float | None = None
-    retryable: bool = True
-    sent: bool = True
+    # A plain slotted class: built only on the slow path, and cheaper to define
+    # at import time than a dataclass.
+    __slots__ = ("error", "kind", "retry_after", "retryable", "sent", "status", "value")
+
+    def __init__(
+        self,
+        kind: OutcomeKind,
+        value: Any = None,
+        *,
+        error: BaseException | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool = True,
+        sent: bool = True,
+    ) -> None:
+        self.kind = kind
+        self.value = value
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable
+        self.sent = sent
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome({self.kind.name}, value={self.value!r}, error={self.error!r}, "
+            f"status={self.status!r}, retry_after={self.retry_after!r})"
+        )
 
 
 class Resend(Enum):
@@ -117,14 +136,18 @@ class _Attempt:
 ATTEMPT: Final = _Attempt()
 
 
-@dataclass(frozen=True, slots=True)
 class Sleep:
     """Discard the last result and wait ``seconds`` before the next attempt."""
 
-    seconds: float
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Sleep({self.seconds!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Finish:
     """The call is over: raise ``error`` if set, else return ``value``.
 
@@ -132,10 +155,21 @@ class Finish:
     driver awaits it if it is awaitable, and the last result is discarded).
     """
 
-    value: Any
-    error: BaseException | None
-    attempts: int
-    fallback: bool = False
+    __slots__ = ("attempts", "error", "fallback", "value")
+
+    def __init__(
+        self, value: Any, error: BaseException | None, attempts: int, fallback: bool = False
+    ) -> None:
+        self.value = value
+        self.error = error
+        self.attempts = attempts
+        self.fallback = fallback
+
+    def __repr__(self) -> str:
+        return (
+            f"Finish(value={self.value!r}, error={self.error!r}, attempts={self.attempts}, "
+            f"fallback={self.fallback})"
+        )
 
 
 Decision = _Attempt | Sleep | Finish

@@ -6,6 +6,7 @@ attempt, a state change, a rejection, a fallback - never for a call that
 simply succeeds.  A hook that raises is logged on the ``smoothapi`` logger
 and never breaks the call.
 
+Events are immutable named tuples (``event.name``, ``event._asdict()``).
 Events name an upstream by breaker name only (a function name or an origin
 such as ``https://api.example.com:443``): never a query string, userinfo or a
 header value.
@@ -14,10 +15,8 @@ header value.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .breaker import CircuitState
@@ -33,11 +32,8 @@ __all__ = [
     "remove_hook",
 ]
 
-logger = logging.getLogger("smoothapi")
 
-
-@dataclass(frozen=True, slots=True)
-class RetryScheduled:
+class RetryScheduled(NamedTuple):
     """Attempt ``attempt`` (1-based) failed; the call sleeps ``delay`` seconds and retries."""
 
     name: str
@@ -47,8 +43,7 @@ class RetryScheduled:
     error: BaseException | None
 
 
-@dataclass(frozen=True, slots=True)
-class RetriesExhausted:
+class RetriesExhausted(NamedTuple):
     """The call gives up after ``attempts`` attempts with this status or error."""
 
     name: str
@@ -58,8 +53,7 @@ class RetriesExhausted:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class StateChanged:
+class StateChanged(NamedTuple):
     """The breaker ``name`` moved from ``old`` to ``new`` at monotonic time ``at``."""
 
     name: str
@@ -69,16 +63,14 @@ class StateChanged:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class CallRejected:
+class CallRejected(NamedTuple):
     """The breaker rejected a call without I/O; a probe is allowed in ``retry_after`` s."""
 
     name: str
     retry_after: float
 
 
-@dataclass(frozen=True, slots=True)
-class FallbackServed:
+class FallbackServed(NamedTuple):
     """The call answered with its fallback because of ``error``."""
 
     name: str
@@ -110,4 +102,8 @@ def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
         try:
             hook(event)
         except Exception:
-            logger.exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+            import logging  # noqa: PLC0415 - only when a hook misbehaves
+
+            logging.getLogger("smoothapi").exception(
+                "smoothapi hook %r raised on %s; the call goes on", hook, event
+            )
