@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -26,3 +29,29 @@ def outage_server() -> Iterator[FlakyServer]:
     with FlakyServer() as server:
         server.set_mode("outage", phase="outage")
         yield server
+
+
+def paired(
+    benchmark: Any, contenders: dict[str, Callable[[], object]], *, batch: int, rounds: int = 25
+) -> dict[str, float]:
+    """Time contenders in interleaved rounds (A, B, C, A, B, C, ...): medians per call in µs.
+
+    On a noisy 2-core machine, separate benchmarks drift with whatever else
+    runs; interleaving exposes every contender to the same noise, so their
+    ratios hold. The medians go to ``extra_info["paired"]`` for report.py.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+
+    def run() -> None:
+        for _ in range(rounds):
+            for name, call in contenders.items():
+                start = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - start) / batch * 1e6)
+
+    for call in contenders.values():  # warm up every contender once
+        call()
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    benchmark.extra_info["paired"] = medians
+    return medians

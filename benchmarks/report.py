@@ -37,10 +37,13 @@ def report(data: dict[str, Any]) -> str:
     ]
     for group, benches in groups.items():
         lines += [f"### {group}", ""]
-        per_call = {
-            name: b["stats"]["median"] / b.get("extra_info", {}).get("batch", 1) * 1e6
-            for name, b in benches.items()
-        }
+        per_call: dict[str, float] = {}
+        for name, b in benches.items():
+            info = b.get("extra_info", {})
+            if "paired" in info:  # interleaved contenders, medians per call in µs
+                per_call.update(info["paired"])
+            else:
+                per_call[name] = b["stats"]["median"] / info.get("batch", 1) * 1e6
         bare = per_call.get("bare")
         refs = [r for r in ("bare", "passthrough", "circuitbreaker") if r in per_call]
         header = "| contender | median per call (µs) | overhead over bare (µs) |"

@@ -1,20 +1,25 @@
-"""Cost of each transport mount point over the bare client, in the same run.
+"""Cost of each transport mount point over the bare client, measured in interleaved rounds.
 
-* `MockTransport`: httpx's in-memory transport, so the figure is our added
-  cost per request (no network, no server).
-* A real local keep-alive server: requests/s of the bare client, smoothapi's
-  mount point, and the peers (urllib3 `Retry` through `HTTPAdapter`,
-  httpx-retries).
+* `null`: the transports around an inner transport that returns a ready
+  response - our added cost per request, with nothing else in the figure.
+* `MockTransport`: httpx.Client / AsyncClient over httpx's in-memory transport.
+* A real local keep-alive server: the bare client, smoothapi's mount point and
+  the peers (urllib3 `Retry` through `HTTPAdapter`, httpx-retries).
+
+Each test interleaves its contenders (see `conftest.paired`) and stores the
+medians per request in `extra_info["paired"]`; `report.py` prints the ratios.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import requests
+from conftest import paired
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -22,169 +27,206 @@ from smoothapi import AsyncResilientTransport, ResilientAdapter, ResilientTransp
 from smoothapi.demo_server import FlakyServer
 
 MOCK_BATCH = 200
-SERVER_BATCH = 50
+SERVER_BATCH = 40
 
 
 def _ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
 
-def _httpx_retries_transport(inner: Any, *, is_async: bool) -> Any:
+def _httpx_retries(inner: Any) -> Any | None:
     try:
         from httpx_retries import Retry as HXRetry
         from httpx_retries import RetryTransport
-    except ImportError:
-        pytest.skip("httpx-retries is a peer installed by `nox -s benchmarks` only")
+    except ImportError:  # a peer, installed by `nox -s benchmarks`
+        return None
     return RetryTransport(transport=inner, retry=HXRetry(total=3))
 
 
-@pytest.mark.benchmark(group="transport-direct-sync")
-@pytest.mark.parametrize("name", ["bare", "smoothapi"])
-def test_transport_direct_sync(benchmark: Any, name: str) -> None:
-    """MOCK_BATCH `handle_request` calls on the transport itself: our added cost, unblurred."""
-    inner = httpx.MockTransport(_ok)
-    transport: httpx.BaseTransport = (
-        inner if name == "bare" else ResilientTransport(transport=inner)
-    )
+class _Null(httpx.BaseTransport):
+    def __init__(self) -> None:
+        self.response = httpx.Response(200, content=b"ok")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.response
+
+
+class _AsyncNull(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.response = httpx.Response(200, content=b"ok")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.response
+
+
+@pytest.mark.benchmark(group="transport-null-sync")
+def test_transport_null_sync(benchmark: Any) -> None:
+    """handle_request on the transport itself: bare null transport vs ResilientTransport(null)."""
     request = httpx.Request("GET", "http://upstream.test/x")
-    benchmark.extra_info["batch"] = MOCK_BATCH
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, transport in (
+        ("bare", _Null()),
+        ("smoothapi", ResilientTransport(transport=_Null())),
+    ):
 
-    def run() -> None:
-        for _ in range(MOCK_BATCH):
-            transport.handle_request(request)
+        def batch(t: httpx.BaseTransport = transport) -> None:
+            for _ in range(MOCK_BATCH):
+                t.handle_request(request)
 
-    benchmark(run)
+        contenders[name] = batch
+    paired(benchmark, contenders, batch=MOCK_BATCH, rounds=60)
 
 
-@pytest.mark.benchmark(group="transport-direct-async")
-@pytest.mark.parametrize("name", ["bare", "smoothapi"])
-def test_transport_direct_async(benchmark: Any, name: str) -> None:
-    """MOCK_BATCH `handle_async_request` calls on the async transport itself."""
-    inner = httpx.MockTransport(_ok)
-    transport: httpx.AsyncBaseTransport = (
-        inner if name == "bare" else AsyncResilientTransport(transport=inner)
-    )
+@pytest.mark.benchmark(group="transport-null-async")
+def test_transport_null_async(benchmark: Any) -> None:
+    """handle_async_request: bare null transport vs AsyncResilientTransport(null)."""
     request = httpx.Request("GET", "http://upstream.test/x")
-    benchmark.extra_info["batch"] = MOCK_BATCH
     loop = asyncio.new_event_loop()
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, transport in (
+        ("bare", _AsyncNull()),
+        ("smoothapi", AsyncResilientTransport(transport=_AsyncNull())),
+    ):
 
-    async def batch() -> None:
-        for _ in range(MOCK_BATCH):
-            await transport.handle_async_request(request)
+        async def many(t: httpx.AsyncBaseTransport = transport) -> None:
+            for _ in range(MOCK_BATCH):
+                await t.handle_async_request(request)
 
+        contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        benchmark(lambda: loop.run_until_complete(batch()))
+        paired(benchmark, contenders, batch=MOCK_BATCH, rounds=60)
     finally:
         loop.close()
 
 
 @pytest.mark.benchmark(group="httpx-mock-sync")
-@pytest.mark.parametrize("name", ["bare", "smoothapi", "httpx-retries"])
-def test_httpx_mock_sync(benchmark: Any, name: str) -> None:
-    """MOCK_BATCH GETs through httpx.Client on a MockTransport."""
-    inner = httpx.MockTransport(_ok)
-    transport: Any = inner
-    if name == "smoothapi":
-        transport = ResilientTransport(transport=inner)
-    elif name == "httpx-retries":
-        transport = _httpx_retries_transport(inner, is_async=False)
-    benchmark.extra_info["batch"] = MOCK_BATCH
-    with httpx.Client(transport=transport) as client:
+def test_httpx_mock_sync(benchmark: Any) -> None:
+    """GETs through httpx.Client on a MockTransport: bare, smoothapi, httpx-retries."""
+    transports: dict[str, Any] = {
+        "bare": httpx.MockTransport(_ok),
+        "smoothapi": ResilientTransport(transport=httpx.MockTransport(_ok)),
+    }
+    peer = _httpx_retries(httpx.MockTransport(_ok))
+    if peer is not None:
+        transports["httpx-retries"] = peer
+    clients = {name: httpx.Client(transport=t) for name, t in transports.items()}
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, client in clients.items():
 
-        def run() -> None:
+        def batch(c: httpx.Client = client) -> None:
             for _ in range(MOCK_BATCH):
-                client.get("http://upstream.test/x")
+                c.get("http://upstream.test/x")
 
-        benchmark(run)
+        contenders[name] = batch
+    try:
+        paired(benchmark, contenders, batch=MOCK_BATCH)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 @pytest.mark.benchmark(group="httpx-mock-async")
-@pytest.mark.parametrize("name", ["bare", "smoothapi", "httpx-retries"])
-def test_httpx_mock_async(benchmark: Any, name: str) -> None:
-    """MOCK_BATCH GETs through httpx.AsyncClient on a MockTransport."""
-    inner = httpx.MockTransport(_ok)
-    transport: Any = inner
-    if name == "smoothapi":
-        transport = AsyncResilientTransport(transport=inner)
-    elif name == "httpx-retries":
-        transport = _httpx_retries_transport(inner, is_async=True)
-    benchmark.extra_info["batch"] = MOCK_BATCH
+def test_httpx_mock_async(benchmark: Any) -> None:
+    """GETs through httpx.AsyncClient on a MockTransport: bare, smoothapi, httpx-retries."""
+    transports: dict[str, Any] = {
+        "bare": httpx.MockTransport(_ok),
+        "smoothapi": AsyncResilientTransport(transport=httpx.MockTransport(_ok)),
+    }
+    peer = _httpx_retries(httpx.MockTransport(_ok))
+    if peer is not None:
+        transports["httpx-retries"] = peer
     loop = asyncio.new_event_loop()
-    client = httpx.AsyncClient(transport=transport)
+    clients = {name: httpx.AsyncClient(transport=t) for name, t in transports.items()}
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, client in clients.items():
 
-    async def batch() -> None:
-        for _ in range(MOCK_BATCH):
-            await client.get("http://upstream.test/x")
+        async def many(c: httpx.AsyncClient = client) -> None:
+            for _ in range(MOCK_BATCH):
+                await c.get("http://upstream.test/x")
 
+        contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        benchmark(lambda: loop.run_until_complete(batch()))
+        paired(benchmark, contenders, batch=MOCK_BATCH)
     finally:
-        loop.run_until_complete(client.aclose())
+        for client in clients.values():
+            loop.run_until_complete(client.aclose())
         loop.close()
 
 
 @pytest.mark.benchmark(group="requests-local-server")
-@pytest.mark.parametrize("name", ["bare", "smoothapi", "urllib3-Retry"])
-def test_requests_local_server(benchmark: Any, name: str, healthy_server: FlakyServer) -> None:
-    """SERVER_BATCH keep-alive GETs with requests.Session against a local server."""
-    with requests.Session() as session:
-        if name == "smoothapi":
-            session.mount("http://", ResilientAdapter())
-        elif name == "urllib3-Retry":
-            retry = Retry(total=3, backoff_factor=0.1, status_forcelist=[429, 500, 502, 503, 504])
-            session.mount("http://", HTTPAdapter(max_retries=retry))
-        url = healthy_server.url + "/users/1"
-        benchmark.extra_info["batch"] = SERVER_BATCH
+def test_requests_local_server(benchmark: Any, healthy_server: FlakyServer) -> None:
+    """Keep-alive GETs with requests.Session: bare, ResilientAdapter, urllib3 Retry."""
+    sessions = {name: requests.Session() for name in ("bare", "smoothapi", "urllib3-Retry")}
+    sessions["smoothapi"].mount("http://", ResilientAdapter())
+    retry = Retry(total=3, backoff_factor=0.1, status_forcelist=[429, 500, 502, 503, 504])
+    sessions["urllib3-Retry"].mount("http://", HTTPAdapter(max_retries=retry))
+    url = healthy_server.url + "/users/1"
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, session in sessions.items():
 
-        def run() -> None:
+        def batch(s: requests.Session = session) -> None:
             for _ in range(SERVER_BATCH):
-                session.get(url).content  # noqa: B018 - read the body, as users do
+                s.get(url).content  # noqa: B018 - read the body, as users do
 
-        benchmark(run)
+        contenders[name] = batch
+    try:
+        paired(benchmark, contenders, batch=SERVER_BATCH)
+    finally:
+        for session in sessions.values():
+            session.close()
 
 
 @pytest.mark.benchmark(group="httpx-local-server")
-@pytest.mark.parametrize("name", ["bare", "smoothapi", "httpx-retries"])
-def test_httpx_local_server(benchmark: Any, name: str, healthy_server: FlakyServer) -> None:
-    """SERVER_BATCH keep-alive GETs with httpx.Client against a local server."""
-    inner = httpx.HTTPTransport()
-    transport: Any = inner
-    if name == "smoothapi":
-        transport = ResilientTransport(transport=inner)
-    elif name == "httpx-retries":
-        transport = _httpx_retries_transport(inner, is_async=False)
-    with httpx.Client(transport=transport) as client:
-        url = healthy_server.url + "/users/1"
-        benchmark.extra_info["batch"] = SERVER_BATCH
+def test_httpx_local_server(benchmark: Any, healthy_server: FlakyServer) -> None:
+    """Keep-alive GETs with httpx.Client: bare, ResilientTransport, httpx-retries."""
+    transports: dict[str, Any] = {
+        "bare": httpx.HTTPTransport(),
+        "smoothapi": ResilientTransport(),
+    }
+    peer = _httpx_retries(httpx.HTTPTransport())
+    if peer is not None:
+        transports["httpx-retries"] = peer
+    clients = {name: httpx.Client(transport=t) for name, t in transports.items()}
+    url = healthy_server.url + "/users/1"
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, client in clients.items():
 
-        def run() -> None:
+        def batch(c: httpx.Client = client) -> None:
             for _ in range(SERVER_BATCH):
-                client.get(url)
+                c.get(url)
 
-        benchmark(run)
+        contenders[name] = batch
+    try:
+        paired(benchmark, contenders, batch=SERVER_BATCH)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 @pytest.mark.benchmark(group="httpx-async-local-server")
-@pytest.mark.parametrize("name", ["bare", "smoothapi", "httpx-retries"])
-def test_httpx_async_local_server(benchmark: Any, name: str, healthy_server: FlakyServer) -> None:
-    """SERVER_BATCH keep-alive GETs with httpx.AsyncClient against a local server."""
-    inner = httpx.AsyncHTTPTransport()
-    transport: Any = inner
-    if name == "smoothapi":
-        transport = AsyncResilientTransport(transport=inner)
-    elif name == "httpx-retries":
-        transport = _httpx_retries_transport(inner, is_async=True)
+def test_httpx_async_local_server(benchmark: Any, healthy_server: FlakyServer) -> None:
+    """Keep-alive GETs with httpx.AsyncClient: bare, AsyncResilientTransport, httpx-retries."""
+    transports: dict[str, Any] = {
+        "bare": httpx.AsyncHTTPTransport(),
+        "smoothapi": AsyncResilientTransport(),
+    }
+    peer = _httpx_retries(httpx.AsyncHTTPTransport())
+    if peer is not None:
+        transports["httpx-retries"] = peer
     loop = asyncio.new_event_loop()
-    client = httpx.AsyncClient(transport=transport)
+    clients = {name: httpx.AsyncClient(transport=t) for name, t in transports.items()}
     url = healthy_server.url + "/users/1"
-    benchmark.extra_info["batch"] = SERVER_BATCH
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, client in clients.items():
 
-    async def batch() -> None:
-        for _ in range(SERVER_BATCH):
-            await client.get(url)
+        async def many(c: httpx.AsyncClient = client) -> None:
+            for _ in range(SERVER_BATCH):
+                await c.get(url)
 
+        contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        benchmark(lambda: loop.run_until_complete(batch()))
+        paired(benchmark, contenders, batch=SERVER_BATCH)
     finally:
-        loop.run_until_complete(client.aclose())
+        for client in clients.values():
+            loop.run_until_complete(client.aclose())
         loop.close()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .breaker import CircuitBreaker, CircuitState
 from .config import ResilientConfig
 from .engine import FAILURE, SUCCESS, Outcome, Policy, Resend
 from .errors import ConfigError, ConfigTypeError
 from .retry_after import parse_retry_after
+
+_A = TypeVar("_A")
 
 __all__ = ["DEFAULT_PORTS", "DRAIN_LIMIT", "TransportCore", "parse_retry_after"]
 
@@ -82,7 +84,8 @@ class TransportCore:
         self._async_discard = async_discard
         self._lock = threading.Lock()
         self._policies: dict[str, Policy] = {}  # by normalised origin
-        self._aliases: dict[Hashable, Policy] = {}  # by the mount point's cheap key
+        # By the mount point's cheap per-request key; read without the lock.
+        self.aliases: dict[Hashable, Policy] = {}
         self._shared: Policy | None = None
         if breaker is not None:
             for hook in config.hooks:  # a shared breaker reports to every config using it
@@ -92,23 +95,24 @@ class TransportCore:
     def _make_policy(self, breaker: CircuitBreaker) -> Policy:
         return Policy(self.config, breaker, async_discard=self._async_discard, **self._kwargs)
 
-    def policy(self, alias: Hashable, name: Callable[[], str]) -> Policy:
+    def policy(self, alias: Hashable, name: Callable[[_A], str], arg: _A) -> Policy:
         """The policy (and so the breaker) for one origin.
 
         ``alias`` is whatever the mount point can compute cheaply per request
         (a URL prefix, a tuple); ``name()`` returns the normalised origin
         ``scheme://host:port``, which is what breakers are registered under, so
         every spelling of an origin (userinfo, an explicit default port) shares
-        one breaker.  ``name()`` runs only the first time an alias is seen.
+        one breaker.  ``name(arg)`` runs only the first time an alias is seen.
+        Mount points look in :attr:`aliases` first, without a call.
         """
-        shared = self._shared
-        if shared is not None:
-            return shared
-        policy = self._aliases.get(alias)
+        policy = self.aliases.get(alias)
         if policy is not None:
             return policy
         with self._lock:
-            origin = name()
+            if self._shared is not None:
+                self._remember(alias, self._shared)
+                return self._shared
+            origin = name(arg)
             policy = self._policies.get(origin)
             if policy is None:
                 breaker = CircuitBreaker(
@@ -117,10 +121,14 @@ class TransportCore:
                 policy = self._make_policy(breaker)
                 self._evict()
                 self._policies[origin] = policy
-            if len(self._aliases) >= 4 * self.max_breakers:
-                self._aliases.clear()
-            self._aliases[alias] = policy
+            self._remember(alias, policy)
             return policy
+
+    def _remember(self, alias: Hashable, policy: Policy) -> None:
+        aliases = self.aliases
+        if len(aliases) >= 4 * self.max_breakers:
+            aliases.clear()
+        aliases[alias] = policy
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker this mount point holds, by name."""
@@ -136,7 +144,7 @@ class TransportCore:
         for key, policy in list(self._policies.items()):
             if policy.breaker.state is CircuitState.CLOSED:
                 del self._policies[key]
-                self._aliases.clear()  # no alias may keep a forgotten breaker alive
+                self.aliases.clear()  # no alias may keep a forgotten breaker alive
                 excess -= 1
                 if excess <= 0:
                     return

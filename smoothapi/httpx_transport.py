@@ -109,6 +109,19 @@ async def _adrain(response: httpx.Response) -> None:
     _keep(response, chunks, size if not _too_big(response) else DRAIN_LIMIT + 1)
 
 
+def _origin_key(url: httpx.URL) -> tuple[str, str, int | None]:
+    # httpx's public URL properties re-derive their value on every access (about
+    # 0.4 us for the three); the parsed reference they derive it from is ~10x cheaper.
+    ref = getattr(url, "_uri_reference", None)
+    if ref is None:  # pragma: no cover - an httpx without the private attribute
+        return (url.scheme, url.host, url.port)
+    return (ref.scheme, ref.host, ref.port)
+
+
+def _origin_of(url: httpx.URL) -> str:
+    return origin_name(url.scheme, url.host, url.port)
+
+
 def _replayable(request: httpx.Request) -> bool:
     stream = request.stream
     # Bytes, or a multipart body that re-renders (and re-seeks its files) on each pass.
@@ -141,6 +154,7 @@ class _Base:
         )
         self.config = self._core.config
         self._retry_on = self._core.retry_on
+        self._aliases = self._core.aliases
         self._fallback = fallback
 
     def _classify_response(self, response: httpx.Response) -> Outcome:
@@ -149,9 +163,9 @@ class _Base:
         )
 
     def _policy(self, url: httpx.URL) -> Policy:
-        return self._core.policy(
-            (url.scheme, url.host, url.port), lambda: origin_name(url.scheme, url.host, url.port)
-        )
+        key = _origin_key(url)
+        policy = self._aliases.get(key)
+        return self._core.policy(key, _origin_of, url) if policy is None else policy
 
     def breaker_for(self, url: str | httpx.URL) -> CircuitBreaker:
         """The breaker that guards ``url``'s origin."""
@@ -199,7 +213,9 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy(request.url)
+        url = request.url
+        key = _origin_key(url)
+        policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)
         breaker = policy.breaker
         inner = self.transport
         first: Outcome | None = None
@@ -264,7 +280,9 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy(request.url)
+        url = request.url
+        key = _origin_key(url)
+        policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)
         breaker = policy.breaker
         inner = self.transport
         first: Outcome | None = None

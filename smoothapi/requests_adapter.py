@@ -145,6 +145,7 @@ class ResilientAdapter(HTTPAdapter):
         )
         self.config = self._core.config
         self._retry_on = self._core.retry_on
+        self._aliases = self._core.aliases
         self._fallback = fallback
 
     def _classify_response(self, response: Response) -> Outcome:
@@ -166,7 +167,8 @@ class ResilientAdapter(HTTPAdapter):
         start = url.find("://") + 3
         end = url.find("/", start)
         key = url if end < 0 else url[:end]
-        return self._core.policy(key, lambda: _name(url))
+        policy = self._aliases.get(key)
+        return self._core.policy(key, _name, url) if policy is None else policy
 
     def send(  # noqa: PLR0917 - HTTPAdapter.send's signature
         self,
