@@ -9,10 +9,10 @@ retained), never a wall-clock figure; timings live in benchmarks/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -41,7 +41,7 @@ class _NoLock:
 
 
 @pytest.fixture
-def no_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any use of the engine fails the test."""
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -53,7 +53,6 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr("smoothapi.decorator.run_async", refuse)
     monkeypatch.setattr("smoothapi.httpx_transport.run_sync", refuse)
     monkeypatch.setattr("smoothapi.httpx_transport.run_async", refuse)
-    yield
 
 
 def _ok(request: httpx.Request) -> httpx.Response:
@@ -143,17 +142,13 @@ def _hammer(fn: Any, afn: Any, fail_every: int) -> int:
     def worker(offset: int) -> None:
         start.wait()
         for i in range(PER_THREAD):
-            try:
+            with contextlib.suppress(ConnectionError):
                 fn(offset * PER_THREAD + i, fail_every)
-            except ConnectionError:
-                pass
 
     async def coroutine(offset: int) -> None:
         for i in range(PER_COROUTINE):
-            try:
+            with contextlib.suppress(ConnectionError):
                 await afn(offset * PER_COROUTINE + i, fail_every)
-            except ConnectionError:
-                pass
             await asyncio.sleep(0)
 
     async def swarm() -> None:
