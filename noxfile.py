@@ -44,7 +44,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Side-by-side benchmarks against the peers (not run by default)."""
+    """Side-by-side benchmarks against the peers (not run by default); prints ratio tables."""
     session.install(
         "-e",
         ".[test]",
@@ -55,4 +55,14 @@ def benchmarks(session: nox.Session) -> None:
         "circuitbreaker",
         "httpx-retries",
     )
-    session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "benchmarks",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-json=.benchmarks/latest.json",
+        *session.posargs,
+    )
+    session.run("python", "benchmarks/report.py", ".benchmarks/latest.json")

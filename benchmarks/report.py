@@ -37,6 +37,22 @@ def report(data: dict[str, Any]) -> str:
     ]
     for group, benches in groups.items():
         lines += [f"### {group}", ""]
+        if any("upstream_requests" in b.get("extra_info", {}) for b in benches.values()):
+            lines += ["| contender | calls | requests that reached the server |", "|---|---|---|"]
+            for name, b in sorted(
+                benches.items(), key=lambda kv: kv[1]["extra_info"]["upstream_requests"]
+            ):
+                info = b["extra_info"]
+                lines.append(f"| {name} | {info['calls']} | {info['upstream_requests']} |")
+            lines.append("")
+            continue
+        if group == "import-time":
+            lines += ["| package | import time (ms, cumulative) |", "|---|---|"]
+            for b in benches.values():
+                for name, us in sorted(b["extra_info"]["paired"].items(), key=lambda kv: kv[1]):
+                    lines.append(f"| {name} | {us / 1000:.1f} |")
+            lines.append("")
+            continue
         per_call: dict[str, float] = {}
         for name, b in benches.items():
             info = b.get("extra_info", {})

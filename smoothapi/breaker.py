@@ -199,55 +199,82 @@ class CircuitBreaker:
             raise CircuitOpenError(self.name, self.retry_after)
         return ticket
 
-    def record_success(self, ticket: int) -> None:
-        """The attempt holding ``ticket`` succeeded, or the service answered (a 404, say)."""
+    def record_success(self, ticket: int) -> CircuitState:
+        """The attempt holding ``ticket`` succeeded, or the service answered (a 404, say).
+
+        Returns the state after the report (as do :meth:`record_failure` and
+        :meth:`release`).
+        """
         if ticket == 0:
             if self._healthy:
-                return
+                return CLOSED
             with self._lock:
                 if self._state is CLOSED:
                     self._failures = 0
                     self._healthy = True
-            return
+                return self._state
         changed: StateChanged | None = None
         with self._lock:
             if self._is_live_probe(ticket):
                 self._probe_active = False
                 self._failures = 0
                 changed = self._move(_PROBE_OK, self.now())
+            state = self._state
         if changed is not None:
             emit(changed, self._hooks)
+        return state
 
-    def record_failure(self, ticket: int) -> None:
+    def record_failure(self, ticket: int) -> CircuitState:
         """The attempt holding ``ticket`` failed (a retryable status or a transport error)."""
         changed: StateChanged | None = None
         with self._lock:
             if ticket == 0:
-                if self._state is not CLOSED:
-                    # Admitted before the breaker opened: it is open already.
-                    return
-                self._failures += 1
-                self._healthy = False
-                if self._failures >= self.config.failure_threshold:
-                    now = self.now()
-                    self._open_until = now + self.config.cooldown
-                    changed = self._move(_TRIP, now)
+                # Admitted before the breaker opened (if it is not CLOSED): it is open already.
+                if self._state is CLOSED:
+                    self._failures += 1
+                    self._healthy = False
+                    if self._failures >= self.config.failure_threshold:
+                        now = self.now()
+                        self._open_until = now + self.config.cooldown
+                        changed = self._move(_TRIP, now)
             elif self._is_live_probe(ticket):
                 self._probe_active = False
                 self._failures += 1
                 now = self.now()
                 self._open_until = now + self.config.cooldown
                 changed = self._move(_PROBE_FAILED, now)
+            state = self._state
         if changed is not None:
             emit(changed, self._hooks)
+        return state
 
-    def release(self, ticket: int) -> None:
+    def release(self, ticket: int) -> CircuitState:
         """The attempt ended without a verdict (cancelled, interrupted, a bug): free the permit."""
         if ticket <= 0:
-            return
+            return self._state
         with self._lock:
             if self._is_live_probe(ticket):
                 self._probe_active = False
+            return self._state
+
+    # The async protocol the async driver speaks.  In memory there is nothing to
+    # await; a breaker whose state lives in a server (Redis) awaits its client here.
+
+    async def acquire_async(self) -> int:
+        """:meth:`acquire` for the async driver."""
+        return self.acquire()
+
+    async def record_success_async(self, ticket: int) -> CircuitState:
+        """:meth:`record_success` for the async driver."""
+        return self.record_success(ticket)
+
+    async def record_failure_async(self, ticket: int) -> CircuitState:
+        """:meth:`record_failure` for the async driver."""
+        return self.record_failure(ticket)
+
+    async def release_async(self, ticket: int) -> CircuitState:
+        """:meth:`release` for the async driver."""
+        return self.release(ticket)
 
     def add_hook(self, hook: Hook) -> None:
         """Also send this breaker's :class:`~smoothapi.events.StateChanged` events to ``hook``."""

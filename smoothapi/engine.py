@@ -3,7 +3,9 @@
 The core, :func:`retry_flow`, is a generator in the style of httpx's
 ``Auth.auth_flow``: it yields *decisions* and is sent *outcomes*.
 
+* ``ACQUIRE`` - ask the breaker for a ticket and send it back;
 * ``ATTEMPT`` - make one attempt and send back its :class:`Outcome`;
+* :class:`Record` - report a verdict to the breaker, send back its state;
 * :class:`Sleep` - discard the last result (it will be retried), wait
   ``seconds``, send ``None``;
 * :class:`Finish` - the call is over: return ``value`` or raise ``error``.
@@ -136,6 +138,36 @@ class _Attempt:
 ATTEMPT: Final = _Attempt()
 
 
+class _Acquire:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ACQUIRE"
+
+
+#: Ask the breaker for a ticket (``breaker.acquire()``) and send it back.
+ACQUIRE: Final = _Acquire()
+
+
+class Record:
+    """Report an attempt's verdict to the breaker: ``breaker.<method>(ticket)``.
+
+    ``method`` is ``"record_success"``, ``"record_failure"`` or ``"release"``;
+    the driver sends back the breaker's state after the report.  A breaker
+    whose state lives elsewhere (Redis) answers from that store, so the core
+    never reads a state it did not just get.
+    """
+
+    __slots__ = ("method", "ticket")
+
+    def __init__(self, method: str, ticket: int) -> None:
+        self.method = method
+        self.ticket = ticket
+
+    def __repr__(self) -> str:
+        return f"Record({self.method}, {self.ticket})"
+
+
 class Sleep:
     """Discard the last result and wait ``seconds`` before the next attempt."""
 
@@ -172,8 +204,8 @@ class Finish:
         )
 
 
-Decision = _Attempt | Sleep | Finish
-Flow = Generator[Decision, "Outcome | None", None]
+Decision = _Attempt | _Acquire | Record | Sleep | Finish
+Flow = Generator[Decision, Any, None]
 
 
 class Policy:
@@ -264,7 +296,7 @@ def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
 
     attempts = 0
     if first is None:
-        ticket = breaker.acquire()
+        ticket = yield ACQUIRE
         if ticket == REJECTED:
             retry_after = breaker.retry_after
             emit(CallRejected(name, retry_after), hooks)
@@ -282,17 +314,17 @@ def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
     while True:
         kind = outcome.kind
         if kind is SUCCESS or kind is ANSWERED:
-            breaker.record_success(ticket)
+            yield Record("record_success", ticket)
             yield Finish(outcome.value, outcome.error, attempts)
             return
         if kind is IGNORED:
-            breaker.release(ticket)
+            yield Record("release", ticket)
             yield Finish(outcome.value, outcome.error, attempts)
             return
 
-        breaker.record_failure(ticket)
+        state = yield Record("record_failure", ticket)
         last_error = outcome.error
-        if breaker.state is not CircuitState.CLOSED:
+        if state is not CircuitState.CLOSED:
             # Our failure (or someone else's) opened it: stop hammering now.
             emit(
                 RetriesExhausted(name, attempts, outcome.status, last_error, "breaker open"), hooks
@@ -331,7 +363,7 @@ def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
         sent = yield Sleep(delay)
         assert sent is None
 
-        ticket = breaker.acquire()
+        ticket = yield ACQUIRE
         if ticket == REJECTED:
             emit(
                 RetriesExhausted(name, attempts, outcome.status, last_error, "breaker open"), hooks
@@ -400,6 +432,7 @@ def run_sync(
 ) -> T:
     """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides."""
     flow = retry_flow(policy, fallback, first, resend, open_error)
+    breaker = policy.breaker
     last = first
     try:
         decision = next(flow)
@@ -412,6 +445,10 @@ def run_sync(
                 else:
                     last = policy.classify_value(value)
                 decision = flow.send(last)
+            elif decision is ACQUIRE:
+                decision = flow.send(breaker.acquire())
+            elif isinstance(decision, Record):
+                decision = flow.send(getattr(breaker, decision.method)(decision.ticket))
             elif isinstance(decision, Sleep):
                 _discard(policy, last)
                 sync_sleep(decision.seconds)
@@ -434,6 +471,7 @@ async def run_async(
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
     flow = retry_flow(policy, fallback, first, resend, open_error)
+    breaker = policy.breaker
     last = first
     try:
         decision = next(flow)
@@ -446,6 +484,11 @@ async def run_async(
                 else:
                     last = policy.classify_value(value)
                 decision = flow.send(last)
+            elif decision is ACQUIRE:
+                decision = flow.send(await breaker.acquire_async())
+            elif isinstance(decision, Record):
+                method = getattr(breaker, decision.method + "_async")
+                decision = flow.send(await method(decision.ticket))
             elif isinstance(decision, Sleep):
                 await _async_discard(policy, last)
                 await async_sleep(decision.seconds)
