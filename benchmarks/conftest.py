@@ -34,7 +34,7 @@ def outage_server() -> Iterator[FlakyServer]:
 def paired(
     benchmark: Any, contenders: dict[str, Callable[[], object]], *, batch: int, rounds: int = 25
 ) -> dict[str, float]:
-    """Time contenders in interleaved rounds (A, B, C, A, B, C, ...): medians per call in µs.
+    """Time contenders in interleaved, rotating rounds (ABC, BCA, CAB...): medians per call in µs.
 
     On a noisy 2-core machine, separate benchmarks drift with whatever else
     runs; interleaving exposes every contender to the same noise, so their
@@ -42,9 +42,14 @@ def paired(
     """
     samples: dict[str, list[float]] = {name: [] for name in contenders}
 
+    names = list(contenders)
+
     def run() -> None:
-        for _ in range(rounds):
-            for name, call in contenders.items():
+        for index in range(rounds):
+            # Rotate who goes first, so no contender always follows the same neighbour.
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                call = contenders[name]
                 start = time.perf_counter()
                 call()
                 samples[name].append((time.perf_counter() - start) / batch * 1e6)

@@ -119,7 +119,7 @@ def test_httpx_mock_sync(benchmark: Any) -> None:
 
         contenders[name] = batch
     try:
-        paired(benchmark, contenders, batch=MOCK_BATCH)
+        paired(benchmark, contenders, batch=MOCK_BATCH, rounds=45)
     finally:
         for client in clients.values():
             client.close()
@@ -146,7 +146,7 @@ def test_httpx_mock_async(benchmark: Any) -> None:
 
         contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        paired(benchmark, contenders, batch=MOCK_BATCH)
+        paired(benchmark, contenders, batch=MOCK_BATCH, rounds=45)
     finally:
         for client in clients.values():
             loop.run_until_complete(client.aclose())
@@ -170,7 +170,7 @@ def test_requests_local_server(benchmark: Any, healthy_server: FlakyServer) -> N
 
         contenders[name] = batch
     try:
-        paired(benchmark, contenders, batch=SERVER_BATCH)
+        paired(benchmark, contenders, batch=SERVER_BATCH, rounds=45)
     finally:
         for session in sessions.values():
             session.close()
@@ -197,7 +197,7 @@ def test_httpx_local_server(benchmark: Any, healthy_server: FlakyServer) -> None
 
         contenders[name] = batch
     try:
-        paired(benchmark, contenders, batch=SERVER_BATCH)
+        paired(benchmark, contenders, batch=SERVER_BATCH, rounds=45)
     finally:
         for client in clients.values():
             client.close()
@@ -225,7 +225,7 @@ def test_httpx_async_local_server(benchmark: Any, healthy_server: FlakyServer) -
 
         contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        paired(benchmark, contenders, batch=SERVER_BATCH)
+        paired(benchmark, contenders, batch=SERVER_BATCH, rounds=45)
     finally:
         for client in clients.values():
             loop.run_until_complete(client.aclose())
