@@ -20,11 +20,30 @@ from .retry_after import parse_retry_after
 
 _A = TypeVar("_A")
 
-__all__ = ["DEFAULT_PORTS", "DRAIN_LIMIT", "TransportCore", "parse_retry_after"]
+__all__ = ["DEFAULT_PORTS", "DRAIN_LIMIT", "TransportCore", "drain_plan", "parse_retry_after"]
 
 #: A retried response's body is read (to keep the connection) only up to this size.
 DRAIN_LIMIT = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def drain_plan(content_length: str | None, final: bool) -> str:
+    """How to let go of a retried response, without ever losing or over-reading it.
+
+    ``"read"``: the body is small and of known length: read it into memory (the
+    response stays readable, the connection goes back to the pool).
+    ``"keep"``: not yet - before the backoff sleep a large or unknown-length body
+    is left untouched, since the response is returned whole if the breaker
+    opens meanwhile.  ``"close"``: final, and larger than :data:`DRAIN_LIMIT`:
+    drop the connection rather than read it.  ``"bounded"``: final, unknown
+    length: read up to the limit (keep-alive kept), else close.
+    """
+    length = (content_length or "").strip()
+    if length.isdigit() and length.isascii():
+        if int(length) <= DRAIN_LIMIT:
+            return "read"
+        return "close" if final else "keep"
+    return "bounded" if final else "keep"
 
 
 def origin_name(scheme: str, host: str, port: int | None) -> str:
@@ -55,8 +74,8 @@ class TransportCore:
         max_breakers: int,
         classify_error: Callable[[BaseException], Outcome],
         classify_value: Callable[[Any], Outcome],
-        discard: Callable[[Any], None] | None = None,
-        async_discard: Callable[[Any], Awaitable[None]] | None = None,
+        discard: Callable[[Any, bool], None] | None = None,
+        async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
         open_error: Callable[[str, float], BaseException],
     ) -> None:
         if config is None:

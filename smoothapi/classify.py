@@ -102,9 +102,28 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """True for timeouts, refused/reset connections and protocol errors of any client."""
+    """True for timeouts, refused/reset connections and protocol errors of any client.
+
+    A TLS failure (a bad certificate, a failed handshake) is not one of them,
+    however the client wraps it (httpx raises ``ConnectError`` from the
+    ``ssl.SSLError``): the next try would fail the same way.
+    """
     retry, never = _error_types()
-    return isinstance(exc, retry) and not isinstance(exc, never)
+    return isinstance(exc, retry) and not isinstance(exc, never) and not _caused_by_tls(exc)
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return False
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:  # a bounded walk down the cause chain
+        if isinstance(current, ssl.SSLError) and not isinstance(current, ssl.SSLZeroReturnError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def classify_exception(exc: BaseException, retry_on: Collection[int]) -> Outcome:

@@ -212,10 +212,13 @@ class Policy:
     """What one mount point tells the engine; built once, shared by every call.
 
     ``classify_error(exc)`` and ``classify_value(value)`` turn an attempt's
-    result into an :class:`Outcome`; ``discard(value)`` releases a result
-    that will be retried or replaced by a fallback (a transport drains or
-    closes the response; ``async_discard`` is its awaitable twin for the
-    async driver); ``rand`` is the jitter's random source;
+    result into an :class:`Outcome`; ``discard(value, final)`` releases a
+    result that will be retried or replaced by a fallback: before the backoff
+    sleep with ``final=False`` (free the connection but keep the value whole,
+    e.g. drain a small body into memory, since it may still be returned), and
+    before the next attempt or a fallback with ``final=True`` (let go of it
+    entirely); ``async_discard`` is its awaitable twin for the async driver;
+    ``rand`` is the jitter's random source;
     ``open_error(name, retry_after)`` builds the rejection error;
     ``fallback_midway`` says whether a breaker that opens while a call is
     retrying yields the fallback (the decorator) or the last result (the
@@ -243,8 +246,8 @@ class Policy:
         *,
         classify_error: Callable[[BaseException], Outcome],
         classify_value: Callable[[Any], Outcome],
-        discard: Callable[[Any], None] | None = None,
-        async_discard: Callable[[Any], Awaitable[None]] | None = None,
+        discard: Callable[[Any, bool], None] | None = None,
+        async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
         rand: Callable[[], float] = random.random,
         open_error: Callable[[str, float], BaseException] = CircuitOpenError,
         fallback_midway: bool = True,
@@ -438,6 +441,7 @@ def run_sync(
         decision = next(flow)
         while True:
             if decision is ATTEMPT:
+                _discard(policy, last, final=True)  # admitted again: now let it go
                 try:
                     value = attempt()
                 except BaseException as exc:
@@ -450,7 +454,9 @@ def run_sync(
             elif isinstance(decision, Record):
                 decision = flow.send(getattr(breaker, decision.method)(decision.ticket))
             elif isinstance(decision, Sleep):
-                _discard(policy, last)
+                # Free the connection for the sleep, but keep the response whole: if the
+                # breaker opens meanwhile, it is what the caller gets back.
+                _discard(policy, last, final=False)
                 sync_sleep(decision.seconds)
                 decision = flow.send(None)
             else:
@@ -477,6 +483,7 @@ async def run_async(
         decision = next(flow)
         while True:
             if decision is ATTEMPT:
+                await _async_discard(policy, last, final=True)
                 try:
                     value = await attempt()
                 except BaseException as exc:
@@ -490,13 +497,13 @@ async def run_async(
                 method = getattr(breaker, decision.method + "_async")
                 decision = flow.send(await method(decision.ticket))
             elif isinstance(decision, Sleep):
-                await _async_discard(policy, last)
+                await _async_discard(policy, last, final=False)
                 await async_sleep(decision.seconds)
                 decision = flow.send(None)
             else:
                 assert isinstance(decision, Finish)
                 if decision.fallback:
-                    await _async_discard(policy, last)
+                    await _async_discard(policy, last, final=True)
                 result = _finish(policy, decision, last)
                 if decision.fallback and inspect.isawaitable(result):
                     result = await result
@@ -505,21 +512,21 @@ async def run_async(
         flow.close()
 
 
-def _discard(policy: Policy, outcome: Outcome | None) -> None:
+def _discard(policy: Policy, outcome: Outcome | None, *, final: bool) -> None:
     if policy.discard is not None and outcome is not None and outcome.error is None:
-        policy.discard(outcome.value)
+        policy.discard(outcome.value, final)
 
 
-async def _async_discard(policy: Policy, outcome: Outcome | None) -> None:
+async def _async_discard(policy: Policy, outcome: Outcome | None, *, final: bool) -> None:
     if policy.async_discard is not None and outcome is not None and outcome.error is None:
-        await policy.async_discard(outcome.value)
+        await policy.async_discard(outcome.value, final)
     else:
-        _discard(policy, outcome)
+        _discard(policy, outcome, final=final)
 
 
 def _finish(policy: Policy, decision: Finish, last: Outcome | None) -> Any:
     if decision.fallback:
-        _discard(policy, last)
+        _discard(policy, last, final=True)
     error = decision.error
     if error is not None:
         raise error

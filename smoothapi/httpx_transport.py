@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ._transport import DRAIN_LIMIT, TransportCore, origin_name
+from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
 from .config import ResilientConfig
@@ -55,58 +55,67 @@ def _classify_error(exc: BaseException) -> Outcome:
     return Outcome(IGNORED, error=exc)
 
 
-def _too_big(response: httpx.Response) -> bool:
-    length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) > DRAIN_LIMIT
+def _read_into(response: httpx.Response, chunks: list[bytes], ok: bool) -> None:
+    # A body read whole becomes the response's stream again: the response is
+    # returned readable if the breaker opens before the retry.  Anything else
+    # reads as empty (it was too large to keep, or the connection broke).
+    response.stream = httpx.ByteStream(b"".join(chunks) if ok else b"")
 
 
-def _keep(response: httpx.Response, chunks: list[bytes], size: int) -> None:
-    # The body read stays readable; one too large to keep reads as empty.
-    response.stream = httpx.ByteStream(b"".join(chunks) if size <= DRAIN_LIMIT else b"")
-
-
-def _drain(response: httpx.Response) -> None:
-    """Read a retried response's body (bounded) and close it, so the connection is reused."""
-    if isinstance(response.stream, httpx.ByteStream):
+def _drain(response: httpx.Response, final: bool) -> None:
+    """Give a retried response's connection back to the pool, in bounded memory."""
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):  # read already
+        return
+    plan = drain_plan(response.headers.get("Content-Length"), final)
+    if plan == "keep":
         return
     chunks: list[bytes] = []
     size = 0
-    stream = response.stream
+    ok = plan != "close"
     try:
-        if not _too_big(response):
+        if ok:
             assert isinstance(stream, httpx.SyncByteStream)
             for chunk in stream:
                 size += len(chunk)
                 if size > DRAIN_LIMIT:
+                    ok = False
                     break
                 chunks.append(chunk)
-    except Exception:  # a broken connection: closing below drops it
-        size = DRAIN_LIMIT + 1
+    except Exception:  # a broken connection: closing drops it
+        ok = False
     finally:
-        response.close()
-    _keep(response, chunks, size if not _too_big(response) else DRAIN_LIMIT + 1)
+        assert isinstance(stream, httpx.SyncByteStream)
+        stream.close()  # fully read: back to the pool; otherwise the connection is dropped
+    _read_into(response, chunks, ok)
 
 
-async def _adrain(response: httpx.Response) -> None:
+async def _adrain(response: httpx.Response, final: bool) -> None:
     """The async twin of :func:`_drain`."""
-    if isinstance(response.stream, httpx.ByteStream):
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):
+        return
+    plan = drain_plan(response.headers.get("Content-Length"), final)
+    if plan == "keep":
         return
     chunks: list[bytes] = []
     size = 0
-    stream = response.stream
+    ok = plan != "close"
     try:
-        if not _too_big(response):
+        if ok:
             assert isinstance(stream, httpx.AsyncByteStream)
             async for chunk in stream:
                 size += len(chunk)
                 if size > DRAIN_LIMIT:
+                    ok = False
                     break
                 chunks.append(chunk)
     except Exception:
-        size = DRAIN_LIMIT + 1
+        ok = False
     finally:
-        await response.aclose()
-    _keep(response, chunks, size if not _too_big(response) else DRAIN_LIMIT + 1)
+        assert isinstance(stream, httpx.AsyncByteStream)
+        await stream.aclose()
+    _read_into(response, chunks, ok)
 
 
 def _origin_key(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -124,8 +133,20 @@ def _origin_of(url: httpx.URL) -> str:
 
 def _replayable(request: httpx.Request) -> bool:
     stream = request.stream
-    # Bytes, or a multipart body that re-renders (and re-seeks its files) on each pass.
-    return isinstance(stream, httpx.ByteStream) or type(stream).__name__ == "MultipartStream"
+    if isinstance(stream, httpx.ByteStream):
+        return True
+    if type(stream).__name__ != "MultipartStream":
+        return False
+    # A multipart body re-renders on each pass and seeks its files back to 0 - which
+    # silently does nothing for a pipe or a socket file, so those would be resent empty.
+    for field in getattr(stream, "fields", ()):
+        file = getattr(field, "file", None)
+        if file is None or isinstance(file, (bytes, str)):
+            continue
+        seekable = getattr(file, "seekable", None)
+        if not (callable(seekable) and seekable()):
+            return False
+    return True
 
 
 class _Base:

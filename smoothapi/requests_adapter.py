@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 from requests.utils import rewind_body
 
-from ._transport import DRAIN_LIMIT, TransportCore, origin_name
+from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
 from .config import ResilientConfig
@@ -69,27 +69,32 @@ def _classify_error(exc: BaseException) -> Outcome:
     return Outcome(IGNORED, error=exc)
 
 
-def _drain(response: Response) -> None:
-    """Give a response's connection back to the pool before a retry, in bounded memory.
+def _drain(response: Response, final: bool) -> None:
+    """Give a retried response's connection back to the pool, in bounded memory.
 
-    A small body is read (and kept, so the response stays readable); a large
-    or unknown-length body beyond :data:`DRAIN_LIMIT` closes the connection.
+    See :func:`smoothapi._transport.drain_plan`: a small body is read and kept
+    (``response.content`` still works); a large one is left whole until the
+    retry is certain, then its connection is closed rather than read.
     """
-    if getattr(response, "_content_consumed", False):  # requests' own flag
+    if getattr(response, "_content_consumed", False):  # requests' own flag: already read
         return
-    raw = response.raw
-    length = response.headers.get("Content-Length", "")
-    try:
-        too_big = length.isdigit() and int(length) > DRAIN_LIMIT
-        data = b"" if too_big else raw.read(DRAIN_LIMIT + 1, decode_content=True)
-    except Exception:  # a broken connection or a bad encoding: drop the connection
-        too_big, data = True, b""
-    if too_big or len(data) > DRAIN_LIMIT:
+    plan = drain_plan(response.headers.get("Content-Length"), final)
+    if plan == "keep":
+        return
+    data = b""
+    if plan != "close":
+        try:
+            data = response.raw.read(DRAIN_LIMIT + 1, decode_content=True)
+        except Exception:  # a broken connection or a bad encoding: drop the connection
+            plan, data = "close", b""
+        if len(data) > DRAIN_LIMIT:
+            plan = "close"
+    if plan == "close":
         response.close()  # closes the socket and frees the pool slot
         data = b""
     response._content = data  # what requests' own .content sets
     setattr(response, "_content_consumed", True)  # noqa: B010 - not in the type stubs
-    release = getattr(raw, "release_conn", None)
+    release = getattr(response.raw, "release_conn", None)
     if release is not None:
         release()
 

@@ -1040,3 +1040,57 @@ async def test_async_one_breaker_shared_by_a_decorated_function_and_a_transport(
             await client.get(server.url + "/users/1")
         assert isinstance(info.value, httpx.TransportError)
     assert server.count() == 3
+
+
+# -- the breaker opens during the backoff sleep: the last response comes back whole ---------
+
+
+class _OpenDuringSleep:
+    """A hook that opens the origin's breaker as soon as a retry is scheduled (as another
+    caller's failures would, while this call sleeps)."""
+
+    def __init__(self) -> None:
+        self.mount: Any = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RetryScheduled):
+            self.mount.breakers[event.name].force_open()
+
+
+@pytest.mark.parametrize("size", [12, 70_000], ids=["small-body", "body-over-drain-limit"])
+def test_breaker_opening_during_the_sleep_returns_the_last_response_whole(
+    make_client: Factory, server: ScriptedServer, instant: FakeClock, size: int
+) -> None:
+    """DESIGN.md: if the breaker opens during the retries, the last response is returned as
+    it is - readable, with its whole body, whether its connection was freed for the sleep
+    (small body, read into memory) or kept (large body); never a closed stream or an
+    emptied body."""
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    server.script("/opens", Reply(503, body), Reply(200, b"never sent"))
+    hook = _OpenDuringSleep()
+    client = make_client(cfg(threshold=10, hooks=(hook,)))
+    hook.mount = client.mount
+    response = client.request("GET", server.url + "/opens")
+    assert server.count("/opens") == 1
+    assert response.status_code == 503
+    assert response.content == body
+    assert client.attempts(response) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [12, 70_000], ids=["small-body", "body-over-drain-limit"])
+async def test_async_breaker_opening_during_the_sleep_returns_the_last_response_whole(
+    server: ScriptedServer, instant: FakeClock, size: int
+) -> None:
+    """The async transport hands back the last response whole too (asyncio and trio)."""
+    body = b"y" * size
+    server.script("/opens", Reply(503, body), Reply(200, b"never sent"))
+    hook = _OpenDuringSleep()
+    transport = AsyncResilientTransport(cfg(threshold=10, hooks=(hook,)))
+    hook.mount = transport
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(server.url + "/opens")
+    assert server.count("/opens") == 1
+    assert response.status_code == 503
+    assert response.content == body
+    assert response.extensions["smoothapi_attempts"] == 1
