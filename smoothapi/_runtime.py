@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 # The clock every breaker without an injected clock reads.
 clock: Callable[[], float] = time.monotonic
@@ -15,3 +16,10 @@ clock: Callable[[], float] = time.monotonic
 instant_sleep: bool = False
 # Called with the seconds a sleep would have taken while ``instant_sleep`` is on.
 on_skipped_sleep: Callable[[float], object] | None = None
+
+# The breaker a decorated function holds while its body runs - set only for a
+# breaker passed with `breaker=` (shared).  A transport sharing that breaker,
+# called from inside the body, then leaves the bookkeeping to the decorator:
+# one attempt is counted once, and the decorator's probe is not rejected by
+# its own transport.
+held: ContextVar[object | None] = ContextVar("smoothapi_held_breaker", default=None)

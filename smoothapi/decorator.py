@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
+from . import _runtime
 from .breaker import CircuitBreaker
 from .classify import classify_exception
 from .config import ResilientConfig
@@ -97,6 +98,30 @@ def _declares_fallback(fn: Callable[..., Any]) -> bool:
     )
 
 
+def _holding(fn: Callable[..., Any], breaker: CircuitBreaker, is_async: bool) -> Callable[..., Any]:
+    """``fn``, marking ``breaker`` as held by this call while it runs (see ``_runtime.held``)."""
+    held = _runtime.held
+    if is_async:
+
+        async def hold_async(*args: Any, **kwargs: Any) -> Any:
+            token = held.set(breaker)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                held.reset(token)
+
+        return hold_async
+
+    def hold(*args: Any, **kwargs: Any) -> Any:
+        token = held.set(breaker)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            held.reset(token)
+
+    return hold
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with `async def __call__`
@@ -144,7 +169,7 @@ def resilient_api(
     return decorate
 
 
-def _decorate(
+def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     fn: Callable[P, R],
     config: ResilientConfig,
     breaker: CircuitBreaker | None,
@@ -152,6 +177,7 @@ def _decorate(
 ) -> ResilientFunction[P, R]:
     if not callable(fn):
         raise ConfigTypeError(f"@resilient_api decorates a callable, got {fn!r}")
+    shared = breaker is not None
     if breaker is None:
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         breaker = CircuitBreaker(
@@ -174,10 +200,13 @@ def _decorate(
     owns_keyword = not _declares_fallback(fn)
 
     is_async = _is_async(fn)
+    original = fn
+    if shared:
+        fn = _holding(fn, br, is_async)
     afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
     if is_async:
 
-        @functools.wraps(fn)
+        @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
@@ -199,7 +228,7 @@ def _decorate(
         wrapper: Any = async_wrapper
     else:
 
-        @functools.wraps(fn)
+        @functools.wraps(original)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
@@ -225,12 +254,12 @@ def _decorate(
             async def call_async(*args: Any, **kwargs: Any) -> Any:
                 return await run_async(policy, functools.partial(afn, *args, **kwargs), chosen)
 
-            return functools.wraps(fn)(call_async)
+            return functools.wraps(original)(call_async)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return run_sync(policy, functools.partial(fn, *args, **kwargs), chosen)
 
-        return functools.wraps(fn)(call)
+        return functools.wraps(original)(call)
 
     wrapper.breaker = br
     wrapper.with_fallback = with_fallback

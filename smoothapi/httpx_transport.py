@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from . import _runtime
 from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
@@ -176,6 +177,7 @@ class _Base:
         self.config = self._core.config
         self._retry_on = self._core.retry_on
         self._aliases = self._core.aliases
+        self._shared = breaker
         self._fallback = fallback
 
     def _classify_response(self, response: httpx.Response) -> Outcome:
@@ -234,6 +236,11 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._shared is not None and _runtime.held.get() is self._shared:
+            # A decorated function sharing our breaker is calling: it keeps the books.
+            response = self.transport.handle_request(request)
+            response.extensions[ATTEMPTS] = 1
+            return response
         url = request.url
         key = _origin_key(url)
         policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)
@@ -301,6 +308,10 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._shared is not None and _runtime.held.get() is self._shared:
+            response = await self.transport.handle_async_request(request)
+            response.extensions[ATTEMPTS] = 1
+            return response
         url = request.url
         key = _origin_key(url)
         policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)

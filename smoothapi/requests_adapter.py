@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 from requests.utils import rewind_body
 
+from . import _runtime
 from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
@@ -151,6 +152,7 @@ class ResilientAdapter(HTTPAdapter):
         self.config = self._core.config
         self._retry_on = self._core.retry_on
         self._aliases = self._core.aliases
+        self._shared = breaker
         self._fallback = fallback
 
     def _classify_response(self, response: Response) -> Outcome:
@@ -184,6 +186,11 @@ class ResilientAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
+        if self._shared is not None and _runtime.held.get() is self._shared:
+            # A decorated function sharing our breaker is calling: it keeps the books.
+            response = super().send(request, stream, timeout, verify, cert, proxies)
+            response.smoothapi_attempts = 1  # type: ignore[attr-defined]
+            return response
         policy = self._policy(request.url or "")
         breaker = policy.breaker
         first: Outcome | None = None
