@@ -3,7 +3,9 @@
 Retries with exponential backoff and full jitter, a circuit breaker
 (CLOSED -> OPEN -> HALF_OPEN) and fallbacks, mounted three ways over one
 engine: the ``@resilient_api`` decorator, ``ResilientAdapter`` for requests,
-and ``ResilientTransport`` / ``AsyncResilientTransport`` for httpx.
+and ``ResilientTransport`` / ``AsyncResilientTransport`` for httpx.  A
+breaker's state can live in Redis or Valkey (``RedisStore``) so that a whole
+fleet shares one breaker.
 
 The core imports only the standard library; the mount classes load their
 client library on first use.
@@ -24,6 +26,8 @@ from .events import (
     RetriesExhausted,
     RetryScheduled,
     StateChanged,
+    StoreRecovered,
+    StoreUnavailable,
     add_hook,
     remove_hook,
 )
@@ -31,12 +35,14 @@ from .events import (
 if TYPE_CHECKING:
     from .httpx_transport import AsyncResilientTransport, ResilientTransport
     from .requests_adapter import ResilientAdapter
+    from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
 
 __version__ = "0.2.0"
 
 __all__ = [
     "AsyncResilientTransport",
     "BackoffConfig",
+    "BreakerStore",
     "CallRejected",
     "CircuitBreaker",
     "CircuitBreakerConfig",
@@ -47,14 +53,18 @@ __all__ = [
     "Event",
     "FallbackServed",
     "Jitter",
+    "RedisStore",
     "ResilientAdapter",
     "ResilientConfig",
     "ResilientFunction",
     "ResilientTransport",
     "RetriesExhausted",
     "RetryScheduled",
+    "SharedCircuitBreaker",
     "SmoothAPIError",
     "StateChanged",
+    "StoreRecovered",
+    "StoreUnavailable",
     "__version__",
     "add_hook",
     "remove_hook",
@@ -65,11 +75,15 @@ _LAZY = {
     "ResilientAdapter": "requests_adapter",
     "ResilientTransport": "httpx_transport",
     "AsyncResilientTransport": "httpx_transport",
+    "RedisStore": "storage.redis",
+    "SharedCircuitBreaker": "storage",
+    "BreakerStore": "storage",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # The mount classes import requests/httpx; load them only when asked for.
+    # The mount classes import requests/httpx, RedisStore imports redis; load them only
+    # when asked for.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'smoothapi' has no attribute {name!r}")

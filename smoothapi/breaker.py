@@ -12,15 +12,17 @@ re-opens it with a fresh cooldown, and any other ending (cancellation,
 ``KeyboardInterrupt``, a programming error) gives the permit back so that the
 next caller probes - the breaker can never stick in HALF_OPEN.
 
-Callers hold a *ticket* from :meth:`CircuitBreaker.acquire`: ``0`` for an
-ordinary call in CLOSED, a positive probe number for the probe.  Outcomes are
-reported with the ticket, so a stale report (a call admitted before the
-breaker opened, a probe whose breaker was reset meanwhile) cannot flip state
-it knows nothing about.
+Callers hold a *ticket* from :meth:`CircuitBreaker.acquire`: for an ordinary
+call the even number of the current CLOSED period, for the probe an odd
+number.  Outcomes are reported with the ticket, so a stale report (a call
+admitted before the breaker last opened, a probe whose breaker was reset
+meanwhile) cannot flip state it knows nothing about.  Ticket ``0`` reports
+as an ordinary call of the current period.
 
 The lock guards bookkeeping only.  It is never held while the user's call
 runs or while anyone sleeps.  The happy path - CLOSED with no failure counted
-- reads one attribute (``_healthy``) and takes no lock at all.
+- reads one attribute (``_healthy``: the CLOSED period's ticket, or 0) and
+  takes no lock at all.
 
 Transitions, as data (state x event -> state)::
 """
@@ -30,11 +32,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from . import _runtime
 from .config import CircuitBreakerConfig
-from .errors import CircuitOpenError
+from .errors import CircuitOpenError, ConfigTypeError
 from .events import Hook, StateChanged, emit
+
+if TYPE_CHECKING:
+    from .storage import BreakerStore
 
 __all__ = ["REJECTED", "CircuitBreaker", "CircuitState"]
 
@@ -89,6 +95,11 @@ class CircuitBreaker:
     (``time.monotonic``, or the fake clock that :mod:`smoothapi.testing`
     installs).  ``hooks`` receive a :class:`~smoothapi.events.StateChanged`
     on every transition.
+
+    ``store`` (or ``config.store``; ``store=`` wins) keeps the state in a
+    :class:`~smoothapi.storage.BreakerStore` such as
+    :class:`~smoothapi.RedisStore` that the whole fleet shares: the
+    constructor then returns a :class:`~smoothapi.SharedCircuitBreaker`.
     """
 
     __slots__ = (
@@ -98,12 +109,34 @@ class CircuitBreaker:
         "_hooks",
         "_lock",
         "_open_until",
+        "_period",
         "_probe",
         "_probe_active",
         "_state",
         "config",
         "name",
     )
+
+    def __new__(
+        cls,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        name: str = "circuit",
+        clock: Callable[[], float] | None = None,
+        hooks: tuple[Hook, ...] = (),
+        store: BreakerStore | None = None,
+    ) -> CircuitBreaker:
+        # Dispatch here, so that every place that builds a breaker from a config
+        # (the decorator, the transports' per-origin registry) gets a shared one
+        # when the config names a store, without knowing about stores.
+        if cls is CircuitBreaker and (
+            store is not None
+            or (isinstance(config, CircuitBreakerConfig) and config.store is not None)
+        ):
+            from .storage.shared import SharedCircuitBreaker  # noqa: PLC0415 - only with a store
+
+            return super().__new__(SharedCircuitBreaker)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -112,12 +145,19 @@ class CircuitBreaker:
         name: str = "circuit",
         clock: Callable[[], float] | None = None,
         hooks: tuple[Hook, ...] = (),
+        store: BreakerStore | None = None,
     ) -> None:
         if config is None:
             config = CircuitBreakerConfig()
         elif not isinstance(config, CircuitBreakerConfig):
             raise TypeError(
                 f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}"
+            )
+        if store is not None or config.store is not None:
+            # Only a subclass gets here: CircuitBreaker itself dispatched in __new__.
+            raise ConfigTypeError(
+                f"{type(self).__name__} keeps its state in memory and cannot take a store; "
+                "subclass smoothapi.SharedCircuitBreaker instead, or drop store="
             )
         self.config = config
         self.name = name
@@ -127,11 +167,15 @@ class CircuitBreaker:
         self._state = CLOSED
         self._failures = 0
         self._open_until = 0.0
-        self._probe = 0
+        # Tickets: the probe's are odd, ordinary calls' are the even number of the
+        # current CLOSED period, so a report from an earlier period (a call admitted
+        # before the breaker last opened) cannot count against a fresh one.
+        self._probe = -1
         self._probe_active = False
-        # True exactly when CLOSED with no failure counted: the one attribute the
-        # happy path reads.  Written only under the lock.
-        self._healthy = True
+        self._period = 2
+        # The period's ticket exactly when CLOSED with no failure counted, else 0:
+        # the one attribute the happy path reads.  Written only under the lock.
+        self._healthy = self._period
 
     def __repr__(self) -> str:
         return (
@@ -168,16 +212,17 @@ class CircuitBreaker:
     def acquire(self) -> int:
         """Ask to make one attempt.
 
-        Returns ``0`` for an ordinary call, a positive probe ticket when this
-        caller is the HALF_OPEN probe, or :data:`REJECTED`.
+        Returns an even ticket for an ordinary call in CLOSED, an odd one when
+        this caller is the HALF_OPEN probe, or :data:`REJECTED`.  (Reports with
+        ticket ``0`` count as ordinary calls of the current CLOSED period.)
         """
         if self._state is CLOSED:
-            return 0
+            return self._period
         changed: StateChanged | None = None
         with self._lock:
             state = self._state
             if state is CLOSED:
-                return 0
+                return self._period
             if self._probe_active:
                 return REJECTED
             now = self.now()
@@ -185,7 +230,7 @@ class CircuitBreaker:
                 if now < self._open_until:
                     return REJECTED
                 changed = self._move(_COOLED, now)
-            self._probe += 1
+            self._probe += 2
             self._probe_active = True
             ticket = self._probe
         if changed is not None:
@@ -205,19 +250,20 @@ class CircuitBreaker:
         Returns the state after the report (as do :meth:`record_failure` and
         :meth:`release`).
         """
-        if ticket == 0:
-            if self._healthy:
+        if ticket % 2 == 0:
+            if ticket and self._healthy == ticket:
                 return CLOSED
             with self._lock:
-                if self._state is CLOSED:
+                if self._state is CLOSED and ticket in (0, self._period):
                     self._failures = 0
-                    self._healthy = True
+                    self._healthy = self._period
                 return self._state
         changed: StateChanged | None = None
         with self._lock:
             if self._is_live_probe(ticket):
                 self._probe_active = False
                 self._failures = 0
+                self._period += 2  # a new CLOSED period: earlier calls' reports are stale
                 changed = self._move(_PROBE_OK, self.now())
             state = self._state
         if changed is not None:
@@ -228,11 +274,12 @@ class CircuitBreaker:
         """The attempt holding ``ticket`` failed (a retryable status or a transport error)."""
         changed: StateChanged | None = None
         with self._lock:
-            if ticket == 0:
-                # Admitted before the breaker opened (if it is not CLOSED): it is open already.
-                if self._state is CLOSED:
+            if ticket % 2 == 0:
+                # A call admitted in an earlier CLOSED period (before the breaker last
+                # opened) is not counted again: it cannot re-open or extend anything.
+                if self._state is CLOSED and ticket in (0, self._period):
                     self._failures += 1
-                    self._healthy = False
+                    self._healthy = 0
                     if self._failures >= self.config.failure_threshold:
                         now = self.now()
                         self._open_until = now + self.config.cooldown
@@ -250,7 +297,7 @@ class CircuitBreaker:
 
     def release(self, ticket: int) -> CircuitState:
         """The attempt ended without a verdict (cancelled, interrupted, a bug): free the permit."""
-        if ticket <= 0:
+        if ticket <= 0 or ticket % 2 == 0:
             return self._state
         with self._lock:
             if self._is_live_probe(ticket):
@@ -289,10 +336,11 @@ class CircuitBreaker:
         """Close the breaker and forget every failure (an in-flight probe's report is ignored)."""
         with self._lock:
             self._probe_active = False
-            self._probe += 1  # invalidate the ticket of any probe in flight
+            self._probe += 2  # invalidate the ticket of any probe in flight
+            self._period += 2  # and of any call admitted before the reset
             self._failures = 0
             changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
-            self._healthy = True
+            self._healthy = self._period
         if changed is not None:
             emit(changed, self._hooks)
 
@@ -306,7 +354,7 @@ class CircuitBreaker:
         with self._lock:
             now = self.now()
             self._probe_active = False
-            self._probe += 1
+            self._probe += 2
             self._open_until = now + cooldown
             old = self._state
             changed = self._move(_FORCE_OPEN, now)
@@ -327,5 +375,5 @@ class CircuitBreaker:
                 f"smoothapi bug: breaker {self.name!r} cannot go from {old.value} on {event!r}"
             ) from None
         self._state = new
-        self._healthy = new is CLOSED and self._failures == 0
+        self._healthy = self._period if new is CLOSED and self._failures == 0 else 0
         return StateChanged(self.name, old, new, self._failures, now)

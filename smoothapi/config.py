@@ -18,16 +18,20 @@ from .errors import ConfigError, ConfigTypeError
 
 if TYPE_CHECKING:
     from .events import Event
+    from .storage import BreakerStore
 
 __all__ = [
     "DEFAULT_RETRY_ON",
     "IDEMPOTENT_METHODS",
+    "MAX_DELAY_SECONDS",
     "BackoffConfig",
     "CircuitBreakerConfig",
     "Jitter",
     "ResilientConfig",
 ]
 
+#: The longest single wait a config may ask for: one day.
+MAX_DELAY_SECONDS = 86_400.0
 DEFAULT_RETRY_ON: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -54,6 +58,12 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
         raise ConfigError(f"{where} must be finite, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {value!r}")
+    if value > MAX_DELAY_SECONDS:
+        # A longer wait is a unit mistake (ms for s?), and past ~292 years the OS
+        # sleep itself overflows.
+        raise ConfigError(
+            f"{where} must be at most {MAX_DELAY_SECONDS:g} seconds (one day), got {value!r}"
+        )
     return float(value)
 
 
@@ -124,6 +134,35 @@ def _jitter(value: object) -> Jitter:
     )
 
 
+# What a shared breaker calls on its store (see smoothapi.storage.BreakerStore).  Checked
+# by name so that building a config never imports the storage package.
+_STORE_METHODS = (
+    "key",
+    "acquire",
+    "record",
+    "reset",
+    "force_open",
+    "snapshot",
+    "acquire_async",
+    "record_async",
+    "reset_async",
+    "force_open_async",
+    "snapshot_async",
+)
+
+
+def check_store(where: str, store: object) -> None:
+    """Raise ConfigTypeError unless ``store`` is None or has every BreakerStore method."""
+    if store is None:
+        return
+    missing = [m for m in _STORE_METHODS if not callable(getattr(store, m, None))]
+    if missing:
+        raise ConfigTypeError(
+            f"{where} must be a breaker store such as smoothapi.RedisStore (or None for an "
+            f"in-process breaker), got {store!r}, which lacks {', '.join(missing)}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitBreakerConfig:
     """When the breaker opens and how long it stays open.
@@ -131,10 +170,17 @@ class CircuitBreakerConfig:
     The breaker opens after ``failure_threshold`` consecutive failed attempts
     and rejects calls for ``cooldown_ms`` milliseconds (monotonic clock);
     then one probe is let through.
+
+    ``store`` - ``None`` keeps each breaker's state in its process; a
+    :class:`~smoothapi.storage.BreakerStore` such as
+    :class:`~smoothapi.RedisStore` makes every breaker built from this config
+    a :class:`~smoothapi.SharedCircuitBreaker` whose state the whole fleet
+    shares.  It takes no part in comparing or hashing configs.
     """
 
     failure_threshold: int = 3
     cooldown_ms: float = 10_000
+    store: BreakerStore | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _integer("CircuitBreakerConfig", "failure_threshold", self.failure_threshold, minimum=1)
@@ -148,6 +194,7 @@ class CircuitBreakerConfig:
             raise ConfigError(
                 f"CircuitBreakerConfig.cooldown_ms must be a finite number >= 0, got {cooldown!r}"
             )
+        check_store("CircuitBreakerConfig.store", self.store)
 
     @property
     def cooldown(self) -> float:

@@ -211,17 +211,22 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
-            if br._healthy:
+            ticket = br._healthy
+            if ticket:
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if not br._healthy:
-                        br.record_success(0)  # type: ignore[unreachable]
+                    if br._healthy != ticket:  # someone failed meanwhile: we reset the count
+                        br.record_success(ticket)
                     return result
                 return await run_async(
-                    policy, functools.partial(afn, *args, **kwargs), fallback, first
+                    policy,
+                    functools.partial(afn, *args, **kwargs),
+                    fallback,
+                    first,
+                    first_ticket=ticket,
                 )
             return await run_async(policy, functools.partial(afn, *args, **kwargs), fallback)
 
@@ -233,16 +238,23 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
-            if br._healthy:
+            ticket = br._healthy
+            if ticket:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if not br._healthy:
-                        br.record_success(0)  # type: ignore[unreachable]
+                    if br._healthy != ticket:  # someone failed meanwhile: we reset the count
+                        br.record_success(ticket)
                     return result
-                return run_sync(policy, functools.partial(fn, *args, **kwargs), fallback, first)
+                return run_sync(
+                    policy,
+                    functools.partial(fn, *args, **kwargs),
+                    fallback,
+                    first,
+                    first_ticket=ticket,
+                )
             return run_sync(policy, functools.partial(fn, *args, **kwargs), fallback)
 
         wrapper = sync_wrapper

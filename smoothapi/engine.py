@@ -265,17 +265,19 @@ class Policy:
         self.fallback_midway = fallback_midway
 
 
-def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
+def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one place
     policy: Policy,
     fallback: Callable[[BaseException], Any] | None,
     first: Outcome | None = None,
     resend: Resend = Resend.ALWAYS,
     open_error: Callable[[str, float], BaseException] | None = None,
+    first_ticket: int = 0,
 ) -> Flow:
     """The one retry loop, as decisions.
 
-    ``first`` is an attempt the mount point already made (with ticket 0, on
-    its happy path); ``fallback`` maps the final error to a value, or is None;
+    ``first`` is an attempt the mount point already made on its happy path,
+    holding ``first_ticket`` (the breaker's ``_healthy`` value it read);
+    ``fallback`` maps the final error to a value, or is None;
     ``open_error`` overrides the policy's rejection error for this call.
     """
     breaker = policy.breaker
@@ -309,7 +311,7 @@ def retry_flow(  # noqa: PLR0915 - one state machine reads best in one place
         outcome = yield ATTEMPT
         assert outcome is not None
     else:
-        ticket = 0
+        ticket = first_ticket
         outcome = first
     attempts = 1
     previous_delay: float | None = None
@@ -432,9 +434,10 @@ def run_sync(
     resend: Resend = Resend.ALWAYS,
     *,
     open_error: Callable[[str, float], BaseException] | None = None,
+    first_ticket: int = 0,
 ) -> T:
     """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides."""
-    flow = retry_flow(policy, fallback, first, resend, open_error)
+    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket)
     breaker = policy.breaker
     last = first
     try:
@@ -474,9 +477,10 @@ async def run_async(
     resend: Resend = Resend.ALWAYS,
     *,
     open_error: Callable[[str, float], BaseException] | None = None,
+    first_ticket: int = 0,
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
-    flow = retry_flow(policy, fallback, first, resend, open_error)
+    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket)
     breaker = policy.breaker
     last = first
     try:

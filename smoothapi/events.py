@@ -28,6 +28,8 @@ __all__ = [
     "RetriesExhausted",
     "RetryScheduled",
     "StateChanged",
+    "StoreRecovered",
+    "StoreUnavailable",
     "add_hook",
     "remove_hook",
 ]
@@ -77,8 +79,59 @@ class FallbackServed(NamedTuple):
     error: BaseException
 
 
-Event = RetryScheduled | RetriesExhausted | StateChanged | CallRejected | FallbackServed
+class StoreUnavailable(NamedTuple):
+    """The shared breaker store ``store`` failed with ``error``; breakers use local state meanwhile.
+
+    Sent once per outage (on the first error, not per call).  ``store`` names
+    the server (``redis://host:port/db``), never a password.
+    """
+
+    store: str
+    error: BaseException
+
+
+class StoreRecovered(NamedTuple):
+    """The shared breaker store ``store`` answers again after ``down_for`` seconds."""
+
+    store: str
+    down_for: float
+
+
+Event = (
+    RetryScheduled
+    | RetriesExhausted
+    | StateChanged
+    | CallRejected
+    | FallbackServed
+    | StoreUnavailable
+    | StoreRecovered
+)
 Hook = Callable[[Event], object]
+
+
+def _safe_repr(self: tuple[object, ...]) -> str:
+    # An exception's text often holds the URL it failed on, query string and
+    # userinfo included (requests' "... for url: https://user:pw@host/?api_key=...").
+    # Events name an upstream by breaker name only, so their text shows an error's
+    # type; the exception object itself is still in the field for hooks that want it.
+    fields = getattr(self, "_fields", ())
+    shown = ", ".join(
+        f"{field}={type(value).__qualname__ if isinstance(value, BaseException) else repr(value)}"
+        for field, value in zip(fields, self, strict=False)
+    )
+    return f"{type(self).__name__}({shown})"
+
+
+for _event_type in (
+    RetryScheduled,
+    RetriesExhausted,
+    StateChanged,
+    CallRejected,
+    FallbackServed,
+    StoreUnavailable,
+    StoreRecovered,
+):
+    _event_type.__repr__ = _safe_repr  # type: ignore[assignment, method-assign]
 
 _global_hooks: list[Hook] = []
 

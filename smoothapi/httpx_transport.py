@@ -247,20 +247,22 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         breaker = policy.breaker
         inner = self.transport
         first: Outcome | None = None
-        if breaker._healthy:
+        ticket = breaker._healthy
+        if ticket:
             try:
                 response = inner.handle_request(request)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if not breaker._healthy:
-                        breaker.record_success(0)  # type: ignore[unreachable]
+                    if breaker._healthy != ticket:
+                        breaker.record_success(ticket)
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
 
         attempts = 0 if first is None else 1
+        first_ticket = ticket if first is not None else 0
 
         def attempt() -> httpx.Response:
             nonlocal attempts
@@ -275,6 +277,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             first,
             resend,
             open_error=self._open_error(request),
+            first_ticket=first_ticket,
         )
         response.extensions[ATTEMPTS] = attempts
         return response
@@ -318,20 +321,22 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         breaker = policy.breaker
         inner = self.transport
         first: Outcome | None = None
-        if breaker._healthy:
+        ticket = breaker._healthy
+        if ticket:
             try:
                 response = await inner.handle_async_request(request)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if not breaker._healthy:
-                        breaker.record_success(0)  # type: ignore[unreachable]
+                    if breaker._healthy != ticket:
+                        breaker.record_success(ticket)
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
 
         attempts = 0 if first is None else 1
+        first_ticket = ticket if first is not None else 0
 
         async def attempt() -> httpx.Response:
             nonlocal attempts
@@ -346,6 +351,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             first,
             resend,
             open_error=self._open_error(request),
+            first_ticket=first_ticket,
         )
         response.extensions[ATTEMPTS] = attempts
         return response

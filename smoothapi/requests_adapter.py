@@ -194,20 +194,22 @@ class ResilientAdapter(HTTPAdapter):
         policy = self._policy(request.url or "")
         breaker = policy.breaker
         first: Outcome | None = None
-        if breaker._healthy:
+        ticket = breaker._healthy
+        if ticket:
             try:
                 response = super().send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if not breaker._healthy:
-                        breaker.record_success(0)  # type: ignore[unreachable]
+                    if breaker._healthy != ticket:
+                        breaker.record_success(ticket)
                     response.smoothapi_attempts = 1  # type: ignore[attr-defined]
                     return response
                 first = self._classify_response(response)
 
         attempts = 0 if first is None else 1
+        first_ticket = ticket if first is not None else 0
         send = super().send
         rewind = getattr(request, "_body_position", None) is not None
 
@@ -229,6 +231,7 @@ class ResilientAdapter(HTTPAdapter):
             open_error=lambda name, retry_after: CircuitOpenConnectionError(
                 name, retry_after, request
             ),
+            first_ticket=first_ticket,
         )
         response.smoothapi_attempts = attempts  # type: ignore[attr-defined]
         return response

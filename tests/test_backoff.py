@@ -214,12 +214,18 @@ def test_huge_attempt_number_does_not_overflow(
     assert delay == pytest.approx(expected)
 
 
-def test_huge_attempt_number_with_the_largest_float_cap_reaches_the_cap() -> None:
-    """max_delay = sys.float_info.max at n = 10_000: min(max, 2**10000) is max, and finite."""
-    config = BackoffConfig(base_delay=1.0, max_delay=1.7976931348623157e308, jitter="none")
+def test_huge_attempt_number_with_the_largest_allowed_cap_reaches_the_cap() -> None:
+    """max_delay = one day (the largest a config takes) at n = 10_000: 2**10000 overflows a
+    float, yet the delay is exactly the cap, and finite."""
+    config = BackoffConfig(base_delay=1.0, max_delay=86_400.0, jitter="none")
     delay = next_delay(10_000, config, rand=const(0.5))
     assert math.isfinite(delay)
     assert delay == config.max_delay
+
+
+def test_capped_exponential_is_exact_even_where_the_power_overflows() -> None:
+    """The pure function itself handles caps beyond any config: min(cap, base * 2**n)."""
+    assert capped_exponential(10_000, 1.0, 1.7976931348623157e308) == 1.7976931348623157e308
 
 
 @pytest.mark.parametrize(("n", "expected"), [(100, 30.0), (80, 30.0), (70, 11.805916207174113)])

@@ -49,8 +49,8 @@ def make(
 #   "fail" / "ok"      report the current ticket (0 unless a probe ticket is held); a probe
 #                      report consumes the ticket
 #   "fail0" / "ok0"    report ticket 0 whatever is held (a call admitted before the breaker opened)
-#   "acquire=call"     acquire() must return 0
-#   "acquire=probe"    acquire() must return a positive ticket, held from then on
+#   "acquire=call"     acquire() must return an ordinary call's ticket (even, >= 0)
+#   "acquire=probe"    acquire() must return a probe's ticket (odd, > 0), held from then on
 #   "acquire=rejected" acquire() must return REJECTED
 #   "release"          release the held ticket
 #   "advance=S"        move the fake clock S seconds
@@ -80,9 +80,11 @@ class Driver:
         elif verb == "acquire":
             got = br.acquire()
             if arg == "call":
-                assert got == 0
+                assert got >= 0
+                assert got % 2 == 0
             elif arg == "probe":
                 assert got > 0
+                assert got % 2 == 1
                 self.ticket = got
             else:
                 assert got == REJECTED
@@ -107,7 +109,7 @@ TO_PROBE = [*OPEN_IT, ("advance=10", OPEN, 3), ("acquire=probe", HALF_OPEN, None
 
 SCENARIOS: dict[str, list[tuple[str, CircuitState, int | None]]] = {
     "consecutive failures open exactly at the threshold": OPEN_IT,
-    "CLOSED admits calls with ticket 0": [
+    "CLOSED admits ordinary calls": [
         ("acquire=call", CLOSED, 0),
         ("fail", CLOSED, 1),
         ("acquire=call", CLOSED, 1),
@@ -286,12 +288,13 @@ def test_check_raises_circuit_open_error_with_name_and_seconds_left() -> None:
 
 
 def test_check_returns_the_ticket_when_admitted() -> None:
-    """check() returns 0 in CLOSED and a positive probe ticket once the cooldown has passed."""
+    """check() returns an ordinary (even) ticket in CLOSED and a probe's (odd) one once the
+    cooldown has passed."""
     br, clock = make(threshold=1)
-    assert br.check() == 0
+    assert br.check() % 2 == 0
     br.record_failure(0)
     clock.advance(COOLDOWN_S)
-    assert br.check() > 0
+    assert br.check() % 2 == 1
     assert br.state is HALF_OPEN
 
 
@@ -660,3 +663,33 @@ def test_decorated_breaker_opens_on_its_own_retries_under_set_testing() -> None:
         assert breaker.name == info.value.name
         clock.advance(COOLDOWN_S)
         assert breaker.state is OPEN  # reading does not claim the probe
+
+
+def test_a_call_admitted_before_the_breaker_opened_cannot_reopen_it_after_it_closed() -> None:
+    """A slow call admitted while CLOSED, failing after the breaker opened, probed and closed
+    again, belongs to an earlier CLOSED period: its failure is not counted (threshold 1)."""
+    clock = FakeClock()
+    br = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1_000), clock=clock)
+    slow = br.acquire()  # admitted while CLOSED; its answer comes much later
+    fast = br.acquire()
+    br.record_failure(fast)  # opens it
+    assert br.state is OPEN
+    clock.advance(1.0)
+    probe = br.acquire()
+    br.record_success(probe)  # closes it: a new CLOSED period
+    assert br.state is CLOSED
+    br.record_failure(slow)  # stale: ignored
+    assert br.state is CLOSED
+    assert br.failure_count == 0
+    br.record_failure(br.acquire())  # a call of the current period still counts
+    assert br.state is OPEN
+
+
+def test_a_success_from_an_earlier_period_does_not_reset_the_current_count() -> None:
+    """The same for successes: a stale success cannot wipe failures counted after a reset."""
+    br = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3), clock=FakeClock())
+    stale = br.acquire()
+    br.reset()
+    br.record_failure(br.acquire())
+    br.record_success(stale)
+    assert br.failure_count == 1

@@ -360,3 +360,18 @@ def test_config_built_through_the_alias_is_accepted_by_smoothapi() -> None:
     cfg = ResilientConfig(backoff=AliasBackoff(max_retries=1))
     assert isinstance(cfg.backoff, BackoffConfig)
     assert cfg.backoff.max_retries == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: BackoffConfig(base_delay=1e10, max_delay=1e10), "BackoffConfig.base_delay"),
+        (lambda: BackoffConfig(max_delay=86_401), "BackoffConfig.max_delay"),
+        (lambda: ResilientConfig(retry_after_cap=1e9), "ResilientConfig.retry_after_cap"),
+    ],
+)
+def test_a_wait_longer_than_a_day_is_rejected_at_construction(build: Any, field: str) -> None:
+    """A delay the OS sleep would overflow on (or a unit mistake) fails when the config is
+    built, naming the field - not later, mid-retry, as an OverflowError."""
+    with pytest.raises(ConfigError, match=field):
+        build()

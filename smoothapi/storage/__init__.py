@@ -1,0 +1,44 @@
+"""Breaker state that a whole fleet shares.
+
+* :class:`BreakerStore` - the protocol a store implements (atomic
+  acquire/record/reset/force_open/snapshot, sync and async).
+* :class:`RedisStore` - the Redis/Valkey store (loads redis-py on first use).
+* :class:`SharedCircuitBreaker` - the breaker that keeps its state in a store;
+  ``CircuitBreaker(config, store=...)`` and ``CircuitBreakerConfig(store=...)``
+  build one.
+
+With no store, breakers keep their state in their process (the default).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .shared import CLEAN, Admission, BreakerStore, Report, SharedCircuitBreaker, Snapshot
+
+if TYPE_CHECKING:
+    from .redis import RedisStore
+
+__all__ = [
+    "CLEAN",
+    "Admission",
+    "BreakerStore",
+    "RedisStore",
+    "Report",
+    "SharedCircuitBreaker",
+    "Snapshot",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore imports redis-py; load it only when asked for.
+    if name != "RedisStore":
+        raise AttributeError(f"module 'smoothapi.storage' has no attribute {name!r}")
+    from .redis import RedisStore  # noqa: PLC0415
+
+    globals()[name] = RedisStore
+    return RedisStore
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

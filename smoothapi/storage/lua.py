@@ -1,0 +1,170 @@
+"""The Lua scripts that move a shared breaker, one atomic round trip each.
+
+State lives in one Redis HASH per breaker (``KEYS[1]``) with the fields
+``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures``, ``open_until`` and
+``lease_until`` (milliseconds on the *server's* clock), ``gen`` (the probe
+generation: a probe's ticket) and ``name`` (the readable breaker name, for
+humans; the key itself is a digest).  A missing key or field reads as a
+fresh CLOSED breaker, so nothing has to be created up front.
+
+Time is always ``redis.call('TIME')``: callers never send their clock, so
+hosts whose clocks disagree still agree on when a cooldown ends.  Redis runs
+a script atomically, so a read-decide-write never interleaves with another
+process's (the race that separate GET/INCR/SET commands have).
+
+Every script that writes sets a generous PEXPIRE (``ttl_ms``, chosen by the
+store), so a breaker nobody uses any more disappears by itself.
+
+Replies are flat arrays of integers and state names, decoded by
+:mod:`smoothapi.storage.redis`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "FORCE_OPEN", "RECORD", "RESET"]
+
+# Shared prologue: `now` in whole milliseconds of server time.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+#: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms
+#: -> {ticket, retry_after_ms, failures, state, changed}
+#: ticket 0 = an ordinary call (the caller reports it), -1 = rejected, > 0 = the probe.
+#: CLOSED is read-only (the happy path writes nothing).  ``changed`` is 1 when this
+#: call moved OPEN -> HALF_OPEN, so exactly one process reports that transition.
+ACQUIRE = (
+    """
+local key = KEYS[1]
+local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'gen', 'lease_until')
+local state = h[1] or 'CLOSED'
+local failures = tonumber(h[2]) or 0
+if state == 'CLOSED' then
+  return {0, 0, failures, state, 0}
+end
+"""
+    + _NOW
+    + """
+local lease = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local gen = tonumber(h[4]) or 0
+if state == 'OPEN' then
+  local open_until = tonumber(h[3]) or 0
+  if now < open_until then
+    return {-1, open_until - now, failures, state, 0}
+  end
+  gen = gen + 1
+  redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', gen, 'lease_until', now + lease)
+  redis.call('PEXPIRE', key, ttl)
+  return {gen, 0, failures, 'HALF_OPEN', 1}
+end
+-- HALF_OPEN: a live lease means a probe is in flight somewhere in the fleet.
+if (tonumber(h[5]) or 0) > now then
+  return {-1, 0, failures, state, 0}
+end
+-- The lease ran out (its prober crashed, hung or was killed) or was released:
+-- this caller is the new probe, under a new generation so the old one's late
+-- report is ignored.
+gen = gen + 1
+redis.call('HSET', key, 'gen', gen, 'lease_until', now + lease)
+redis.call('PEXPIRE', key, ttl)
+return {gen, 0, failures, state, 0}
+"""
+)
+
+#: ARGV: op ("success" | "failure" | "release"), ticket, threshold, cooldown_ms, ttl_ms, name
+#: -> {state, old_state, failures}
+#: Ticket 0 counts only in CLOSED (a call admitted before the breaker opened must not
+#: flip a state it knows nothing about); a probe ticket counts only while it is the
+#: current generation in HALF_OPEN.  Anything else is ignored and changes nothing.
+RECORD = (
+    """
+local key = KEYS[1]
+local op = ARGV[1]
+local ticket = tonumber(ARGV[2])
+local threshold = tonumber(ARGV[3])
+local cooldown = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local h = redis.call('HMGET', key, 'state', 'failures', 'gen')
+local state = h[1] or 'CLOSED'
+local failures = tonumber(h[2]) or 0
+local gen = tonumber(h[3]) or 0
+if ticket == 0 then
+  if state ~= 'CLOSED' or op == 'release' then
+    return {state, state, failures}
+  end
+  if op == 'success' then
+    if failures ~= 0 then
+      redis.call('HSET', key, 'failures', 0)
+      redis.call('PEXPIRE', key, ttl)
+    end
+    return {state, state, 0}
+  end
+  failures = failures + 1
+  if failures < threshold then
+    redis.call('HSET', key, 'state', 'CLOSED', 'failures', failures, 'name', ARGV[6])
+    redis.call('PEXPIRE', key, ttl)
+    return {state, state, failures}
+  end
+"""
+    + _NOW
+    + """
+  redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + cooldown,
+             'lease_until', 0, 'name', ARGV[6])
+  redis.call('PEXPIRE', key, ttl)
+  return {'OPEN', state, failures}
+end
+if state ~= 'HALF_OPEN' or ticket ~= gen then
+  return {state, state, failures}
+end
+if op == 'success' then
+  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0)
+  redis.call('PEXPIRE', key, ttl)
+  return {'CLOSED', state, 0}
+end
+if op == 'release' then
+  -- The next caller probes at once rather than after the lease.
+  redis.call('HSET', key, 'lease_until', 0)
+  return {state, state, failures}
+end
+"""
+    + _NOW
+    + """
+failures = failures + 1
+redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + cooldown,
+           'lease_until', 0, 'name', ARGV[6])
+redis.call('PEXPIRE', key, ttl)
+return {'OPEN', state, failures}
+"""
+)
+
+#: ARGV: ttl_ms, name -> {state, old_state, failures}
+#: A new generation invalidates any probe in flight.
+RESET = """
+local key = KEYS[1]
+local old = redis.call('HGET', key, 'state') or 'CLOSED'
+redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'open_until', 0, 'lease_until', 0,
+           'name', ARGV[2])
+redis.call('HINCRBY', key, 'gen', 1)
+redis.call('PEXPIRE', key, tonumber(ARGV[1]))
+return {'CLOSED', old, 0}
+"""
+
+#: ARGV: cooldown_ms, ttl_ms, name -> {state, old_state, failures}
+FORCE_OPEN = (
+    """
+local key = KEYS[1]
+local h = redis.call('HMGET', key, 'state', 'failures')
+local old = h[1] or 'CLOSED'
+local failures = tonumber(h[2]) or 0
+"""
+    + _NOW
+    + """
+redis.call('HSET', key, 'state', 'OPEN', 'open_until', now + tonumber(ARGV[1]), 'lease_until', 0,
+           'name', ARGV[3])
+redis.call('HINCRBY', key, 'gen', 1)
+redis.call('PEXPIRE', key, tonumber(ARGV[2]))
+return {'OPEN', old, failures}
+"""
+)

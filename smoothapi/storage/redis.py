@@ -1,0 +1,411 @@
+"""RedisStore: shared breaker state in Redis or Valkey, one script round trip per decision.
+
+Imported only when :class:`RedisStore` is first used, so ``import smoothapi``
+never imports redis.  The Lua scripts and the layout of the state are in
+:mod:`smoothapi.storage.lua`.
+
+The timeout is the client's: a hung Redis holds a call for as long as the
+client's ``socket_timeout`` / ``socket_connect_timeout`` (and its retries)
+allow.  :meth:`RedisStore.from_url` builds clients with ``timeout=0.1`` and
+at most one immediate retry of a dropped connection; if you pass your own
+client, give it short timeouts too (redis-py's default is 5 s, with 3 or
+more retries).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, RedisError
+
+from ..breaker import CircuitState
+from ..config import _number
+from ..engine import _running_trio
+from ..errors import ConfigError, ConfigTypeError
+from . import lua
+from .shared import Admission, Op, Report, Snapshot
+
+__all__ = ["RedisStore"]
+
+T = TypeVar("T")
+
+# An abandoned breaker's key lives at least a day after its last write.
+_MIN_TTL_MS = 24 * 60 * 60 * 1000
+# The readable name kept beside the state is for humans; the key never holds it.
+_NAME_FIELD_CHARS = 1024
+
+
+class _Scripts:
+    """The four scripts registered on one client (no I/O: redis-py only hashes them)."""
+
+    __slots__ = ("acquire", "client", "force_open", "record", "reset")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        # Script objects run EVALSHA and re-load the script on NOSCRIPT (a restarted
+        # or flushed server), for the sync and the asyncio client alike.
+        self.acquire = client.register_script(lua.ACQUIRE)
+        self.record = client.register_script(lua.RECORD)
+        self.reset = client.register_script(lua.RESET)
+        self.force_open = client.register_script(lua.FORCE_OPEN)
+
+
+class RedisStore:
+    """Breaker state in Redis (or Valkey), shared by every process that uses the same server.
+
+    ``client`` is a ``redis.Redis`` (sync) or ``redis.asyncio.Redis`` (async)
+    - or a cluster client; ``async_client`` adds the async flavour to a sync
+    client.  Sync breakers need a sync client; async calls need an async
+    client under asyncio, and a sync client under trio (redis.asyncio runs
+    only under asyncio, so under trio the calls run the sync client in a
+    worker thread).  A missing flavour raises :class:`ConfigError` at first
+    use, before any I/O.
+
+    * ``prefix`` - namespaces the keys: ``{prefix}:breaker:{<digest of the name>}``.
+    * ``retry_interval`` - seconds after an error during which breakers
+      use their local state without trying Redis at all.
+    * ``lease_ms`` - how long a HALF_OPEN probe may run before another
+      process may probe instead; never longer than the breaker's cooldown
+      (the default).
+
+    Authentication and TLS are whatever the clients are configured with;
+    logs and events name the store by ``host:port/db`` only.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        async_client: Any = None,
+        prefix: str = "smoothapi",
+        retry_interval: float = 1.0,
+        lease_ms: float | None = None,
+    ) -> None:
+        sync_client: Any = None
+        if client is not None:
+            if _is_async_client(client, "RedisStore(client)"):
+                if async_client is not None:
+                    raise ConfigError(
+                        "RedisStore got two async clients: pass the redis.Redis (sync) client "
+                        "first and the redis.asyncio.Redis client as async_client="
+                    )
+                async_client = client
+            else:
+                sync_client = client
+        if async_client is not None and not _is_async_client(async_client, "async_client"):
+            raise ConfigTypeError(
+                f"RedisStore(async_client=...) must be a redis.asyncio.Redis, got "
+                f"{type(async_client).__name__}; pass a sync client as the first argument"
+            )
+        if sync_client is None and async_client is None:
+            raise ConfigError(
+                "RedisStore needs a client: RedisStore(redis.Redis(...)), "
+                "RedisStore(redis.asyncio.Redis(...)) or RedisStore.from_url(url)"
+            )
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigError(
+                f"RedisStore.prefix must be a non-empty string without braces (they would "
+                f"break the key's cluster hash tag), got {prefix!r}"
+            )
+        self.client = sync_client
+        self.async_client = async_client
+        self.prefix = prefix
+        self._retry_interval = _number("RedisStore", "retry_interval", retry_interval)
+        if lease_ms is not None:
+            lease_ms = _number("RedisStore", "lease_ms", lease_ms)
+            if lease_ms <= 0:
+                raise ConfigError(f"RedisStore.lease_ms must be > 0 (or None), got {lease_ms!r}")
+        self.lease_ms = lease_ms
+        self._sync = None if sync_client is None else _Scripts(sync_client)
+        self._async = None if async_client is None else _Scripts(async_client)
+        self._label = _describe(sync_client if sync_client is not None else async_client)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 0.1,
+        prefix: str = "smoothapi",
+        retry_interval: float = 1.0,
+        lease_ms: float | None = None,
+        **client_kwargs: Any,
+    ) -> RedisStore:
+        """A store with a sync and an async client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+        ``timeout`` (seconds) bounds connecting and every command, so a hung
+        server holds a call at most about that long.  A dropped connection
+        (a restarted server) is retried once at once; a timeout is not
+        retried, since a script that timed out may have run.  Other keyword
+        arguments go to both ``from_url`` calls (``password=``,
+        ``ssl_ca_certs=``...).
+        """
+        seconds = _number("RedisStore.from_url", "timeout", timeout)
+        if seconds <= 0:
+            raise ConfigError(f"RedisStore.from_url timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(url, str):
+            raise ConfigTypeError(f"RedisStore.from_url needs a URL string, got {url!r}")
+        options = {"socket_timeout": seconds, "socket_connect_timeout": seconds, **client_kwargs}
+        sync_retry = redis.retry.Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        async_retry = redis.asyncio.retry.Retry(
+            NoBackoff(), 1, supported_errors=(RedisConnectionError,)
+        )
+        try:
+            sync_client = redis.Redis.from_url(url, **{"retry": sync_retry, **options})
+            async_client = redis.asyncio.Redis.from_url(url, **{"retry": async_retry, **options})
+        except ValueError as exc:  # the URL itself: never echoed, it may hold a password
+            raise ConfigError(f"RedisStore.from_url could not use the URL: {exc}") from exc
+        return cls(
+            sync_client,
+            async_client=async_client,
+            prefix=prefix,
+            retry_interval=retry_interval,
+            lease_ms=lease_ms,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._label!r}, prefix={self.prefix!r})"
+
+    # -- what SharedCircuitBreaker reads ---------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """The server, as ``redis://host:port/db`` (never a password)."""
+        return self._label
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that mean Redis cannot answer (RuntimeError: an async client on a closed loop)."""
+        return (RedisError, OSError, RuntimeError)
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds without Redis calls after an error."""
+        return self._retry_interval
+
+    @property
+    def supports_sync(self) -> bool:
+        """True when the store has a sync client."""
+        return self._sync is not None
+
+    def key(self, name: str) -> str:
+        """``{prefix}:breaker:{digest}``: a fixed-length key that never holds the raw name.
+
+        Any name (a hostname, a function name, spaces, newlines, ``*``,
+        braces, 10 kB of it) gives a safe key; the braces make the digest
+        the Redis Cluster hash tag.
+        """
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        return f"{self.prefix}:breaker:{{{digest}}}"
+
+    # -- sync operations --------------------------------------------------------------
+
+    def acquire(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
+        """Run the ``acquire`` script."""
+        script = self._scripts_sync().acquire
+        reply = script(keys=[key], args=self._acquire_args(threshold, cooldown_ms))
+        return _decode(reply, _admission)
+
+    def record(
+        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+    ) -> Report:
+        """Run the ``record`` script."""
+        script = self._scripts_sync().record
+        reply = script(keys=[key], args=_record_args(op, ticket, threshold, cooldown_ms, name))
+        return _decode(reply, _report)
+
+    def reset(self, key: str, name: str) -> Report:
+        """Run the ``reset`` script."""
+        reply = self._scripts_sync().reset(keys=[key], args=[_ttl(0), _name_field(name)])
+        return _decode(reply, _report)
+
+    def force_open(self, key: str, cooldown_ms: int, name: str) -> Report:
+        """Run the ``force_open`` script."""
+        script = self._scripts_sync().force_open
+        reply = script(keys=[key], args=[cooldown_ms, _ttl(cooldown_ms), _name_field(name)])
+        return _decode(reply, _report)
+
+    def snapshot(self, key: str) -> Snapshot:
+        """HMGET + TIME in one pipelined round trip; changes nothing."""
+        pipe = self._scripts_sync().client.pipeline(transaction=False)
+        pipe.hmget(key, "state", "failures", "open_until")
+        pipe.time()
+        return _decode(pipe.execute(), _snapshot)
+
+    # -- async operations -------------------------------------------------------------
+
+    async def acquire_async(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
+        """:meth:`acquire` with the async client (the sync one in a thread under trio)."""
+        if _running_trio():
+            return await self._in_thread(self.acquire, key, threshold, cooldown_ms)
+        script = self._scripts_async().acquire
+        reply = await script(keys=[key], args=self._acquire_args(threshold, cooldown_ms))
+        return _decode(reply, _admission)
+
+    async def record_async(
+        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+    ) -> Report:
+        """:meth:`record` with the async client (the sync one in a thread under trio)."""
+        if _running_trio():
+            return await self._in_thread(
+                functools.partial(
+                    self.record, threshold=threshold, cooldown_ms=cooldown_ms, name=name
+                ),
+                key,
+                op,
+                ticket,
+            )
+        script = self._scripts_async().record
+        reply = await script(
+            keys=[key], args=_record_args(op, ticket, threshold, cooldown_ms, name)
+        )
+        return _decode(reply, _report)
+
+    async def reset_async(self, key: str, name: str) -> Report:
+        """:meth:`reset` with the async client (the sync one in a thread under trio)."""
+        if _running_trio():
+            return await self._in_thread(self.reset, key, name)
+        script = self._scripts_async().reset
+        reply = await script(keys=[key], args=[_ttl(0), _name_field(name)])
+        return _decode(reply, _report)
+
+    async def force_open_async(self, key: str, cooldown_ms: int, name: str) -> Report:
+        """:meth:`force_open` with the async client (the sync one in a thread under trio)."""
+        if _running_trio():
+            return await self._in_thread(self.force_open, key, cooldown_ms, name)
+        script = self._scripts_async().force_open
+        reply = await script(keys=[key], args=[cooldown_ms, _ttl(cooldown_ms), _name_field(name)])
+        return _decode(reply, _report)
+
+    async def snapshot_async(self, key: str) -> Snapshot:
+        """:meth:`snapshot` with the async client (the sync one in a thread under trio)."""
+        if _running_trio():
+            return await self._in_thread(self.snapshot, key)
+        pipe = self._scripts_async().client.pipeline(transaction=False)
+        pipe.hmget(key, "state", "failures", "open_until")
+        pipe.time()
+        return _decode(await pipe.execute(), _snapshot)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _acquire_args(self, threshold: int, cooldown_ms: int) -> list[int]:
+        # "An expiry no longer than the cooldown", and never 0 (that would be no lease).
+        lease = cooldown_ms if self.lease_ms is None else min(self.lease_ms, cooldown_ms)
+        return [threshold, cooldown_ms, max(1, math.ceil(lease)), _ttl(cooldown_ms)]
+
+    def _scripts_sync(self) -> _Scripts:
+        scripts = self._sync
+        if scripts is None:
+            raise ConfigError(
+                "this RedisStore has no sync client, and a sync call (or a call under trio, "
+                "where redis.asyncio cannot run) needs one: pass a redis.Redis as the first "
+                "argument or use RedisStore.from_url"
+            )
+        return scripts
+
+    def _scripts_async(self) -> _Scripts:
+        scripts = self._async
+        if scripts is None:
+            raise ConfigError(
+                "this RedisStore has no async client; pass async_client= or use RedisStore.from_url"
+            )
+        return scripts
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        self._scripts_sync()  # fail with the ConfigError before starting a thread
+        import trio  # noqa: PLC0415 - only under trio
+
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
+
+def _is_async_client(client: object, where: str) -> bool:
+    if not callable(getattr(client, "register_script", None)):
+        raise ConfigTypeError(
+            f"{where} must be a redis-py client (redis.Redis or redis.asyncio.Redis), "
+            f"got {type(client).__name__}"
+        )
+    return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
+
+
+def _describe(client: Any) -> str:
+    """``redis://host:port/db`` from the client's connection settings - never credentials."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if not isinstance(kwargs, dict):  # a cluster client: name a node it starts from
+        node = getattr(client, "get_default_node", lambda: None)()
+        host, port = getattr(node, "host", "?"), getattr(node, "port", "?")
+        return f"redis-cluster://{_host(host)}:{port}"
+    db = kwargs.get("db", 0)
+    path = kwargs.get("path")
+    if path:
+        return f"unix://{path}?db={db}"
+    tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
+    scheme = "rediss" if tls else "redis"
+    return f"{scheme}://{_host(kwargs.get('host', 'localhost'))}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _host(host: object) -> str:
+    text = str(host)
+    return f"[{text}]" if ":" in text and not text.startswith("[") else text
+
+
+def _ttl(cooldown_ms: float) -> int:
+    return max(_MIN_TTL_MS, math.ceil(10 * cooldown_ms))
+
+
+def _name_field(name: str) -> bytes:
+    return name[:_NAME_FIELD_CHARS].encode("utf-8", "backslashreplace")
+
+
+def _record_args(
+    op: Op, ticket: int, threshold: int, cooldown_ms: int, name: str
+) -> list[int | str | bytes]:
+    return [op, ticket, threshold, cooldown_ms, _ttl(cooldown_ms), _name_field(name)]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _admission(reply: Sequence[Any]) -> Admission:
+    ticket, retry_ms, failures, state, changed = reply
+    return Admission(
+        int(ticket), int(retry_ms) / 1000.0, int(failures), CircuitState(_text(state)), changed == 1
+    )
+
+
+def _report(reply: Sequence[Any]) -> Report:
+    state, old, failures = reply
+    return Report(CircuitState(_text(state)), CircuitState(_text(old)), int(failures))
+
+
+def _snapshot(reply: Sequence[Any]) -> Snapshot:
+    (state, failures, open_until), (seconds, micros) = reply
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    current = CircuitState(_text(state)) if state is not None else CircuitState.CLOSED
+    retry = 0.0
+    if current is CircuitState.OPEN and open_until is not None:
+        retry = max(0.0, (float(_text(open_until)) - now_ms) / 1000.0)
+    return Snapshot(current, int(failures or 0), retry)
+
+
+def _decode(reply: Any, build: Callable[[Any], T]) -> T:
+    try:
+        return build(reply)
+    except (ValueError, TypeError, IndexError) as exc:
+        # Something else holds the key, or a proxy mangled the reply: treat the
+        # store as unavailable (DataError is a RedisError) rather than crash a call.
+        raise DataError(
+            f"smoothapi: unexpected reply from Redis for a breaker: {reply!r:.200}"
+        ) from exc

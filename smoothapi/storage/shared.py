@@ -1,0 +1,717 @@
+"""A circuit breaker whose state lives in a store the whole fleet shares.
+
+Theory of operation
+-------------------
+:class:`SharedCircuitBreaker` speaks the same protocol as the in-memory
+:class:`~smoothapi.breaker.CircuitBreaker` (``acquire`` / ``record_*`` /
+``release`` and their ``*_async`` twins), but every decision is one atomic
+call on a :class:`BreakerStore` - for :class:`~smoothapi.RedisStore`, one Lua
+script run on the server, on the server's clock.  So every process that
+builds a breaker with the same name and store trips, rejects and probes as
+one breaker: one probe for the fleet in HALF_OPEN, as a lease tagged with a
+generation (the probe's ticket) that expires by itself if its prober dies.
+
+Tickets
+    ``0`` and positive tickets mean what they mean for the memory breaker
+    (an ordinary call, the probe).  :data:`CLEAN` (``-2``) is a call admitted
+    while CLOSED with no failure counted: its success needs no report, so a
+    healthy call costs exactly one store round trip (the ``acquire``).
+
+Never worse than no store
+    Any error the store declares in ``errors`` (for Redis: every
+    ``RedisError`` and ``OSError``) is caught here.  The store is then
+    *down*: for ``store.retry_interval`` seconds no store call is attempted
+    at all and the breaker runs on a private in-memory breaker (same config,
+    same name); after that, one caller tries the store again.  One WARNING
+    on the ``smoothapi`` logger and one
+    :class:`~smoothapi.events.StoreUnavailable` event per outage, one INFO
+    and one :class:`~smoothapi.events.StoreRecovered` when the store answers
+    again.  Tickets handed out by the local breaker are encoded as
+    ``-100 - local_ticket`` so that their reports always go back to it, even
+    if the store is back by then.
+
+The happy path of the memory breaker (``_healthy``) is always False here, so
+mount points hand every call to the engine, which calls ``acquire``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
+
+from ..breaker import REJECTED, CircuitBreaker, CircuitState
+from ..config import CircuitBreakerConfig, check_store
+from ..engine import _running_trio
+from ..errors import ConfigError
+from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "CLEAN",
+    "Admission",
+    "BreakerStore",
+    "Op",
+    "Report",
+    "SharedCircuitBreaker",
+    "Snapshot",
+]
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+HALF_OPEN = CircuitState.HALF_OPEN
+
+#: Ticket for a call admitted while the shared breaker was CLOSED with no failure counted.
+CLEAN = -2
+# Tickets from the local fallback breaker: -100 - local ticket (so local 0 is -100).
+_LOCAL = -100
+# How long a rejection's retry_after stays good for the engine's read right after acquire().
+_REJECTION_FRESH = 0.1
+
+_log = logging.getLogger("smoothapi")
+
+T = TypeVar("T")
+
+Op = Literal["success", "failure", "release"]
+
+
+class Admission(NamedTuple):
+    """A store's answer to ``acquire``.
+
+    ``ticket``: 0 (an ordinary call), a positive probe generation, or -1
+    (rejected).  ``retry_after``: seconds until a probe is allowed (0.0 while
+    another probe is in flight).  ``changed``: this call moved the breaker
+    OPEN -> HALF_OPEN.
+    """
+
+    ticket: int
+    retry_after: float
+    failures: int
+    state: CircuitState
+    changed: bool
+
+
+class Report(NamedTuple):
+    """A store's answer to ``record``/``reset``/``force_open``: the state after and before."""
+
+    state: CircuitState
+    old_state: CircuitState
+    failures: int
+
+
+class Snapshot(NamedTuple):
+    """A side-effect-free read of a shared breaker (an elapsed cooldown still reads OPEN)."""
+
+    state: CircuitState
+    failures: int
+    retry_after: float
+
+
+class BreakerStore(Protocol):
+    """Where a :class:`SharedCircuitBreaker` keeps its state (e.g. :class:`~smoothapi.RedisStore`).
+
+    Every method that changes state must do so atomically on the store's own
+    clock.  ``cooldown_ms`` arrives in whole milliseconds.  The ``*_async``
+    methods are the same operations for the async driver.  Raise one of
+    ``errors`` when the store cannot answer: the breaker then falls back to
+    local state; raise :class:`~smoothapi.errors.ConfigError` for a misuse
+    that no retry will fix (it reaches the caller).
+    """
+
+    @property
+    def label(self) -> str:
+        """Names the store in logs and events (``redis://host:port/db``); never a secret."""
+        ...
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean "the store is unavailable"."""
+        ...
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds without any store call after an error."""
+        ...
+
+    @property
+    def supports_sync(self) -> bool:
+        """Whether the sync methods can run (else sync reads answer from the last reply)."""
+        ...
+
+    def key(self, name: str) -> str:
+        """The storage key for the breaker ``name``."""
+        ...
+
+    def acquire(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
+        """Ask to make one attempt (may claim the probe)."""
+        ...
+
+    def record(
+        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+    ) -> Report:
+        """Report a ticket's outcome; a stale ticket changes nothing."""
+        ...
+
+    def reset(self, key: str, name: str) -> Report:
+        """Close the breaker, forget failures, invalidate any probe in flight."""
+        ...
+
+    def force_open(self, key: str, cooldown_ms: int, name: str) -> Report:
+        """Open the breaker for ``cooldown_ms``, invalidating any probe in flight."""
+        ...
+
+    def snapshot(self, key: str) -> Snapshot:
+        """Read the state without changing it."""
+        ...
+
+    async def acquire_async(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
+        """:meth:`acquire` for the async driver."""
+        ...
+
+    async def record_async(
+        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+    ) -> Report:
+        """:meth:`record` for the async driver."""
+        ...
+
+    async def reset_async(self, key: str, name: str) -> Report:
+        """:meth:`reset` for the async driver."""
+        ...
+
+    async def force_open_async(self, key: str, cooldown_ms: int, name: str) -> Report:
+        """:meth:`force_open` for the async driver."""
+        ...
+
+    async def snapshot_async(self, key: str) -> Snapshot:
+        """:meth:`snapshot` for the async driver."""
+        ...
+
+
+# -- outage bookkeeping, one per store ---------------------------------------------------
+
+
+class _Health:
+    """Whether a store is down, shared by every breaker that uses the store."""
+
+    __slots__ = ("__weakref__", "down_since", "lock", "retry_at")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+
+    def mark_down(self, interval: float) -> bool:
+        """Record an error; True when it starts an outage."""
+        now = time.monotonic()
+        with self.lock:
+            first = self.down_since is None
+            if first:
+                self.down_since = now
+            self.retry_at = now + interval
+        return first
+
+    def mark_up(self) -> float | None:
+        """Record an answer; the seconds the store was down if this ends an outage."""
+        with self.lock:
+            since = self.down_since
+            self.down_since = None
+        return None if since is None else time.monotonic() - since
+
+    def claim_retry(self, interval: float) -> bool:
+        # Only one caller per interval tries a store that was down: a dead
+        # store then costs one timeout per interval, not one per call.
+        now = time.monotonic()
+        with self.lock:
+            if self.down_since is None:
+                return True
+            if now < self.retry_at:
+                return False
+            self.retry_at = now + interval
+            return True
+
+
+_healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
+_healths_lock = threading.Lock()
+
+
+def _health_of(store: object) -> _Health:
+    with _healths_lock:
+        try:
+            health = _healths.get(store)
+            if health is None:
+                health = _healths[store] = _Health()
+        except TypeError:  # unhashable or not weak-referenceable: one record per breaker
+            return _Health()
+        return health
+
+
+# -- cancellation-safe awaiting --------------------------------------------------------
+
+# Background releases of probes whose acquirer was cancelled; kept so they are not collected.
+_background: set[asyncio.Future[Any]] = set()
+
+
+async def _shielded(
+    make: Callable[[], Awaitable[T]], orphan: Callable[[T], object] | None = None
+) -> T:
+    """Await ``make()`` so that cancelling the caller cannot cut the store call in half.
+
+    A store call cut in half may have changed state on the server (claimed
+    the probe, say) without anyone hearing about it, and leaves the client's
+    connection unusable.  Under trio the call is shielded and finishes (it is
+    bounded by the client's socket timeout); under asyncio it runs on as a
+    task, and ``orphan`` receives its result if the caller was cancelled.
+    """
+    if _running_trio():
+        import trio  # noqa: PLC0415 - only under trio
+
+        with trio.CancelScope(shield=True):
+            return await make()
+    import asyncio  # noqa: PLC0415 - keeps `import smoothapi` light
+
+    task = asyncio.ensure_future(make())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(functools.partial(_settle_orphan, orphan))
+        raise
+
+
+def _settle_orphan(orphan: Callable[[Any], object] | None, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        _log.debug("smoothapi: a store call outlived its cancelled caller and failed: %r", error)
+    elif orphan is not None:
+        orphan(task.result())
+
+
+class SharedCircuitBreaker(CircuitBreaker):
+    """A :class:`~smoothapi.CircuitBreaker` whose state lives in a :class:`BreakerStore`.
+
+    Built by ``CircuitBreaker(config, name=..., store=store)`` or by any
+    breaker built from a ``CircuitBreakerConfig(store=store)`` (the
+    decorator's private breakers, the transports' per-origin breakers).
+    Every process using the same store and ``name`` shares one breaker.
+
+    ``state``, ``failure_count`` and ``retry_after`` read the store (one
+    round trip, no side effect).  With a store that has no sync client
+    (an async-only :class:`~smoothapi.RedisStore`) they answer from the
+    last reply this breaker saw; :meth:`snapshot_async` reads the store.
+    ``reset()`` and ``force_open()`` act on the shared state, or on the
+    local fallback breaker while the store is unreachable.
+
+    ``clock`` (as for the memory breaker) dates events and drives the local
+    fallback breaker; the shared state runs on the store's clock.
+    """
+
+    __slots__ = (
+        "_cooldown_ms",
+        "_health",
+        "_key",
+        "_last",
+        "_local",
+        "_rejection",
+        "_store_errors",
+        "_threshold",
+        "store",
+    )
+
+    def __init__(
+        self,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        name: str = "circuit",
+        clock: Callable[[], float] | None = None,
+        hooks: tuple[Hook, ...] = (),
+        store: BreakerStore | None = None,
+    ) -> None:
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(
+                f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}"
+            )
+        if store is None:
+            store = config.store
+            if store is None:
+                raise ConfigError(
+                    "SharedCircuitBreaker needs a store: pass store=RedisStore(...) or "
+                    "set CircuitBreakerConfig(store=...)"
+                )
+        else:
+            check_store("CircuitBreaker(store=...)", store)
+        self.config = config
+        self.name = name
+        self.store: BreakerStore = store
+        self._clock = clock
+        self._hooks = tuple(hooks)
+        # Every call goes through the engine, which asks the store.
+        self._healthy = False
+        self._threshold = config.failure_threshold
+        self._cooldown_ms = math.ceil(config.cooldown_ms)
+        self._key = store.key(name)
+        self._store_errors = tuple(store.errors)
+        self._health = _health_of(store)
+        self._local = CircuitBreaker(
+            replace(config, store=None), name=name, clock=clock, hooks=self._hooks
+        )
+        self._rejection = threading.local()
+        # The last state this breaker heard from the store: (state, failures, open
+        # until on the local monotonic clock).  Answers the reports that need no round
+        # trip, and the sync reads of a store that has only an async client.
+        self._last: tuple[CircuitState, int, float] = (CLOSED, 0, 0.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SharedCircuitBreaker {self.name!r} store={self.store.label} "
+            f"threshold={self._threshold} cooldown_ms={self.config.cooldown_ms:g}>"
+        )
+
+    # -- reading (no side effects) ---------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The shared state (read from the store; the local one while the store is down)."""
+        snap = self._read()
+        return self._local.state if snap is None else snap.state
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive failed attempts counted in CLOSED, fleet-wide."""
+        snap = self._read()
+        return self._local.failure_count if snap is None else snap.failures
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a probe is allowed: 0.0 when CLOSED, HALF_OPEN or cooled down."""
+        seen: tuple[float, float] | None = getattr(self._rejection, "seen", None)
+        if seen is not None:
+            # The engine reads this right after a rejected acquire(), whose reply
+            # carried it: answering from that saves a second round trip per rejection.
+            self._rejection.seen = None
+            elapsed = time.monotonic() - seen[0]
+            if elapsed < _REJECTION_FRESH:
+                return max(0.0, seen[1] - elapsed)
+        snap = self._read()
+        return self._local.retry_after if snap is None else snap.retry_after
+
+    def snapshot(self) -> Snapshot:
+        """State, failure count and retry_after in one read (one round trip)."""
+        snap = self._read()
+        if snap is None:
+            local = self._local
+            return Snapshot(local.state, local.failure_count, local.retry_after)
+        return snap
+
+    async def snapshot_async(self) -> Snapshot:
+        """:meth:`snapshot` for async code (reads the store with the async client)."""
+        if self._may_call():
+            try:
+                snap = await self.store.snapshot_async(self._key)
+            except self._store_errors as exc:
+                self._store_failed(exc)
+            else:
+                self._store_ok()
+                return self._seen_snapshot(snap)
+        local = self._local
+        return Snapshot(local.state, local.failure_count, local.retry_after)
+
+    def _read(self) -> Snapshot | None:
+        if not self.store.supports_sync:
+            if self._health.down_since is not None:
+                return None
+            state, failures, open_until = self._last
+            retry = max(0.0, open_until - time.monotonic()) if state is OPEN else 0.0
+            return Snapshot(state, failures, retry)
+        snap = self._call(self.store.snapshot, self._key)
+        return None if snap is None else self._seen_snapshot(snap)
+
+    # -- the protocol the engine speaks ----------------------------------------------
+
+    def acquire(self) -> int:
+        """Ask to make one attempt: 0 or :data:`CLEAN`, a probe ticket, or ``REJECTED``."""
+        admission = self._call(self.store.acquire, self._key, self._threshold, self._cooldown_ms)
+        if admission is None:
+            return self._local_acquire()
+        return self._admit(admission)
+
+    def record_success(self, ticket: int) -> CircuitState:
+        """The attempt holding ``ticket`` succeeded; returns the state after the report."""
+        if ticket <= _LOCAL:
+            return self._local.record_success(_LOCAL - ticket)
+        if ticket == CLEAN:
+            return CLOSED  # nothing counted, nothing to reset: no round trip
+        if ticket < 0:
+            return self._last[0]
+        return self._record("success", ticket)
+
+    def record_failure(self, ticket: int) -> CircuitState:
+        """The attempt holding ``ticket`` failed; returns the state after the report."""
+        if ticket <= _LOCAL:
+            return self._local.record_failure(_LOCAL - ticket)
+        if ticket == CLEAN:
+            ticket = 0
+        elif ticket < 0:
+            return self._last[0]
+        return self._record("failure", ticket)
+
+    def release(self, ticket: int) -> CircuitState:
+        """The attempt ended without a verdict: give back the probe permit it may hold."""
+        if ticket <= _LOCAL:
+            return self._local.release(_LOCAL - ticket)
+        if ticket <= 0:
+            return self._last[0]  # only a probe holds anything to give back
+        return self._record("release", ticket)
+
+    async def acquire_async(self) -> int:
+        """:meth:`acquire` for the async driver (cancellation never strands a probe)."""
+        if not self._may_call():
+            return self._local_acquire()
+        return await _shielded(self._acquire_remote_async, self._orphaned_ticket)
+
+    async def record_success_async(self, ticket: int) -> CircuitState:
+        """:meth:`record_success` for the async driver."""
+        if ticket < 0:
+            return self.record_success(ticket)  # local, CLEAN or rejected: no store call
+        return await self._record_async("success", ticket)
+
+    async def record_failure_async(self, ticket: int) -> CircuitState:
+        """:meth:`record_failure` for the async driver."""
+        if ticket <= _LOCAL or (ticket < 0 and ticket != CLEAN):
+            return self.record_failure(ticket)  # local or rejected: no store call
+        return await self._record_async("failure", 0 if ticket == CLEAN else ticket)
+
+    async def release_async(self, ticket: int) -> CircuitState:
+        """:meth:`release` for the async driver; completes even while the caller is cancelled."""
+        if ticket <= 0:
+            return self.release(ticket)  # only a probe holds anything to give back
+        return await self._record_async("release", ticket)
+
+    def add_hook(self, hook: Hook) -> None:
+        """Also send this breaker's events (and its local fallback's) to ``hook``."""
+        super().add_hook(hook)
+        self._local.add_hook(hook)
+
+    # -- manual control --------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Close the breaker for the whole fleet and forget every failure."""
+        self._rejection.seen = None
+        report = self._call(self.store.reset, self._key, self.name)
+        if report is None:
+            self._local.reset()
+        else:
+            self._report(report)
+
+    def force_open(self, cooldown_ms: float | None = None) -> None:
+        """Open the breaker fleet-wide for ``cooldown_ms`` (default: the configured cooldown)."""
+        millis = self._force_cooldown(cooldown_ms)
+        self._rejection.seen = None
+        report = self._call(self.store.force_open, self._key, millis, self.name)
+        if report is None:
+            self._local.force_open(cooldown_ms)
+        else:
+            self._report(report)
+
+    async def reset_async(self) -> None:
+        """:meth:`reset` for async code (and for a store with only an async client)."""
+        self._rejection.seen = None
+        if self._may_call():
+            try:
+                report = await _shielded(
+                    functools.partial(self.store.reset_async, self._key, self.name)
+                )
+            except self._store_errors as exc:
+                self._store_failed(exc)
+            else:
+                self._store_ok()
+                self._report(report)
+                return
+        self._local.reset()
+
+    async def force_open_async(self, cooldown_ms: float | None = None) -> None:
+        """:meth:`force_open` for async code (and for a store with only an async client)."""
+        millis = self._force_cooldown(cooldown_ms)
+        self._rejection.seen = None
+        if self._may_call():
+            try:
+                report = await _shielded(
+                    functools.partial(self.store.force_open_async, self._key, millis, self.name)
+                )
+            except self._store_errors as exc:
+                self._store_failed(exc)
+            else:
+                self._store_ok()
+                self._report(report)
+                return
+        self._local.force_open(cooldown_ms)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _force_cooldown(self, cooldown_ms: float | None) -> int:
+        if cooldown_ms is None:
+            return self._cooldown_ms
+        CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
+        return math.ceil(cooldown_ms)
+
+    def _local_acquire(self) -> int:
+        ticket = self._local.acquire()
+        return REJECTED if ticket == REJECTED else _LOCAL - ticket
+
+    def _admit(self, admission: Admission) -> int:
+        ticket, retry_after, failures, state, changed = admission
+        if ticket == 0:
+            self._last = (CLOSED, failures, 0.0)
+            return CLEAN if failures == 0 else 0
+        now = time.monotonic()
+        self._last = (state, failures, now + retry_after)
+        if ticket < 0:
+            self._rejection.seen = (now, retry_after)
+            return REJECTED
+        if changed:
+            emit(StateChanged(self.name, OPEN, HALF_OPEN, failures, self.now()), self._hooks)
+        return ticket
+
+    def _report(self, report: Report) -> CircuitState:
+        state, old, failures = report
+        if state is OPEN and old is not OPEN:
+            self._last = (state, failures, time.monotonic() + self._cooldown_ms / 1000.0)
+        elif state is not OPEN:
+            self._last = (state, failures, 0.0)
+        if old is not state:
+            emit(StateChanged(self.name, old, state, failures, self.now()), self._hooks)
+        return state
+
+    def _seen_snapshot(self, snap: Snapshot) -> Snapshot:
+        self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
+        return snap
+
+    def _record(self, op: Op, ticket: int) -> CircuitState:
+        report = self._call(
+            functools.partial(
+                self.store.record,
+                threshold=self._threshold,
+                cooldown_ms=self._cooldown_ms,
+                name=self.name,
+            ),
+            self._key,
+            op,
+            ticket,
+        )
+        if report is None:
+            return self._local_verdict(op)
+        return self._report(report)
+
+    def _local_verdict(self, op: Op) -> CircuitState:
+        # The store failed under a call it admitted: count the verdict locally as an
+        # ordinary call.  A shared probe's lease runs out on the server by itself.
+        local = self._local
+        if op == "success":
+            return local.record_success(0)
+        if op == "failure":
+            return local.record_failure(0)
+        return local.state
+
+    async def _acquire_remote_async(self) -> int:
+        try:
+            admission = await self.store.acquire_async(
+                self._key, self._threshold, self._cooldown_ms
+            )
+        except self._store_errors as exc:
+            self._store_failed(exc)
+            return self._local_acquire()
+        self._store_ok()
+        return self._admit(admission)
+
+    def _orphaned_ticket(self, ticket: int) -> None:
+        # acquire_async() was cancelled while the store answered: give back a probe
+        # it claimed at once, rather than leave the fleet waiting for the lease.
+        if ticket <= _LOCAL:
+            self._local.release(_LOCAL - ticket)
+        elif ticket > 0:
+            import asyncio  # noqa: PLC0415 - orphans exist only under asyncio
+
+            task = asyncio.ensure_future(self.release_async(ticket))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _record_async(self, op: Op, ticket: int) -> CircuitState:
+        if not self._may_call():
+            return self._local_verdict(op)
+        return await _shielded(functools.partial(self._record_remote_async, op, ticket))
+
+    async def _record_remote_async(self, op: Op, ticket: int) -> CircuitState:
+        try:
+            report = await self.store.record_async(
+                self._key,
+                op,
+                ticket,
+                threshold=self._threshold,
+                cooldown_ms=self._cooldown_ms,
+                name=self.name,
+            )
+        except self._store_errors as exc:
+            self._store_failed(exc)
+            return self._local_verdict(op)
+        self._store_ok()
+        return self._report(report)
+
+    # -- store health ----------------------------------------------------------------
+
+    def _may_call(self) -> bool:
+        health = self._health
+        return health.down_since is None or health.claim_retry(self.store.retry_interval)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(*args)`` on the store, or None (no exception) when the store is down."""
+        if not self._may_call():
+            return None
+        try:
+            result = fn(*args)
+        except self._store_errors as exc:
+            self._store_failed(exc)
+            return None
+        self._store_ok()
+        return result
+
+    def _store_failed(self, error: BaseException) -> None:
+        interval = self.store.retry_interval
+        label = self.store.label
+        if not self._health.mark_down(interval):
+            _log.debug("smoothapi: breaker store %s still unreachable: %r", label, error)
+            return
+        _log.warning(
+            "smoothapi: breaker store %s is unreachable (%s: %s); breakers fall back to "
+            "in-process state and try the store again every %gs. Check the server, or the "
+            "client's address and credentials.",
+            label,
+            type(error).__name__,
+            error,
+            interval,
+        )
+        emit(StoreUnavailable(label, error), self._hooks)
+
+    def _store_ok(self) -> None:
+        health = self._health
+        if health.down_since is None:
+            return
+        down_for = health.mark_up()
+        if down_for is None:  # another thread reported the recovery
+            return
+        label = self.store.label
+        _log.info(
+            "smoothapi: breaker store %s answers again after %.1fs; breakers share its state again",
+            label,
+            down_for,
+        )
+        emit(StoreRecovered(label, down_for), self._hooks)
