@@ -161,7 +161,11 @@ class TransportCore:
         if excess <= 0:
             return
         for key, policy in list(self._policies.items()):
-            if policy.breaker.state is CircuitState.CLOSED:
+            breaker = policy.breaker
+            # A shared breaker's state lives in its store: forgetting the local object
+            # loses nothing (and reading its state here would be a round trip under
+            # our lock).  An in-process breaker is forgotten only while CLOSED.
+            if type(breaker) is not CircuitBreaker or breaker.state is CircuitState.CLOSED:
                 del self._policies[key]
                 self.aliases.clear()  # no alias may keep a forgotten breaker alive
                 excess -= 1

@@ -1126,3 +1126,67 @@ def test_outage_then_recovery_resumes_the_shared_state(
         other_client.close()
     assert len(_warnings(caplog)) == 1
     assert [r for r in caplog.records if "answers again" in r.getMessage()]
+
+
+class _SlowAcquire:
+    """A store that holds every acquire_async until ``go`` is set (a slow Redis answer),
+    and otherwise is the RedisStore it wraps: any object with the store's methods is a
+    store."""
+
+    def __init__(self, inner: RedisStore) -> None:
+        self.inner = inner
+        self.go = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def acquire_async(self, key: str, threshold: int, cooldown_ms: int) -> Any:
+        self.waiting.set()
+        await self.go.wait()
+        return await self.inner.acquire_async(key, threshold, cooldown_ms)
+
+
+def test_a_probe_claimed_for_a_cancelled_asyncio_caller_is_given_back(redis_url: str) -> None:
+    """Under asyncio, a caller cancelled while Redis is still answering its acquire: the
+    script runs to the end (the connection stays usable), and if it claimed the probe, the
+    probe is released at once - the next caller probes without waiting for the lease (here
+    the 60 s cooldown)."""
+    sync_client = _client(redis_url)
+
+    async def main() -> tuple[int, CircuitState]:
+        async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=TIMEOUT)
+        try:
+            prefix = _prefix()
+            slow = _SlowAcquire(RedisStore(sync_client, async_client=async_client, prefix=prefix))
+            config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=60_000)
+            doomed = CircuitBreaker(config, name="orphan", store=slow)  # type: ignore[arg-type]
+            other = CircuitBreaker(
+                config, name="orphan", store=RedisStore(sync_client, prefix=prefix)
+            )
+            other.force_open(cooldown_ms=0)
+            task = asyncio.ensure_future(doomed.acquire_async())
+            await slow.waiting.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            slow.go.set()  # Redis answers now: the doomed caller's ticket is the probe
+            key = slow.key("orphan")
+            for _ in range(int(WAIT / POLL)):  # until the doomed acquire has run on the server
+                if sync_client.hget(key, "state") == b"HALF_OPEN":
+                    break
+                await asyncio.sleep(POLL)
+            for _ in range(int(2.0 / POLL)):  # until its probe is given back
+                if sync_client.hget(key, "lease_until") == b"0":
+                    break
+                await asyncio.sleep(POLL)
+            return other.acquire(), other.state
+        finally:
+            await async_client.aclose()
+
+    try:
+        ticket, state = asyncio.run(main())
+    finally:
+        sync_client.close()
+    assert ticket > 0, "the orphaned probe was not released"
+    assert state is HALF_OPEN

@@ -12,10 +12,11 @@ one breaker: one probe for the fleet in HALF_OPEN, as a lease tagged with a
 generation (the probe's ticket) that expires by itself if its prober dies.
 
 Tickets
-    ``0`` and positive tickets mean what they mean for the memory breaker
-    (an ordinary call, the probe).  :data:`CLEAN` (``-2``) is a call admitted
-    while CLOSED with no failure counted: its success needs no report, so a
-    healthy call costs exactly one store round trip (the ``acquire``).
+    ``0`` is an ordinary call admitted in CLOSED; a positive ticket is the
+    probe's generation in the store.  :data:`CLEAN` (``-2``) is a call
+    admitted while CLOSED with no failure counted: its success needs no
+    report, so a healthy call costs exactly one store round trip (the
+    ``acquire``).
 
 Never worse than no store
     Any error the store declares in ``errors`` (for Redis: every
