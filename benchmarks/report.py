@@ -62,6 +62,14 @@ def report(data: dict[str, Any]) -> str:
                 per_call[name] = b["stats"]["median"] / info.get("batch", 1) * 1e6
         bare = per_call.get("bare")
         refs = [r for r in ("bare", "passthrough", "circuitbreaker") if r in per_call]
+        if bare is None:  # no bare baseline: throughput and ratio to the fastest
+            fastest = min(per_call.values())
+            lines += ["| contender | median per call (µs) | calls/s | time ÷ fastest's |"]
+            lines += ["|---|---|---|---|"]
+            for name, t in sorted(per_call.items(), key=lambda kv: kv[1]):
+                lines.append(f"| {name} | {t:.3f} | {1e6 / t:,.0f} | {t / fastest:.1f} |")
+            lines.append("")
+            continue
         header = "| contender | median per call (µs) | overhead over bare (µs) |"
         header += "".join(f" overhead ÷ {r}'s |" for r in refs if r != "bare")
         header += " time ÷ bare's |" if bare else ""

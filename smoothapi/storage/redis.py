@@ -177,6 +177,17 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore({self._label!r}, prefix={self.prefix!r})"
 
+    def close(self) -> None:
+        """Close the sync client's connections (e.g. a store built by :meth:`from_url`)."""
+        if self.client is not None:
+            self.client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients' connections; call it from the event loop that used the store."""
+        self.close()
+        if self.async_client is not None:
+            await self.async_client.aclose()
+
     # -- what SharedCircuitBreaker reads ---------------------------------------------
 
     @property
