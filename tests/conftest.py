@@ -61,7 +61,12 @@ def _redis_unavailable(why: str) -> NoReturn:
 def _start_redis_server() -> RedisServer:
     if find_binary() is None:
         _redis_unavailable(f"none of {', '.join(BINARIES)} is on PATH")
-    return RedisServer().start()
+    srv = RedisServer()
+    try:
+        return srv.start()
+    except BaseException:
+        srv.close()
+        raise
 
 
 @pytest.fixture(scope="session")

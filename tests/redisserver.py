@@ -12,8 +12,8 @@ The server is a ``redis-server`` or ``valkey-server`` binary found on PATH
 (:func:`find_binary`), started on ``127.0.0.1`` and a free port with
 ``--save '' --appendonly no`` (nothing is ever written to disk; its working
 directory is a private temporary directory).  :meth:`RedisServer.start`
-returns once the server answers ``PING``; its log is kept and quoted if it
-does not come up.
+returns once the server answers ``PING``; its output and log are kept and
+quoted if it does not come up.
 
 Port 6379 is never used: the port is an ephemeral one picked by the kernel.
 Readiness is checked with a raw ``PING`` on a socket, so this module does not
@@ -108,6 +108,7 @@ class RedisServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="smoothapi-redis-")
         self._log = Path(self._dir.name) / "server.log"
+        self._console = Path(self._dir.name) / "console.log"
 
     # -- lifecycle
 
@@ -155,9 +156,10 @@ class RedisServer:
             "no",
         ]
         self._log.write_bytes(b"")
-        proc = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH, fixed arguments
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        with self._console.open("wb") as console:
+            proc = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH, fixed arguments
+                args, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
+            )
         self._proc = proc
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
@@ -168,10 +170,11 @@ class RedisServer:
             time.sleep(0.01)
         self._terminate(proc)
         self._proc = None
-        log = self._log.read_text(errors="replace")[-2000:]
+        output = self._console.read_text(errors="replace")[-2000:]
+        log = self._log.read_text(errors="replace")[-2000:] if self._log.exists() else ""
         raise RedisServerError(
             f"{self.binary} did not answer PING on {_HOST}:{port} "
-            f"(exit code {proc.returncode}); its log:\n{log}"
+            f"(exit code {proc.returncode}); its output:\n{output}\nits log:\n{log}"
         )
 
     def stop(self) -> None:

@@ -405,7 +405,8 @@ class TripRun:
 def _run_trip_fleet(fleet: Fleet, server: ScriptedServer) -> TripRun:
     server.default = Reply(503)
     ctx = _spawn()
-    sync = TripSync(*(ctx.Barrier(CALLERS + 1) for _ in range(4)), ctx.Event())
+    start, tripped, go, closed = (ctx.Barrier(CALLERS + 1) for _ in range(4))
+    sync = TripSync(start, tripped, go, closed, ctx.Event())
     results = ctx.Queue()
     procs = [
         ctx.Process(target=_trip_child, args=(i, fleet, sync, results), daemon=True)
@@ -422,6 +423,7 @@ def _run_trip_fleet(fleet: Fleet, server: ScriptedServer) -> TripRun:
         state_after_trip = observer.state
         server.script("/up", Delay(PROBE_DELAY, Reply(200, PROBE_BODY.encode())))
         server.default = Reply(200, OK_BODY.encode())
+        probe.sample(server, "/up")  # 0: nobody may call before the barrier
         sync.go.wait(WAIT)
         probe.until(server, "/up", sync.probe_done.is_set)
         sync.closed.wait(WAIT)

@@ -114,3 +114,18 @@ def test_session_redis_url_answers(redis_url: str) -> None:
         assert c.ping()
     finally:
         c.close()
+
+
+def test_a_server_that_never_answers_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    """A binary that exits at once (a broken install, a bad flag) makes start() raise,
+    quoting the exit code and the output, instead of waiting for a PING that never comes."""
+    broken = tmp_path / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL: broken build' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    srv = RedisServer(binary=str(broken))
+    try:
+        with pytest.raises(RedisServerError, match=r"(?s)exit code 3.*FATAL: broken build"):
+            srv.start()
+        assert not srv.running
+    finally:
+        srv.close()
