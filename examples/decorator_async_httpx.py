@@ -23,7 +23,8 @@ from smoothapi.demo_server import FlakyServer
 
 config = ResilientConfig(
     backoff=BackoffConfig(base_delay=0.05, max_delay=0.5, max_retries=3),
-    circuit_breaker=CircuitBreakerConfig(failure_threshold=3, cooldown_ms=1_000),
+    # Long enough that the "open" phase below always falls inside it, even on a busy machine.
+    circuit_breaker=CircuitBreakerConfig(failure_threshold=3, cooldown_ms=4_000),
     fallback={"status": "degraded"},
 )
 
