@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from .breaker import CircuitBreaker, CircuitState
+from .budget import shared_budget
 from .config import ResilientConfig
 from .engine import FAILURE, SUCCESS, Outcome, Policy, Resend
 from .errors import ConfigError, ConfigTypeError
@@ -106,13 +107,22 @@ class TransportCore:
         # By the mount point's cheap per-request key; read without the lock.
         self.aliases: dict[Hashable, Policy] = {}
         self._shared: Policy | None = None
+        self._shared_given = breaker is not None
         if breaker is not None:
             for hook in config.hooks:  # a shared breaker reports to every config using it
                 breaker.add_hook(hook)
             self._shared = self._make_policy(breaker)
 
     def _make_policy(self, breaker: CircuitBreaker) -> Policy:
-        return Policy(self.config, breaker, async_discard=self._async_discard, **self._kwargs)
+        # A breaker passed with breaker= may serve other mount points: share its budget.
+        budget = shared_budget(breaker, self.config) if self._shared_given else None
+        return Policy(
+            self.config,
+            breaker,
+            async_discard=self._async_discard,
+            budget=budget,
+            **self._kwargs,
+        )
 
     def policy(self, alias: Hashable, name: Callable[[_A], str], arg: _A) -> Policy:
         """The policy (and so the breaker) for one origin.

@@ -12,6 +12,15 @@ re-opens it with a fresh cooldown, and any other ending (cancellation,
 ``KeyboardInterrupt``, a programming error) gives the permit back so that the
 next caller probes - the breaker can never stick in HALF_OPEN.
 
+Adaptive open time (``cooldown_multiplier > 1``): the ``k``-th consecutive
+failed probe re-opens the breaker for ``cooldown + rand() * (grown -
+cooldown)`` with ``grown = min(max_cooldown, cooldown * multiplier**k)``.  A
+trip from CLOSED opens for the plain cooldown (``k`` back to 0) when the
+breaker stayed CLOSED for at least ``cooldown_reset`` since it last closed;
+sooner, it re-opens at the growth level ``k`` it had reached.  A failure that
+opens the breaker and carries the server's ``Retry-After`` holds it open at
+least that long, capped at ``max_cooldown``.
+
 Callers hold a *ticket* from :meth:`CircuitBreaker.acquire`: for an ordinary
 call the even number of the current CLOSED period, for the probe an odd
 number.  Outcomes are reported with the ticket, so a stale report (a call
@@ -29,6 +38,8 @@ Transitions, as data (state x event -> state)::
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 from collections.abc import Callable
 from enum import Enum
@@ -100,11 +111,17 @@ class CircuitBreaker:
     :class:`~smoothapi.storage.BreakerStore` such as
     :class:`~smoothapi.RedisStore` that the whole fleet shares: the
     constructor then returns a :class:`~smoothapi.SharedCircuitBreaker`.
+
+    ``rand`` is the random source of the adaptive open time's jitter (a
+    callable returning a float in ``[0, 1)``); it is called only when a
+    cooldown grows, so with ``cooldown_multiplier=1`` it is never called.
     """
 
     __slots__ = (
         "_clock",
+        "_closed_at",
         "_failures",
+        "_growth",
         "_healthy",
         "_hooks",
         "_lock",
@@ -112,6 +129,7 @@ class CircuitBreaker:
         "_period",
         "_probe",
         "_probe_active",
+        "_rand",
         "_state",
         "config",
         "name",
@@ -125,6 +143,7 @@ class CircuitBreaker:
         clock: Callable[[], float] | None = None,
         hooks: tuple[Hook, ...] = (),
         store: BreakerStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> CircuitBreaker:
         # Dispatch here, so that every place that builds a breaker from a config
         # (the decorator, the transports' per-origin registry) gets a shared one
@@ -146,6 +165,7 @@ class CircuitBreaker:
         clock: Callable[[], float] | None = None,
         hooks: tuple[Hook, ...] = (),
         store: BreakerStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if config is None:
             config = CircuitBreakerConfig()
@@ -159,14 +179,23 @@ class CircuitBreaker:
                 f"{type(self).__name__} keeps its state in memory and cannot take a store; "
                 "subclass smoothapi.SharedCircuitBreaker instead, or drop store="
             )
+        if not callable(rand):
+            raise ConfigTypeError(
+                f"CircuitBreaker(rand=...) needs a callable returning a float, got {rand!r}"
+            )
         self.config = config
         self.name = name
         self._clock = clock
         self._hooks = tuple(hooks)
+        self._rand = rand
         self._lock = threading.Lock()
         self._state = CLOSED
         self._failures = 0
         self._open_until = 0.0
+        # Adaptive open time: consecutive failed probes since the last healthy trip
+        # (the exponent of the growth), and when the breaker last closed.
+        self._growth = 0
+        self._closed_at = -math.inf
         # Tickets: the probe's are odd, ordinary calls' are the even number of the
         # current CLOSED period, so a report from an earlier period (a call admitted
         # before the breaker last opened) cannot count against a fresh one.
@@ -264,14 +293,21 @@ class CircuitBreaker:
                 self._probe_active = False
                 self._failures = 0
                 self._period += 2  # a new CLOSED period: earlier calls' reports are stale
-                changed = self._move(_PROBE_OK, self.now())
+                now = self.now()
+                self._closed_at = now
+                changed = self._move(_PROBE_OK, now)
             state = self._state
         if changed is not None:
             emit(changed, self._hooks)
         return state
 
-    def record_failure(self, ticket: int) -> CircuitState:
-        """The attempt holding ``ticket`` failed (a retryable status or a transport error)."""
+    def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
+        """The attempt holding ``ticket`` failed (a retryable status or a transport error).
+
+        ``retry_after`` is the server's requested wait in seconds, if the failure
+        carried one: when this failure opens the breaker, it stays open at least
+        that long (capped at ``config.max_cooldown``).
+        """
         changed: StateChanged | None = None
         with self._lock:
             if ticket % 2 == 0:
@@ -282,13 +318,16 @@ class CircuitBreaker:
                     self._healthy = 0
                     if self._failures >= self.config.failure_threshold:
                         now = self.now()
-                        self._open_until = now + self.config.cooldown
+                        if now - self._closed_at >= self.config.cooldown_reset:
+                            self._growth = 0  # a healthy period: start from the cooldown
+                        self._open_until = now + self._open_time(retry_after)
                         changed = self._move(_TRIP, now)
             elif self._is_live_probe(ticket):
                 self._probe_active = False
                 self._failures += 1
                 now = self.now()
-                self._open_until = now + self.config.cooldown
+                self._growth += 1
+                self._open_until = now + self._open_time(retry_after)
                 changed = self._move(_PROBE_FAILED, now)
             state = self._state
         if changed is not None:
@@ -315,9 +354,11 @@ class CircuitBreaker:
         """:meth:`record_success` for the async driver."""
         return self.record_success(ticket)
 
-    async def record_failure_async(self, ticket: int) -> CircuitState:
+    async def record_failure_async(
+        self, ticket: int, retry_after: float | None = None
+    ) -> CircuitState:
         """:meth:`record_failure` for the async driver."""
-        return self.record_failure(ticket)
+        return self.record_failure(ticket, retry_after)
 
     async def release_async(self, ticket: int) -> CircuitState:
         """:meth:`release` for the async driver."""
@@ -333,12 +374,17 @@ class CircuitBreaker:
     # -- manual control ----------------------------------------------------
 
     def reset(self) -> None:
-        """Close the breaker and forget every failure (an in-flight probe's report is ignored)."""
+        """Close the breaker and forget every failure and any grown open time.
+
+        An in-flight probe's report is ignored.
+        """
         with self._lock:
             self._probe_active = False
             self._probe += 2  # invalidate the ticket of any probe in flight
             self._period += 2  # and of any call admitted before the reset
             self._failures = 0
+            self._growth = 0
+            self._closed_at = -math.inf
             changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
             self._healthy = self._period
         if changed is not None:
@@ -362,6 +408,24 @@ class CircuitBreaker:
             emit(changed, self._hooks)
 
     # -- internals (called with the lock held) ---------------------------------
+
+    def _open_time(self, retry_after: float | None) -> float:
+        """Seconds to stay open from now: the grown, jittered cooldown or the hold."""
+        config = self.config
+        cooldown = config.cooldown
+        open_for = cooldown
+        if self._growth and config.cooldown_multiplier > 1.0:
+            cap = config.max_cooldown
+            try:
+                grown = min(cap, cooldown * config.cooldown_multiplier**self._growth)
+            except OverflowError:
+                grown = cap
+            if grown > cooldown:
+                share = min(1.0, max(0.0, self._rand()))  # a NaN reads as 0.0
+                open_for = cooldown + share * (grown - cooldown)
+        if retry_after is not None and retry_after > open_for:  # a NaN is ignored
+            open_for = max(open_for, min(retry_after, config.max_cooldown))
+        return open_for
 
     def _is_live_probe(self, ticket: int) -> bool:
         return self._probe_active and ticket == self._probe and self._state is HALF_OPEN

@@ -28,6 +28,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "Jitter",
     "ResilientConfig",
+    "RetryBudgetConfig",
 ]
 
 #: The longest single wait a config may ask for: one day.
@@ -171,6 +172,24 @@ class CircuitBreakerConfig:
     and rejects calls for ``cooldown_ms`` milliseconds (monotonic clock);
     then one probe is let through.
 
+    Adaptive open time (off by default: ``cooldown_multiplier=1.0``):
+
+    * ``cooldown_multiplier`` - each failed probe multiplies the next open
+      time's upper bound: after ``k`` consecutive failed probes the breaker
+      stays open ``cooldown + rand() * (grown - cooldown)`` seconds, where
+      ``grown = min(max_cooldown, cooldown * cooldown_multiplier**k)`` (full
+      jitter on the growth, never less than ``cooldown_ms``).  A zero
+      cooldown never grows.
+    * ``max_cooldown_ms`` - the cap on that growth, and on how long a
+      failure's ``Retry-After`` may hold the breaker open.  ``None``:
+      ``cooldown_ms * 16`` (at most one day, at least ``cooldown_ms``) when
+      the multiplier is above 1, else ``cooldown_ms`` (so a ``Retry-After``
+      hold never outlasts the plain cooldown unless asked for).
+    * ``cooldown_reset_ms`` - a breaker that trips after staying CLOSED at
+      least this long since it last closed starts again from
+      ``cooldown_ms``; one that trips sooner keeps the open time it had
+      reached.  ``None``: the effective ``max_cooldown_ms``.
+
     ``store`` - ``None`` keeps each breaker's state in its process; a
     :class:`~smoothapi.storage.BreakerStore` such as
     :class:`~smoothapi.RedisStore` makes every breaker built from this config
@@ -181,6 +200,9 @@ class CircuitBreakerConfig:
     failure_threshold: int = 3
     cooldown_ms: float = 10_000
     store: BreakerStore | None = field(default=None, compare=False, hash=False)
+    cooldown_multiplier: float = 1.0
+    max_cooldown_ms: float | None = None
+    cooldown_reset_ms: float | None = None
 
     def __post_init__(self) -> None:
         _integer("CircuitBreakerConfig", "failure_threshold", self.failure_threshold, minimum=1)
@@ -195,11 +217,116 @@ class CircuitBreakerConfig:
                 f"CircuitBreakerConfig.cooldown_ms must be a finite number >= 0, got {cooldown!r}"
             )
         check_store("CircuitBreakerConfig.store", self.store)
+        multiplier = self.cooldown_multiplier
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
+            raise ConfigTypeError(
+                "CircuitBreakerConfig.cooldown_multiplier must be a number, "
+                f"got {multiplier!r} ({type(multiplier).__name__})"
+            )
+        if not _finite(multiplier) or multiplier < 1:
+            raise ConfigError(
+                "CircuitBreakerConfig.cooldown_multiplier must be a finite number >= 1, "
+                f"got {multiplier!r}"
+            )
+        object.__setattr__(self, "cooldown_multiplier", float(multiplier))
+        if self.max_cooldown_ms is not None:
+            cap = _millis("max_cooldown_ms", self.max_cooldown_ms)
+            if cap < cooldown:
+                raise ConfigError(
+                    f"CircuitBreakerConfig.max_cooldown_ms ({self.max_cooldown_ms!r}) must not be "
+                    f"less than CircuitBreakerConfig.cooldown_ms ({cooldown!r})"
+                )
+            object.__setattr__(self, "max_cooldown_ms", cap)
+        if self.cooldown_reset_ms is not None:
+            object.__setattr__(
+                self, "cooldown_reset_ms", _millis("cooldown_reset_ms", self.cooldown_reset_ms)
+            )
 
     @property
     def cooldown(self) -> float:
         """The cooldown in seconds."""
         return self.cooldown_ms / 1000.0
+
+    @property
+    def max_cooldown(self) -> float:
+        """The longest open time in seconds (growth and ``Retry-After`` holds stop here)."""
+        if self.max_cooldown_ms is not None:
+            return self.max_cooldown_ms / 1000.0
+        cooldown = self.cooldown
+        if self.cooldown_multiplier > 1.0:
+            return max(cooldown, min(cooldown * 16, MAX_DELAY_SECONDS))
+        return cooldown
+
+    @property
+    def cooldown_reset(self) -> float:
+        """Seconds CLOSED after which a trip starts again from the plain cooldown."""
+        if self.cooldown_reset_ms is not None:
+            return self.cooldown_reset_ms / 1000.0
+        return self.max_cooldown
+
+
+def _millis(name: str, value: object) -> float:
+    """A CircuitBreakerConfig duration in milliseconds: a finite number, 0 to one day."""
+    where = f"CircuitBreakerConfig.{name}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(
+            f"{where} must be a number of milliseconds or None, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if not _finite(value) or not 0 <= value <= MAX_DELAY_SECONDS * 1000:
+        raise ConfigError(
+            f"{where} must be a finite number of milliseconds, 0 to "
+            f"{MAX_DELAY_SECONDS * 1000:,.0f} (one day), got {value!r}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetConfig:
+    """A token bucket that caps retries relative to successes (gRPC's retry throttling).
+
+    Each successful call adds ``token_ratio`` tokens (up to ``max_tokens``);
+    each retry spends one; retries stop - the failure is returned or raised
+    at once - while the bucket holds ``max_tokens / 2`` tokens or fewer.  In a
+    total outage a mount point therefore sends at most about
+    ``max_tokens / 2`` retries before it stops retrying, and in steady state
+    at most ``token_ratio`` retries per success.  The bucket starts full.
+    """
+
+    max_tokens: float = 10.0
+    token_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        tokens = self.max_tokens
+        if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
+            raise ConfigTypeError(f"RetryBudgetConfig.max_tokens must be a number, got {tokens!r}")
+        if not _finite(tokens) or not 1 <= tokens <= 1_000_000:
+            raise ConfigError(
+                f"RetryBudgetConfig.max_tokens must be between 1 and 1,000,000, got {tokens!r}"
+            )
+        ratio = self.token_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+            raise ConfigTypeError(f"RetryBudgetConfig.token_ratio must be a number, got {ratio!r}")
+        if not _finite(ratio) or not 0 < ratio <= 1:
+            raise ConfigError(f"RetryBudgetConfig.token_ratio must be > 0 and <= 1, got {ratio!r}")
+        object.__setattr__(self, "max_tokens", float(tokens))
+        object.__setattr__(self, "token_ratio", float(ratio))
+
+
+def _min_schedule(backoff: BackoffConfig) -> float:
+    """The least time ``max_retries`` backoff sleeps can take (full jitter may sleep 0)."""
+    from .backoff import capped_exponential  # noqa: PLC0415 - backoff imports this module
+
+    total = 0.0
+    for n in range(min(backoff.max_retries, 64)):
+        cap = capped_exponential(n, backoff.base_delay, backoff.max_delay)
+        if backoff.jitter is Jitter.NONE:
+            total += cap
+        elif backoff.jitter is Jitter.EQUAL:
+            total += cap / 2
+        elif backoff.jitter is Jitter.DECORRELATED:
+            total += backoff.base_delay
+    return total
 
 
 def _status_codes(value: object) -> frozenset[int]:
@@ -254,6 +381,11 @@ class ResilientConfig:
     * ``idempotent_methods`` / ``retry_non_idempotent`` - which requests the
       transports may resend after they may have reached the server.
     * ``hooks`` - callables sent every :mod:`smoothapi.events` event.
+    * ``retry_budget`` - a :class:`RetryBudgetConfig` to cap retries across
+      calls (per breaker for the decorator, per origin for the transports);
+      ``None`` (default) means no budget.
+    * ``deadline`` - seconds one call may take in all, attempts and sleeps
+      included; ``None`` (default) means no deadline.
     """
 
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
@@ -264,6 +396,8 @@ class ResilientConfig:
     idempotent_methods: Iterable[str] = IDEMPOTENT_METHODS
     retry_non_idempotent: bool = False
     hooks: tuple[Callable[[Event], object], ...] = ()
+    retry_budget: RetryBudgetConfig | None = None
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -294,6 +428,24 @@ class ResilientConfig:
             if not callable(hook):
                 raise ConfigTypeError(f"ResilientConfig.hooks must hold callables, got {hook!r}")
         object.__setattr__(self, "hooks", hooks)
+        if self.retry_budget is not None and not isinstance(self.retry_budget, RetryBudgetConfig):
+            raise ConfigTypeError(
+                "ResilientConfig.retry_budget must be a RetryBudgetConfig or None, "
+                f"got {self.retry_budget!r}"
+            )
+        if self.deadline is not None:
+            deadline = _number("ResilientConfig", "deadline", self.deadline)
+            if deadline <= 0:
+                raise ConfigError(f"ResilientConfig.deadline must be > 0 seconds, got {deadline!r}")
+            least = _min_schedule(self.backoff)
+            if self.backoff.max_retries and least >= deadline:
+                raise ConfigError(
+                    f"ResilientConfig.deadline={deadline!r}s cannot fit the retry schedule: "
+                    f"{self.backoff.max_retries} retries with jitter={self.backoff.jitter} "
+                    f"sleep at least {least:g}s. Lower max_retries or base_delay, use "
+                    "jitter='full', or raise the deadline"
+                )
+            object.__setattr__(self, "deadline", deadline)
 
     @property
     def sleep_cap(self) -> float:

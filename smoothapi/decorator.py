@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from . import _runtime
 from .breaker import CircuitBreaker
+from .budget import shared_budget
 from .classify import classify_exception
 from .config import ResilientConfig
 from .engine import SUCCESS, Outcome, Policy, run_async, run_sync
@@ -194,7 +195,17 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     def classify_error(exc: BaseException) -> Outcome:
         return classify_exception(exc, retry_on)
 
-    policy = Policy(config, br, classify_error=classify_error, classify_value=_success)
+    policy = Policy(
+        config,
+        br,
+        classify_error=classify_error,
+        classify_value=_success,
+        budget=shared_budget(br, config) if shared else None,
+    )
+    budget = policy.budget
+    # With a deadline every call goes through the engine, which starts the clock
+    # before the first attempt; without one, the happy path stays a straight line.
+    fast = config.deadline is None
     configured = fallback_function(config.fallback)
     # A function with its own `fallback` parameter gets the keyword; otherwise it is ours.
     owns_keyword = not _declares_fallback(fn)
@@ -212,7 +223,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
             ticket = br._healthy
-            if ticket:
+            if ticket and fast:
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
@@ -220,6 +231,8 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 else:
                     if br._healthy != ticket:  # someone failed meanwhile: we reset the count
                         br.record_success(ticket)
+                    if budget is not None:
+                        budget.deposit()
                     return result
                 return await run_async(
                     policy,
@@ -239,7 +252,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
             ticket = br._healthy
-            if ticket:
+            if ticket and fast:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -247,6 +260,8 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 else:
                     if br._healthy != ticket:  # someone failed meanwhile: we reset the count
                         br.record_success(ticket)
+                    if budget is not None:
+                        budget.deposit()
                     return result
                 return run_sync(
                     policy,

@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 from . import _runtime
 from .backoff import next_delay
 from .breaker import REJECTED, CircuitBreaker, CircuitState
+from .budget import RetryBudget
 from .config import ResilientConfig
 from .errors import CircuitOpenError
 from .events import (
@@ -149,6 +150,23 @@ class _Acquire:
 ACQUIRE: Final = _Acquire()
 
 
+class Within:
+    """ATTEMPT, with at most ``seconds`` left of the call's deadline.
+
+    A mount point that can bound one attempt (a transport's timeouts) makes it
+    finish within ``seconds``; one that cannot (a decorated function) simply
+    makes the attempt.
+    """
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Within({self.seconds!r})"
+
+
 class Record:
     """Report an attempt's verdict to the breaker: ``breaker.<method>(ticket)``.
 
@@ -204,7 +222,7 @@ class Finish:
         )
 
 
-Decision = _Attempt | _Acquire | Record | Sleep | Finish
+Decision = _Attempt | Within | _Acquire | Record | Sleep | Finish
 Flow = Generator[Decision, Any, None]
 
 
@@ -229,8 +247,10 @@ class Policy:
         "async_discard",
         "backoff",
         "breaker",
+        "budget",
         "classify_error",
         "classify_value",
+        "deadline",
         "discard",
         "fallback_midway",
         "hooks",
@@ -251,6 +271,7 @@ class Policy:
         rand: Callable[[], float] = random.random,
         open_error: Callable[[str, float], BaseException] = CircuitOpenError,
         fallback_midway: bool = True,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.backoff = config.backoff
         self.sleep_cap = config.sleep_cap
@@ -263,6 +284,10 @@ class Policy:
         self.rand = rand
         self.open_error = open_error
         self.fallback_midway = fallback_midway
+        self.deadline = config.deadline
+        if budget is None and config.retry_budget is not None:
+            budget = RetryBudget(config.retry_budget)
+        self.budget = budget
 
 
 def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one place
@@ -272,6 +297,7 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
     resend: Resend = Resend.ALWAYS,
     open_error: Callable[[str, float], BaseException] | None = None,
     first_ticket: int = 0,
+    started: float | None = None,
 ) -> Flow:
     """The one retry loop, as decisions.
 
@@ -287,6 +313,12 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
 
     if open_error is None:
         open_error = policy.open_error
+    budget = policy.budget
+    # The deadline counts from ``started`` (the mount point read the clock before its
+    # happy-path attempt), else from here.
+    deadline_at = None
+    if policy.deadline is not None:
+        deadline_at = (breaker.now() if started is None else started) + policy.deadline
 
     def give_up(error: BaseException, outcome: Outcome | None, attempts: int) -> Finish:
         # Transports hand back the last response when the breaker opens mid-call,
@@ -308,7 +340,7 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
             rejected = open_error(name, retry_after)
             yield give_up(rejected, None, 0)
             return
-        outcome = yield ATTEMPT
+        outcome = yield (ATTEMPT if deadline_at is None else Within(policy.deadline or 0.0))
         assert outcome is not None
     else:
         ticket = first_ticket
@@ -319,6 +351,8 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
     while True:
         kind = outcome.kind
         if kind is SUCCESS or kind is ANSWERED:
+            if budget is not None:
+                budget.deposit()
             yield Record("record_success", ticket)
             yield Finish(outcome.value, outcome.error, attempts)
             return
@@ -364,6 +398,20 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
             spread = policy.rand() * min(1.0, max(0.05, 0.1 * wanted))
             delay = min(cap, max(delay, wanted + spread))
 
+        if deadline_at is not None and breaker.now() + delay >= deadline_at:
+            emit(RetriesExhausted(name, attempts, outcome.status, last_error, "deadline"), hooks)
+            yield Finish(outcome.value, last_error, attempts)
+            return
+        if budget is not None and not budget.try_spend():
+            emit(
+                RetriesExhausted(
+                    name, attempts, outcome.status, last_error, "retry budget exhausted"
+                ),
+                hooks,
+            )
+            yield Finish(outcome.value, last_error, attempts)
+            return
+
         emit(RetryScheduled(name, attempts, delay, outcome.status, last_error), hooks)
         sent = yield Sleep(delay)
         assert sent is None
@@ -375,7 +423,18 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
             )
             yield give_up(last_error or open_error(name, breaker.retry_after), outcome, attempts)
             return
-        outcome = yield ATTEMPT
+        if deadline_at is None:
+            outcome = yield ATTEMPT
+        else:
+            left = deadline_at - breaker.now()
+            if left <= 0:
+                yield Record("release", ticket)
+                emit(
+                    RetriesExhausted(name, attempts, outcome.status, last_error, "deadline"), hooks
+                )
+                yield Finish(outcome.value, last_error, attempts)
+                return
+            outcome = yield Within(left)
         assert outcome is not None
         attempts += 1
 
@@ -435,18 +494,27 @@ def run_sync(
     *,
     open_error: Callable[[str, float], BaseException] | None = None,
     first_ticket: int = 0,
+    attempt_within: Callable[[float], T] | None = None,
+    started: float | None = None,
 ) -> T:
-    """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides."""
-    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket)
+    """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides.
+
+    ``attempt_within(seconds)`` makes an attempt bounded by the deadline's time
+    left (see :class:`Within`); without it, ``attempt()`` is used.
+    """
+    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket, started)
     breaker = policy.breaker
     last = first
     try:
         decision = next(flow)
         while True:
-            if decision is ATTEMPT:
+            if decision is ATTEMPT or isinstance(decision, Within):
                 _discard(policy, last, final=True)  # admitted again: now let it go
                 try:
-                    value = attempt()
+                    if attempt_within is not None and isinstance(decision, Within):
+                        value = attempt_within(decision.seconds)
+                    else:
+                        value = attempt()
                 except BaseException as exc:
                     last = policy.classify_error(exc)
                 else:
@@ -478,18 +546,23 @@ async def run_async(
     *,
     open_error: Callable[[str, float], BaseException] | None = None,
     first_ticket: int = 0,
+    attempt_within: Callable[[float], Awaitable[T]] | None = None,
+    started: float | None = None,
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
-    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket)
+    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket, started)
     breaker = policy.breaker
     last = first
     try:
         decision = next(flow)
         while True:
-            if decision is ATTEMPT:
+            if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
                 try:
-                    value = await attempt()
+                    if attempt_within is not None and isinstance(decision, Within):
+                        value = await attempt_within(decision.seconds)
+                    else:
+                        value = await attempt()
                 except BaseException as exc:
                     last = policy.classify_error(exc)
                 else:

@@ -119,6 +119,15 @@ async def _adrain(response: httpx.Response, final: bool) -> None:
     _read_into(response, chunks, ok)
 
 
+def _shrink(timeout: Any, seconds: float) -> dict[str, float | None]:
+    """httpx's per-request timeouts, none longer than the deadline's ``seconds`` left."""
+    base = timeout if isinstance(timeout, dict) else {}
+    return {
+        phase: seconds if base.get(phase) is None else min(base[phase], seconds)
+        for phase in ("connect", "read", "write", "pool")
+    }
+
+
 def _origin_key(url: httpx.URL) -> tuple[str, str, int | None]:
     # httpx's public URL properties re-derive their value on every access (about
     # 0.4 us for the three); the parsed reference they derive it from is ~10x cheaper.
@@ -248,7 +257,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         inner = self.transport
         first: Outcome | None = None
         ticket = breaker._healthy
-        if ticket:
+        if ticket and policy.deadline is None:
             try:
                 response = inner.handle_request(request)
             except BaseException as exc:
@@ -257,6 +266,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                 if response.status_code not in self._retry_on:
                     if breaker._healthy != ticket:
                         breaker.record_success(ticket)
+                    if policy.budget is not None:
+                        policy.budget.deposit()
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
@@ -269,6 +280,12 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             attempts += 1
             return inner.handle_request(request)
 
+        timeout = request.extensions.get("timeout")
+
+        def attempt_within(seconds: float) -> httpx.Response:
+            request.extensions["timeout"] = _shrink(timeout, seconds)
+            return attempt()
+
         resend = self._core.resend(request.method, request.headers, _replayable(request))
         response = run_sync(
             policy,
@@ -278,6 +295,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             resend,
             open_error=self._open_error(request),
             first_ticket=first_ticket,
+            attempt_within=attempt_within,
         )
         response.extensions[ATTEMPTS] = attempts
         return response
@@ -322,7 +340,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         inner = self.transport
         first: Outcome | None = None
         ticket = breaker._healthy
-        if ticket:
+        if ticket and policy.deadline is None:
             try:
                 response = await inner.handle_async_request(request)
             except BaseException as exc:
@@ -331,6 +349,8 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                 if response.status_code not in self._retry_on:
                     if breaker._healthy != ticket:
                         breaker.record_success(ticket)
+                    if policy.budget is not None:
+                        policy.budget.deposit()
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
@@ -343,6 +363,12 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             attempts += 1
             return await inner.handle_async_request(request)
 
+        timeout = request.extensions.get("timeout")
+
+        async def attempt_within(seconds: float) -> httpx.Response:
+            request.extensions["timeout"] = _shrink(timeout, seconds)
+            return await attempt()
+
         resend = self._core.resend(request.method, request.headers, _replayable(request))
         response = await run_async(
             policy,
@@ -352,6 +378,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             resend,
             open_error=self._open_error(request),
             first_ticket=first_ticket,
+            attempt_within=attempt_within,
         )
         response.extensions[ATTEMPTS] = attempts
         return response

@@ -195,7 +195,7 @@ class ResilientAdapter(HTTPAdapter):
         breaker = policy.breaker
         first: Outcome | None = None
         ticket = breaker._healthy
-        if ticket:
+        if ticket and policy.deadline is None:
             try:
                 response = super().send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
@@ -204,6 +204,8 @@ class ResilientAdapter(HTTPAdapter):
                 if response.status_code not in self._retry_on:
                     if breaker._healthy != ticket:
                         breaker.record_success(ticket)
+                    if policy.budget is not None:
+                        policy.budget.deposit()
                     response.smoothapi_attempts = 1  # type: ignore[attr-defined]
                     return response
                 first = self._classify_response(response)
@@ -213,12 +215,15 @@ class ResilientAdapter(HTTPAdapter):
         send = super().send
         rewind = getattr(request, "_body_position", None) is not None
 
-        def attempt() -> Response:
+        def attempt(limit: Any = timeout) -> Response:
             nonlocal attempts
             if attempts and rewind:
                 rewind_body(request)
             attempts += 1
-            return send(request, stream, timeout, verify, cert, proxies)
+            return send(request, stream, limit, verify, cert, proxies)
+
+        def attempt_within(seconds: float) -> Response:
+            return attempt(_shrink(timeout, seconds))
 
         fallback = self._fallback
         resend = self._core.resend(request.method or "GET", request.headers, _replayable(request))
@@ -232,9 +237,21 @@ class ResilientAdapter(HTTPAdapter):
                 name, retry_after, request
             ),
             first_ticket=first_ticket,
+            attempt_within=attempt_within,
         )
         response.smoothapi_attempts = attempts  # type: ignore[attr-defined]
         return response
+
+
+def _shrink(timeout: Any, seconds: float) -> Any:
+    """requests' ``timeout`` (None, seconds or a (connect, read) pair), capped at ``seconds``."""
+    if timeout is None:
+        return seconds
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        return tuple(seconds if t is None else min(t, seconds) for t in timeout)
+    if isinstance(timeout, (int, float)):
+        return min(timeout, seconds)
+    return timeout  # a urllib3 Timeout object: the caller's own precise setting
 
 
 def _name(url: str) -> str:

@@ -33,6 +33,13 @@ Never worse than no store
 
 The happy path of the memory breaker (``_healthy``) is always False here, so
 mount points hand every call to the engine, which calls ``acquire``.
+
+Adaptive open time
+    The shared state opens for the plain ``cooldown_ms``: the store ignores
+    ``cooldown_multiplier``, ``max_cooldown_ms`` and ``cooldown_reset_ms``,
+    and ``record_failure``'s ``retry_after`` hold.  They apply to the local
+    fallback breaker, which is a full in-memory breaker built from the same
+    config.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import random
 import threading
 import time
 import weakref
@@ -312,7 +320,11 @@ class SharedCircuitBreaker(CircuitBreaker):
     local fallback breaker while the store is unreachable.
 
     ``clock`` (as for the memory breaker) dates events and drives the local
-    fallback breaker; the shared state runs on the store's clock.
+    fallback breaker; the shared state runs on the store's clock.  ``rand``
+    drives the local fallback breaker's adaptive open time; the shared state
+    always opens for the plain ``cooldown_ms`` (see the module docstring), and
+    ``record_failure(ticket, retry_after=...)`` passes ``retry_after`` to the
+    local breaker only.
     """
 
     __slots__ = (
@@ -335,6 +347,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         clock: Callable[[], float] | None = None,
         hooks: tuple[Hook, ...] = (),
         store: BreakerStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if config is None:
             config = CircuitBreakerConfig()
@@ -364,7 +377,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._store_errors = tuple(store.errors)
         self._health = _health_of(store)
         self._local = CircuitBreaker(
-            replace(config, store=None), name=name, clock=clock, hooks=self._hooks
+            replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
         )
         self._rejection = threading.local()
         # The last state this breaker heard from the store: (state, failures, open
@@ -456,15 +469,19 @@ class SharedCircuitBreaker(CircuitBreaker):
             return self._last[0]
         return self._record("success", ticket)
 
-    def record_failure(self, ticket: int) -> CircuitState:
-        """The attempt holding ``ticket`` failed; returns the state after the report."""
+    def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
+        """The attempt holding ``ticket`` failed; returns the state after the report.
+
+        ``retry_after`` (the server's requested wait) holds the local fallback
+        breaker open; the store ignores it.
+        """
         if ticket <= _LOCAL:
-            return self._local.record_failure(_LOCAL - ticket)
+            return self._local.record_failure(_LOCAL - ticket, retry_after)
         if ticket == CLEAN:
             ticket = 0
         elif ticket < 0:
             return self._last[0]
-        return self._record("failure", ticket)
+        return self._record("failure", ticket, retry_after)
 
     def release(self, ticket: int) -> CircuitState:
         """The attempt ended without a verdict: give back the probe permit it may hold."""
@@ -486,11 +503,13 @@ class SharedCircuitBreaker(CircuitBreaker):
             return self.record_success(ticket)  # local, CLEAN or rejected: no store call
         return await self._record_async("success", ticket)
 
-    async def record_failure_async(self, ticket: int) -> CircuitState:
+    async def record_failure_async(
+        self, ticket: int, retry_after: float | None = None
+    ) -> CircuitState:
         """:meth:`record_failure` for the async driver."""
         if ticket <= _LOCAL or (ticket < 0 and ticket != CLEAN):
-            return self.record_failure(ticket)  # local or rejected: no store call
-        return await self._record_async("failure", 0 if ticket == CLEAN else ticket)
+            return self.record_failure(ticket, retry_after)  # local or rejected: no store call
+        return await self._record_async("failure", 0 if ticket == CLEAN else ticket, retry_after)
 
     async def release_async(self, ticket: int) -> CircuitState:
         """:meth:`release` for the async driver; completes even while the caller is cancelled."""
@@ -597,7 +616,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
         return snap
 
-    def _record(self, op: Op, ticket: int) -> CircuitState:
+    def _record(self, op: Op, ticket: int, retry_after: float | None = None) -> CircuitState:
         report = self._call(
             functools.partial(
                 self.store.record,
@@ -610,17 +629,17 @@ class SharedCircuitBreaker(CircuitBreaker):
             ticket,
         )
         if report is None:
-            return self._local_verdict(op)
+            return self._local_verdict(op, retry_after)
         return self._report(report)
 
-    def _local_verdict(self, op: Op) -> CircuitState:
+    def _local_verdict(self, op: Op, retry_after: float | None = None) -> CircuitState:
         # The store failed under a call it admitted: count the verdict locally as an
         # ordinary call.  A shared probe's lease runs out on the server by itself.
         local = self._local
         if op == "success":
             return local.record_success(0)
         if op == "failure":
-            return local.record_failure(0)
+            return local.record_failure(0, retry_after)
         return local.state
 
     async def _acquire_remote_async(self) -> int:
@@ -646,12 +665,18 @@ class SharedCircuitBreaker(CircuitBreaker):
             _background.add(task)
             task.add_done_callback(_background.discard)
 
-    async def _record_async(self, op: Op, ticket: int) -> CircuitState:
+    async def _record_async(
+        self, op: Op, ticket: int, retry_after: float | None = None
+    ) -> CircuitState:
         if not self._may_call():
-            return self._local_verdict(op)
-        return await _shielded(functools.partial(self._record_remote_async, op, ticket))
+            return self._local_verdict(op, retry_after)
+        return await _shielded(
+            functools.partial(self._record_remote_async, op, ticket, retry_after)
+        )
 
-    async def _record_remote_async(self, op: Op, ticket: int) -> CircuitState:
+    async def _record_remote_async(
+        self, op: Op, ticket: int, retry_after: float | None = None
+    ) -> CircuitState:
         try:
             report = await self.store.record_async(
                 self._key,
@@ -663,7 +688,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             )
         except self._store_errors as exc:
             self._store_failed(exc)
-            return self._local_verdict(op)
+            return self._local_verdict(op, retry_after)
         self._store_ok()
         return self._report(report)
 

@@ -1,0 +1,70 @@
+"""The retry budget: a token bucket that keeps a fleet's retries from becoming a storm.
+
+gRPC's retry throttling, per breaker (decorator) or per origin (transports):
+successes earn ``token_ratio`` of a token each, retries spend one, and retries
+stop while the bucket is at or below half full.  Earning is lock-free - a
+success racing another success may lose a fraction of a token, which only
+makes the budget stricter - so the happy path pays one float add; spending is
+locked, so two retries can never both take the last token.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .config import ResilientConfig, RetryBudgetConfig
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+
+__all__ = ["RetryBudget", "shared_budget"]
+
+
+class RetryBudget:
+    """A live token bucket built from a :class:`~smoothapi.config.RetryBudgetConfig`."""
+
+    __slots__ = ("_lock", "config", "floor", "max_tokens", "ratio", "tokens")
+
+    def __init__(self, config: RetryBudgetConfig) -> None:
+        self.config = config
+        self.max_tokens = config.max_tokens
+        self.ratio = config.token_ratio
+        self.floor = config.max_tokens / 2.0
+        self.tokens = config.max_tokens
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RetryBudget {self.tokens:.2f}/{self.max_tokens:g} tokens>"
+
+    def deposit(self) -> None:
+        """A call succeeded: earn ``token_ratio`` of a token, up to ``max_tokens``."""
+        tokens = self.tokens + self.ratio
+        self.tokens = tokens if tokens < self.max_tokens else self.max_tokens
+
+    def try_spend(self) -> bool:
+        """Take one token for a retry; False (take nothing) while at or below half full."""
+        with self._lock:
+            if self.tokens > self.floor:
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+# Budgets of breakers passed with `breaker=`: every mount point sharing a breaker
+# shares its budget too.  Keyed by id() with the breaker kept alive beside it, so
+# an id is never reused while its entry exists (shared breakers live long).
+_shared: dict[int, tuple[CircuitBreaker, RetryBudget]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_budget(breaker: CircuitBreaker, config: ResilientConfig) -> RetryBudget | None:
+    """The budget every mount point using ``breaker`` shares (None if ``config`` has none)."""
+    if config.retry_budget is None:
+        return None
+    with _shared_lock:
+        entry = _shared.get(id(breaker))
+        if entry is None or entry[0] is not breaker:
+            entry = (breaker, RetryBudget(config.retry_budget))
+            _shared[id(breaker)] = entry
+        return entry[1]

@@ -1,0 +1,1182 @@
+"""What your configuration does in an outage, before you deploy it: a fleet simulator.
+
+``python -m smoothapi simulate`` runs the *real* engine - :func:`retry_flow`
+with a :class:`~smoothapi.engine.Policy` and a :class:`CircuitBreaker` per
+client, built from the same :class:`ResilientConfig` you would deploy - on a
+virtual clock.  Nothing sleeps and nothing touches a socket: it is a
+discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
+
+* **Traffic**: ``clients`` clients each start calls at ``rate`` calls per
+  second - Poisson arrivals (from a seeded :class:`random.Random`) or a fixed
+  interval (client ``i`` of ``n`` starting at ``i / (n * rate)``).  A client
+  may have several calls in flight.  Each client process has its own breaker,
+  or all share one (``shared_breaker``, as with the Redis store).
+* **Upstream**: one server that every client calls, following a scripted
+  timeline of phases: ``healthy`` (every request succeeds after ``latency``),
+  ``down`` (every request fails: a 503 after ``error_latency``, or a timeout
+  after ``timeout``) and ``degraded`` (each request fails with a given
+  probability).  Optionally it serves at most ``capacity`` times the healthy
+  load in each second of virtual time and answers the excess with a quick
+  503.
+* **Calls**: each call is a :func:`retry_flow` generator, driven like
+  :func:`~smoothapi.engine.run_sync` drives it: ``ACQUIRE`` asks the client's
+  breaker, ``ATTEMPT`` sends a request to the upstream and resumes the call
+  when the answer comes back, ``Record`` reports to the breaker, ``Sleep``
+  resumes the call that much later, ``Finish`` ends it.  Outcomes are built
+  the way ``@resilient_api`` classifies them.  Whatever the engine and the
+  config do - today's options and any added later - the simulation does too.
+
+Figures per phase: the upstream's load (requests reaching it per second,
+divided by the calls made per second: its load when healthy and nobody
+retries), the callers' success rate (a fallback is not a success), latency
+percentiles (nearest rank, over every call started in the phase, rejected
+ones included), fallbacks served, and - for a healthy phase after a bad one -
+the *time to recover*: from the moment the upstream is back until the success
+rate of the calls started in the last second stays at or above 99% for the
+rest of the phase.  Calls are attributed to the phase they started in,
+requests to the phase they were sent in.
+
+Every random draw comes from generators seeded with ``seed``, and arrivals
+from one of their own, so a run is reproducible and every config compared
+side by side sees exactly the same traffic.  While a simulation runs, the
+library clock (what breakers and the engine read by default) is the virtual
+clock; it is put back afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import importlib
+import json
+import math
+import random
+import re
+import sys
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from .breaker import CircuitBreaker, CircuitState
+from .classify import classify_exception
+from .config import ResilientConfig
+from .decorator import fallback_function
+from .engine import (
+    ACQUIRE,
+    ANSWERED,
+    ATTEMPT,
+    FAILURE,
+    SUCCESS,
+    Finish,
+    Outcome,
+    Policy,
+    Record,
+    Sleep,
+    retry_flow,
+)
+from .errors import ConfigError, ConfigTypeError
+from .events import Event, StateChanged
+from .testing import set_testing
+
+__all__ = [
+    "DEFAULT_TIMELINE",
+    "NO_BREAKER_THRESHOLD",
+    "Phase",
+    "PhaseStats",
+    "Scenario",
+    "SimulationResult",
+    "UpstreamError",
+    "build_config",
+    "builtin_configs",
+    "compare",
+    "format_report",
+    "load_config_file",
+    "parse_timeline",
+    "plot",
+    "simulate",
+]
+
+#: The timeline when none is given: healthy, down, healthy - a third of the duration each.
+DEFAULT_TIMELINE: Final = ("healthy", "down", "healthy")
+#: A failure threshold no outage reaches: "no breaker" in the built-in comparisons.
+NO_BREAKER_THRESHOLD: Final = 1_000_000_000
+#: Success rate over the last second at or above which a caller sees the upstream recovered.
+RECOVERED_RATE: Final = 0.99
+
+_PHASE_KINDS: Final = ("healthy", "down", "degraded")
+_OK_VALUE: Final = "ok"
+_FALLBACK_VALUE: Final = "fallback"
+
+# What a finished call got.
+_SUCCESS: Final = 0
+_FALLBACK: Final = 1
+_ERROR: Final = 2
+
+
+class UpstreamError(Exception):
+    """What a simulated request raises when the upstream answers with an error status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"simulated upstream answered {status}")
+
+
+# -- the scenario ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """Seconds ``[start, end)`` of the timeline; each request fails with ``failure_rate``."""
+
+    kind: str
+    start: float
+    end: float
+    failure_rate: float
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure_rate == 0.0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "degraded":
+            return f"degraded {self.failure_rate:.0%}"
+        return self.kind
+
+    @property
+    def span(self) -> str:
+        return f"{self.start:g}-{self.end:g} s"
+
+
+def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...]:
+    """Parse ``"healthy:20,down:20,healthy:20"`` (seconds) into phases.
+
+    A phase is ``healthy:SECONDS``, ``down:SECONDS`` or
+    ``degraded:SECONDS:FAILURE_RATE`` (a probability, ``0.3`` or ``30%``).
+    ``duration``, if given, cuts the timeline short or stretches its last phase.
+    """
+    phases: list[Phase] = []
+    start = 0.0
+    for raw in spec.split(","):
+        item = raw.strip()
+        parts = [p.strip() for p in item.split(":")]
+        kind = parts[0].lower()
+        if kind not in _PHASE_KINDS:
+            raise ConfigError(
+                f"timeline phase {item!r}: the kind must be one of {', '.join(_PHASE_KINDS)}"
+            )
+        wanted = 3 if kind == "degraded" else 2
+        if len(parts) != wanted:
+            form = "degraded:SECONDS:FAILURE_RATE" if kind == "degraded" else f"{kind}:SECONDS"
+            raise ConfigError(f"timeline phase {item!r} must read {form}")
+        seconds = _positive(f"timeline phase {item!r}: the duration", parts[1])
+        rate = {"healthy": 0.0, "down": 1.0}.get(kind)
+        if rate is None:
+            rate = _probability(f"timeline phase {item!r}: the failure rate", parts[2])
+        phases.append(Phase(kind, start, start + seconds, rate))
+        start += seconds
+    if duration is not None:
+        duration = _positive("the duration", duration)
+        phases = [p for p in phases if p.start < duration]
+        last = phases[-1]
+        phases[-1] = dataclasses.replace(last, end=duration)
+    return tuple(phases)
+
+
+def _positive(what: str, value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _probability(what: str, text: str) -> float:
+    scale = 1.0
+    if text.endswith("%"):
+        text, scale = text[:-1], 100.0
+    try:
+        rate = float(text) / scale
+    except ValueError:
+        raise ConfigError(
+            f"{what} must be a probability such as 0.3 or 30%, got {text!r}"
+        ) from None
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"{what} must be between 0 and 1 (or 0% and 100%), got {text!r}")
+    return rate
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """The traffic and the upstream: everything but the config under test.
+
+    Times are in seconds.  ``latency_spread`` spreads each answer's latency
+    uniformly over ``latency * (1 +- spread)`` (0: exactly ``latency``);
+    ``failure`` is ``"503"`` or ``"timeout"``; ``retry_after`` puts a
+    ``Retry-After`` on every 503; ``capacity`` (a multiple of the healthy
+    load, or None for unlimited) caps the requests served per second.
+    """
+
+    timeline: tuple[Phase, ...] = ()
+    clients: int = 1000
+    rate: float = 1.0
+    arrivals: str = "poisson"
+    shared_breaker: bool = False
+    latency: float = 0.05
+    latency_spread: float = 0.5
+    error_latency: float = 0.005
+    failure: str = "503"
+    timeout: float = 1.0
+    retry_after: float | None = None
+    capacity: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.timeline:
+            third = 20.0
+            object.__setattr__(
+                self,
+                "timeline",
+                parse_timeline(",".join(f"{kind}:{third:g}" for kind in DEFAULT_TIMELINE)),
+            )
+        if isinstance(self.clients, bool) or not isinstance(self.clients, int) or self.clients < 1:
+            raise ConfigError(f"clients must be a positive int, got {self.clients!r}")
+        _positive("rate (calls per second per client)", self.rate)
+        if self.arrivals not in ("poisson", "fixed"):
+            raise ConfigError(f"arrivals must be 'poisson' or 'fixed', got {self.arrivals!r}")
+        if self.failure not in ("503", "timeout"):
+            raise ConfigError(f"failure must be '503' or 'timeout', got {self.failure!r}")
+        for name in ("latency", "error_latency", "timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if not 0.0 <= self.latency_spread <= 1.0:
+            raise ConfigError(
+                f"latency_spread must be between 0 and 1, got {self.latency_spread!r}"
+            )
+        if self.retry_after is not None:
+            _positive("retry_after", self.retry_after)
+        if self.capacity is not None:
+            _positive("capacity", self.capacity)
+
+    @property
+    def duration(self) -> float:
+        return self.timeline[-1].end
+
+    @property
+    def offered(self) -> float:
+        """Calls started per second by the whole fleet: the upstream's healthy load."""
+        return self.clients * self.rate
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["timeline"] = [
+            {"kind": p.kind, "start": p.start, "end": p.end, "failure_rate": p.failure_rate}
+            for p in self.timeline
+        ]
+        data["duration"] = self.duration
+        return data
+
+    def describe(self) -> list[str]:
+        per_client = "its own breaker" if not self.shared_breaker else "one breaker shared by all"
+        how = "Poisson arrivals" if self.arrivals == "poisson" else "a fixed interval"
+        spread = f" (+-{self.latency_spread:.0%})" if self.latency_spread else ""
+        if self.failure == "503":
+            failing = f"fails with a 503 in {_ms(self.error_latency)}"
+            if self.retry_after is not None:
+                failing += f" (Retry-After: {self.retry_after:g})"
+        else:
+            failing = f"fails by timing out after {_ms(self.timeout)}"
+        lines = [
+            f"{self.clients} clients x {self.rate:g} call/s each ({how}), each client with "
+            f"{per_client}; {self.duration:g} s of virtual time, seed {self.seed}",
+            "upstream: " + " | ".join(f"{p.label} {p.span}" for p in self.timeline),
+            f"  answers in {_ms(self.latency)}{spread}, {failing}",
+        ]
+        if self.capacity is not None:
+            lines.append(
+                f"  serves at most {self.capacity:g}x the healthy load per second "
+                f"({self.capacity * self.offered:g}/s); the excess gets a 503 in "
+                f"{_ms(self.error_latency)}"
+            )
+        return lines
+
+
+# -- configs ----------------------------------------------------------------------------------
+
+
+def build_config(spec: Mapping[str, Any], where: str = "config") -> ResilientConfig:
+    """A :class:`ResilientConfig` from nested settings, as read from TOML or JSON.
+
+    ``{"backoff": {"max_retries": 2}, "circuit_breaker": {"cooldown_ms": 5000},
+    "fallback": true}``: a table builds the dataclass its field holds, so any
+    option the config gains is settable without changes here.  ``fallback =
+    true`` serves the string ``"fallback"``; ``false`` means none.
+    """
+    return _build(ResilientConfig, spec, where)  # type: ignore[no-any-return]
+
+
+def _build(cls: type[Any], spec: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, setting in spec.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; {cls.__name__} takes {', '.join(fields)}"
+            )
+        value = setting
+        if isinstance(setting, Mapping):
+            inner = _dataclass_of(cls, f)
+            if inner is None:
+                raise ConfigTypeError(f"{where}.{key} takes a value, not a table")
+            value = _build(inner, setting, f"{where}.{key}")
+        elif cls is ResilientConfig and key == "fallback" and isinstance(setting, bool):
+            value = _FALLBACK_VALUE if setting else None
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _dataclass_of(owner: type[Any], f: dataclasses.Field[Any]) -> type[Any] | None:
+    """The dataclass a field holds: its default's type, else one its annotation names."""
+    default: Any = f.default
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return type(default)
+    namespace = vars(sys.modules[owner.__module__])
+    for name in re.findall(r"[A-Za-z_]\w*", str(f.type)):
+        candidate = namespace.get(name)
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def load_config_file(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(name, settings)`` from a TOML (Python 3.11+) or JSON file.
+
+    The name is the file's ``name`` setting, else its stem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    data: Any
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    else:
+        try:
+            # Looked up at run time: the package supports Python 3.10, which lacks it.
+            tomllib: Any = importlib.import_module("tomllib")
+        except ImportError:  # pragma: no cover - Python 3.10
+            raise ConfigError(
+                f"config file {str(path)!r}: reading TOML needs Python 3.11+; use a .json file"
+            ) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
+    name = data.pop("name", path.stem)
+    return str(name), data
+
+
+def builtin_configs(config: ResilientConfig) -> list[tuple[str, ResilientConfig]]:
+    """The comparisons ``--compare`` adds: the same config without its breaker, and bare calls.
+
+    "retries without breaker" keeps every setting but a failure threshold no
+    outage reaches; "no retries" is one attempt per call, no breaker either -
+    what a plain client does.
+    """
+    no_breaker = dataclasses.replace(config.circuit_breaker, failure_threshold=NO_BREAKER_THRESHOLD)
+    return [
+        ("retries without breaker", dataclasses.replace(config, circuit_breaker=no_breaker)),
+        (
+            "no retries",
+            dataclasses.replace(
+                config,
+                circuit_breaker=no_breaker,
+                backoff=dataclasses.replace(config.backoff, max_retries=0),
+            ),
+        ),
+    ]
+
+
+def describe_config(config: ResilientConfig) -> str:
+    """One line: retries, breaker, fallback, and any other setting that is not the default."""
+    backoff = config.backoff
+    cb = config.circuit_breaker
+    if backoff.max_retries == 0:
+        parts = ["no retries"]
+    else:
+        delays = f"{backoff.base_delay:g}-{backoff.max_delay:g} s"
+        parts = [f"{backoff.max_retries} retries (backoff {delays}, {backoff.jitter} jitter)"]
+    if cb.failure_threshold >= NO_BREAKER_THRESHOLD:
+        parts.append("no breaker")
+    else:
+        parts.append(f"breaker opens after {cb.failure_threshold} failures for {cb.cooldown:g} s")
+    parts.append("no fallback" if config.fallback is None else "fallback")
+    known = {"base_delay", "max_delay", "max_retries", "jitter", "failure_threshold", "cooldown_ms"}
+    for section in (backoff, cb):
+        parts += _non_defaults(section, known)
+    parts += _non_defaults(config, {"backoff", "circuit_breaker", "fallback", "hooks"})
+    return ", ".join(parts)
+
+
+def _non_defaults(obj: Any, skip: set[str]) -> list[str]:
+    try:
+        default = type(obj)()
+    except Exception:
+        return []
+    return [
+        f"{f.name}={getattr(obj, f.name)!r}"
+        for f in dataclasses.fields(obj)
+        if f.name not in skip and f.compare and getattr(obj, f.name) != getattr(default, f.name)
+    ]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        if isinstance(value, str) and hasattr(value, "value"):  # a str Enum
+            return value.value
+        return value
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+# -- the simulation -----------------------------------------------------------------------------
+
+
+class _VirtualClock:
+    """The clock every breaker reads: the time of the event being processed."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Call:
+    __slots__ = ("breaker", "flow", "index", "start")
+
+    def __init__(self, flow: Any, breaker: CircuitBreaker, index: int, start: float) -> None:
+        self.flow = flow
+        self.breaker = breaker
+        self.index = index
+        self.start = start
+
+
+class _Upstream:
+    """The shared server: decides each request's outcome and when its answer comes back."""
+
+    def __init__(self, scenario: Scenario, config: ResilientConfig) -> None:
+        self._phases = scenario.timeline
+        self._index = 0
+        self._end = self._phases[0].end
+        self._fail_rate = self._phases[0].failure_rate
+        self._rng = random.Random(f"{scenario.seed}/upstream")
+        self._latency = scenario.latency
+        self._spread = scenario.latency_spread
+        retry_on = frozenset(config.retry_on)
+        status503 = Outcome(
+            FAILURE if 503 in retry_on else ANSWERED,
+            error=UpstreamError(503),
+            status=503,
+            retry_after=scenario.retry_after,
+        )
+        self._ok = Outcome(SUCCESS, _OK_VALUE)
+        self._overloaded = status503
+        if scenario.failure == "timeout":
+            # Classified by the decorator's own table: a timeout is a transport failure.
+            self._failed = classify_exception(TimeoutError("simulated upstream timeout"), retry_on)
+            self._fail_latency = scenario.timeout
+            self._fail_spread = 0.0
+        else:
+            self._failed = status503
+            self._fail_latency = scenario.error_latency
+            self._fail_spread = scenario.latency_spread
+        self._error_latency = scenario.error_latency
+        self._capacity = None if scenario.capacity is None else scenario.capacity * scenario.offered
+        self._second = -1
+        self._served = 0
+
+    def request(self, now: float) -> tuple[Outcome, float]:
+        """One request sent at ``now``: its outcome and its latency."""
+        while now >= self._end and self._index + 1 < len(self._phases):
+            self._index += 1
+            phase = self._phases[self._index]
+            self._end = phase.end
+            self._fail_rate = phase.failure_rate
+        rng = self._rng
+        if self._capacity is not None:
+            second = int(now)
+            if second != self._second:
+                self._second = second
+                self._served = 0
+            self._served += 1
+            if self._served > self._capacity:
+                return self._overloaded, self._error_latency
+        rate = self._fail_rate
+        if rate == 0.0 or (rate < 1.0 and rng.random() >= rate):
+            spread = self._spread
+            if spread:
+                return self._ok, self._latency * (1.0 + spread * (2.0 * rng.random() - 1.0))
+            return self._ok, self._latency
+        spread = self._fail_spread
+        if spread:
+            return self._failed, self._fail_latency * (1.0 + spread * (2.0 * rng.random() - 1.0))
+        return self._failed, self._fail_latency
+
+
+def _arrivals(scenario: Scenario) -> list[tuple[float, int]]:
+    """Every call's start time and client, sorted: the same for every config compared."""
+    duration = scenario.duration
+    rate = scenario.rate
+    clients = scenario.clients
+    pairs: list[tuple[float, int]] = []
+    append = pairs.append
+    if scenario.arrivals == "fixed":
+        interval = 1.0 / rate
+        for client in range(clients):
+            offset = interval * client / clients
+            k = 0
+            while (t := offset + k * interval) < duration:
+                append((t, client))
+                k += 1
+    else:
+        expovariate = random.Random(f"{scenario.seed}/arrivals").expovariate
+        for client in range(clients):
+            t = expovariate(rate)
+            while t < duration:
+                append((t, client))
+                t += expovariate(rate)
+    pairs.sort()
+    return pairs
+
+
+def _classify_error(exc: BaseException) -> Outcome:  # pragma: no cover - drivers only
+    return Outcome(FAILURE, error=exc)
+
+
+def _classify_value(value: object) -> Outcome:  # pragma: no cover - drivers only
+    return Outcome(SUCCESS, value)
+
+
+def _make_policy(
+    config: ResilientConfig, breaker: CircuitBreaker, rand: Callable[[], float]
+) -> Policy:
+    """The policy ``@resilient_api`` builds for its breaker (the seeded jitter aside)."""
+    return Policy(
+        config,
+        breaker,
+        classify_error=_classify_error,
+        classify_value=_classify_value,
+        rand=rand,
+    )
+
+
+def simulate(  # noqa: PLR0915 - the event loop reads best in one place
+    config: ResilientConfig,
+    scenario: Scenario | None = None,
+    *,
+    name: str = "config",
+    record_attempts: bool = True,
+) -> SimulationResult:
+    """Run ``config`` through ``scenario`` on a virtual clock; every call is driven to its end.
+
+    Arrivals stop at the end of the timeline; calls still in flight then run
+    on (the upstream stays in its last phase) so that every call has a result.
+    """
+    if scenario is None:
+        scenario = Scenario()
+    if not isinstance(config, ResilientConfig):
+        raise ConfigTypeError(f"simulate() needs a ResilientConfig, got {config!r}")
+    wall = time.perf_counter()
+    clock = _VirtualClock()
+    arrivals = _arrivals(scenario)
+    upstream = _Upstream(scenario, config)
+    rand = random.Random(f"{scenario.seed}/jitter").random
+    fallback = fallback_function(config.fallback)
+    transitions = [0, 0]  # opened, probes
+
+    def count(event: Event) -> None:
+        if type(event) is StateChanged:
+            if event.new is CircuitState.OPEN:
+                transitions[0] += 1
+            elif event.new is CircuitState.HALF_OPEN:
+                transitions[1] += 1
+
+    hooks = (*config.hooks, count)
+    n_breakers = 1 if scenario.shared_breaker else scenario.clients
+    policies = [
+        _make_policy(
+            config,
+            CircuitBreaker(config.circuit_breaker, name=f"client-{i}", clock=clock, hooks=hooks),
+            rand,
+        )
+        for i in range(n_breakers)
+    ]
+
+    n_calls = len(arrivals)
+    latencies = [0.0] * n_calls
+    kinds = bytearray(n_calls)
+    attempted = bytearray(n_calls)  # 1 when the call reached the upstream at least once
+    attempt_times: list[float] = []
+    add_attempt = attempt_times.append
+    request = upstream.request
+    heap: list[tuple[float, int, _Call, Outcome | None]] = []
+    push = heapq.heappush
+    pop = heapq.heappop
+    seq = 0
+    next_arrival = 0
+    next_time = arrivals[0][0] if arrivals else math.inf
+    shared = scenario.shared_breaker
+
+    with set_testing(False, clock=clock):
+        while True:
+            call: _Call
+            value: Outcome | None
+            if heap and heap[0][0] <= next_time:
+                now, _, call, value = pop(heap)
+            elif next_arrival < n_calls:
+                now, client = arrivals[next_arrival]
+                policy = policies[0 if shared else client]
+                call = _Call(retry_flow(policy, fallback), policy.breaker, next_arrival, now)
+                value = None
+                next_arrival += 1
+                next_time = arrivals[next_arrival][0] if next_arrival < n_calls else math.inf
+            else:
+                break
+            clock.now = now
+            send = call.flow.send
+            breaker = call.breaker
+            decision = send(value)
+            while True:
+                if decision is ACQUIRE:
+                    decision = send(breaker.acquire())
+                elif decision is ATTEMPT:
+                    outcome, latency = request(now)
+                    add_attempt(now)
+                    seq += 1
+                    push(heap, (now + latency, seq, call, outcome))
+                    break
+                elif isinstance(decision, Record):
+                    decision = send(getattr(breaker, decision.method)(decision.ticket))
+                elif isinstance(decision, Sleep):
+                    seq += 1
+                    push(heap, (now + decision.seconds, seq, call, None))
+                    break
+                elif isinstance(decision, Finish):
+                    index = call.index
+                    latencies[index] = now - call.start
+                    if decision.fallback:
+                        kinds[index] = _FALLBACK
+                    elif decision.error is not None:
+                        kinds[index] = _ERROR
+                    if decision.attempts:
+                        attempted[index] = 1
+                    call.flow.close()
+                    break
+                else:
+                    raise RuntimeError(
+                        f"smoothapi.simulate does not know the engine decision {decision!r}"
+                    )
+
+    return SimulationResult(
+        name=name,
+        config=config,
+        scenario=scenario,
+        starts=[t for t, _ in arrivals],
+        latencies=latencies,
+        kinds=bytes(kinds),
+        attempted=bytes(attempted),
+        attempt_times=attempt_times if record_attempts else [],
+        total_attempts=len(attempt_times),
+        phase_attempts=_per_phase(attempt_times, scenario.timeline),
+        breaker_opened=transitions[0],
+        probes=transitions[1],
+        wall_seconds=time.perf_counter() - wall,
+    )
+
+
+def compare(
+    configs: Sequence[tuple[str, ResilientConfig]], scenario: Scenario | None = None
+) -> list[SimulationResult]:
+    """:func:`simulate` each named config on the same traffic."""
+    return [simulate(config, scenario, name=name) for name, config in configs]
+
+
+def _per_phase(times: Sequence[float], phases: Sequence[Phase]) -> list[int]:
+    # `times` is in sending order, hence sorted.
+    return [bisect_left(times, p.end) - bisect_left(times, p.start) for p in phases]
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseStats:
+    """The figures of one phase for one config.  Latencies are in seconds."""
+
+    phase: Phase
+    calls: int
+    attempts: int
+    load: float
+    successes: int
+    fallbacks: int
+    errors: int
+    rejected: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    #: True for a healthy phase that follows a failing one: the upstream has just come back.
+    after_outage: bool
+    #: Seconds from the phase's start until callers see the upstream recovered; None when
+    #: they do not within the phase (or ``after_outage`` is False).
+    time_to_recover: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.calls if self.calls else None
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.phase
+        return {
+            "phase": p.label,
+            "kind": p.kind,
+            "start": p.start,
+            "end": p.end,
+            "failure_rate": p.failure_rate,
+            "calls": self.calls,
+            "attempts": self.attempts,
+            "load": _round(self.load),
+            "successes": self.successes,
+            "success_rate": _round(self.success_rate),
+            "fallbacks": self.fallbacks,
+            "errors": self.errors,
+            "rejected": self.rejected,
+            "latency": {"p50": _round(self.p50), "p95": _round(self.p95), "p99": _round(self.p99)},
+            "after_outage": self.after_outage,
+            "time_to_recover": _round(self.time_to_recover),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    """One config's run: raw per-call data and the figures derived from it."""
+
+    name: str
+    config: ResilientConfig
+    scenario: Scenario
+    starts: list[float]  # every call's start, sorted
+    latencies: list[float]  # by call, in start order
+    kinds: bytes  # 0 success, 1 fallback, 2 error
+    attempted: bytes  # 1 when the call sent at least one request
+    attempt_times: list[float]  # every request's sending time, sorted
+    total_attempts: int
+    phase_attempts: list[int]
+    breaker_opened: int  # transitions to OPEN, all breakers together
+    probes: int  # transitions to HALF_OPEN
+    wall_seconds: float
+
+    @property
+    def calls(self) -> int:
+        return len(self.starts)
+
+    def phases(self) -> list[PhaseStats]:
+        scenario = self.scenario
+        offered = scenario.offered
+        stats: list[PhaseStats] = []
+        previous_healthy = True
+        for phase, attempts in zip(scenario.timeline, self.phase_attempts, strict=True):
+            lo = bisect_left(self.starts, phase.start)
+            hi = bisect_left(self.starts, phase.end)
+            kinds = self.kinds[lo:hi]
+            lat = sorted(self.latencies[lo:hi])
+            after_outage = phase.healthy and not previous_healthy
+            recover: float | None = None
+            if after_outage:
+                recover_at = _recovered_at(self.starts[lo:hi], kinds, phase.start, phase.end)
+                recover = None if recover_at is None else recover_at - phase.start
+            previous_healthy = phase.healthy
+            calls = hi - lo
+            stats.append(
+                PhaseStats(
+                    phase=phase,
+                    calls=calls,
+                    attempts=attempts,
+                    load=attempts / (phase.end - phase.start) / offered,
+                    successes=kinds.count(_SUCCESS),
+                    fallbacks=kinds.count(_FALLBACK),
+                    errors=kinds.count(_ERROR),
+                    rejected=calls - self.attempted[lo:hi].count(1),
+                    p50=_percentile(lat, 50),
+                    p95=_percentile(lat, 95),
+                    p99=_percentile(lat, 99),
+                    after_outage=after_outage,
+                    time_to_recover=recover,
+                )
+            )
+        return stats
+
+    def series(self, width: float) -> tuple[list[float], list[float], list[float | None]]:
+        """``(bin starts, load, success rate)`` over the timeline in bins of ``width`` seconds."""
+        duration = self.scenario.duration
+        n = max(1, math.ceil(duration / width - 1e-9))
+        requests = [0] * n
+        calls = [0] * n
+        ok = [0] * n
+        for t in self.attempt_times:
+            b = int(t / width)
+            if b < n:
+                requests[b] += 1
+        for t, kind in zip(self.starts, self.kinds, strict=True):
+            b = min(int(t / width), n - 1)
+            calls[b] += 1
+            if kind == _SUCCESS:
+                ok[b] += 1
+        offered = self.scenario.offered
+        times = [i * width for i in range(n)]
+        spans = [min(width, duration - i * width) for i in range(n)]
+        load = [r / s / offered for r, s in zip(requests, spans, strict=True)]
+        rate = [o / c if c else None for o, c in zip(ok, calls, strict=True)]
+        return times, load, rate
+
+    def to_dict(self) -> dict[str, Any]:
+        times, load, rate = self.series(1.0)
+        return {
+            "name": self.name,
+            "description": describe_config(self.config),
+            "config": _jsonable(self.config),
+            "calls": self.calls,
+            "attempts": self.total_attempts,
+            "breaker_opened": self.breaker_opened,
+            "probes": self.probes,
+            "phases": [p.to_dict() for p in self.phases()],
+            "per_second": {
+                "start": times,
+                "load": [_round(v) for v in load],
+                "success_rate": [_round(v) for v in rate],
+            },
+        }
+
+
+def _percentile(ordered: Sequence[float], pct: float) -> float | None:
+    """Nearest rank: the smallest value with at least ``pct``% of the values at or below it."""
+    if not ordered:
+        return None
+    rank = math.ceil(pct / 100.0 * len(ordered))
+    return ordered[max(rank, 1) - 1]
+
+
+def _recovered_at(
+    starts: Sequence[float], kinds: bytes, phase_start: float, phase_end: float
+) -> float | None:
+    """The first moment from which every trailing 1 s window's success rate stays >= 99%.
+
+    The window at ``t`` holds the calls started in ``(t - 1, t]`` (and in this
+    phase); an empty window is fine.  The rate only changes when a call enters
+    (at its start) or leaves (a second later), so those are the moments to check.
+    Returns None when the rate is still below 99% at the end of the phase.
+    """
+    changes: list[tuple[float, int, int]] = []
+    for t, kind in zip(starts, kinds, strict=True):
+        ok = 1 if kind == _SUCCESS else 0
+        changes.append((t, 1, ok))
+        if t + 1.0 < phase_end:
+            changes.append((t + 1.0, -1, -ok))
+    changes.sort()
+    recovered: float | None = phase_start
+    total = good = 0
+    i = 0
+    while i < len(changes):
+        moment = changes[i][0]
+        while i < len(changes) and changes[i][0] == moment:
+            total += changes[i][1]
+            good += changes[i][2]
+            i += 1
+        if total and good < RECOVERED_RATE * total - 1e-9:
+            recovered = None
+        elif recovered is None:
+            recovered = moment
+    return recovered
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> str:
+    """The per-phase table (one row per phase and config) with its legend."""
+    if not results:
+        return ""
+    scenario = results[0].scenario
+    lines = [f"smoothapi simulate: {scenario.describe()[0]}", *scenario.describe()[1:]]
+    lines.append(
+        f"load = requests reaching the upstream per second / {scenario.offered:g} per second "
+        "(the calls made: its load when healthy)"
+    )
+    lines.append("")
+    header = (
+        "phase",
+        "config",
+        "calls",
+        "load",
+        "success",
+        "fallbacks",
+        "p50",
+        "p95",
+        "p99",
+        "recovered",
+    )
+    rows: list[tuple[str, ...]] = []
+    per_result = [r.phases() for r in results]
+    for i, phase in enumerate(scenario.timeline):
+        for j, result in enumerate(results):
+            stats = per_result[j][i]
+            recover = stats.time_to_recover
+            if not stats.after_outage:
+                recovered = "-"
+            elif recover is None:
+                recovered = "not yet"
+            else:
+                recovered = f"after {recover:.2f} s"
+            rows.append(
+                (
+                    f"{phase.label} {phase.span}" if j == 0 else "",
+                    result.name,
+                    str(stats.calls),
+                    f"{stats.load:.2f}x",
+                    _pct(stats.success_rate),
+                    str(stats.fallbacks),
+                    _ms(stats.p50),
+                    _ms(stats.p95),
+                    _ms(stats.p99),
+                    recovered,
+                )
+            )
+    widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(header)]
+    left = {0, 1, 9}
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(widths[k]) if k in left else c.rjust(widths[k]) for k, c in enumerate(cells)
+        ).rstrip()
+
+    lines.append(fmt(header))
+    lines.append(fmt(["-" * w for w in widths]))
+    for k, row in enumerate(rows):
+        if k and row[0] and len(results) > 1:
+            lines.append("")
+        lines.append(fmt(row))
+    lines.append("")
+    lines.append(
+        "recovered: time from the upstream's return until the success rate of the calls "
+        "started in the last second stays >= 99%"
+    )
+    lines.append("configs:")
+    for result in results:
+        lines.append(
+            f"  {result.name}: {describe_config(result.config)}; "
+            f"{result.total_attempts} requests for {result.calls} calls, "
+            f"breakers opened {result.breaker_opened} times"
+        )
+    if wall:
+        total = sum(r.wall_seconds for r in results)
+        lines.append(f"simulated in {total:.2f} s of wall time")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[SimulationResult], path: str | Path) -> None:
+    """Draw load and success rate over time, one line per config, outage phases shaded."""
+    try:
+        # An optional extra (the ignore is for a type check run without it installed).
+        from matplotlib.figure import Figure  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        raise ImportError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib"
+        ) from None
+    scenario = results[0].scenario
+    width = min(2.0, max(0.1, round(50.0 / scenario.offered, 1)))
+    figure = Figure(figsize=(10, 6.5), layout="constrained")
+    load_ax, success_ax = figure.subplots(2, 1, sharex=True)
+    for result in results:
+        times, load, rate = result.series(width)
+        middles = [t + width / 2 for t in times]
+        load_ax.plot(middles, load, label=result.name, linewidth=1.4)
+        success_ax.plot(
+            middles,
+            [math.nan if r is None else 100.0 * r for r in rate],
+            label=result.name,
+            linewidth=1.4,
+        )
+    for ax in (load_ax, success_ax):
+        for phase in scenario.timeline:
+            if not phase.healthy:
+                ax.axvspan(phase.start, phase.end, color="tab:red", alpha=0.08, linewidth=0)
+        ax.grid(visible=True, alpha=0.3)
+    load_ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    load_ax.set_ylabel("upstream load (x healthy)")
+    load_ax.set_ylim(bottom=0)
+    load_ax.legend(loc="upper right")
+    load_ax.set_title(
+        f"{scenario.clients} clients x {scenario.rate:g} call/s; "
+        + ", ".join(f"{p.label} {p.span}" for p in scenario.timeline),
+        fontsize=10,
+    )
+    success_ax.set_ylabel("callers' success rate (%)")
+    success_ax.set_ylim(-2, 102)
+    success_ax.set_xlabel(f"virtual time (s), {width:g} s bins")
+    success_ax.set_xlim(0, scenario.duration)
+    figure.savefig(str(path), dpi=110)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+# argparse destination -> (table, setting) in the config's settings.
+_FLAGS: Final = {
+    "base_delay": ("backoff", "base_delay"),
+    "max_delay": ("backoff", "max_delay"),
+    "max_retries": ("backoff", "max_retries"),
+    "jitter": ("backoff", "jitter"),
+    "threshold": ("circuit_breaker", "failure_threshold"),
+    "cooldown_ms": ("circuit_breaker", "cooldown_ms"),
+    "fallback": ("", "fallback"),
+}
+
+
+def _apply(spec: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    table = spec
+    for key in keys[:-1]:
+        inner = table.setdefault(key, {})
+        if not isinstance(inner, dict):
+            raise ConfigError(f"--set {path}: {key!r} is a value, not a table")
+        table = inner
+    table[keys[-1]] = value
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    path, sep, raw = item.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"--set takes KEY=VALUE (e.g. backoff.max_retries=2), got {item!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return path.strip(), value
+
+
+def configs_from_args(args: argparse.Namespace) -> list[tuple[str, ResilientConfig]]:
+    """The configs the command line names: ``--config`` files (or the defaults) plus the flags."""
+    overrides: list[tuple[str, Any]] = []
+    for dest, (table, key) in _FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.append((f"{table}.{key}" if table else key, value))
+    overrides += [_parse_set(item) for item in args.set or ()]
+    if args.config:
+        named = [load_config_file(path) for path in args.config]
+    else:
+        named = [("default" if not overrides else "custom", {})]
+    configs: list[tuple[str, ResilientConfig]] = []
+    for name, spec in named:
+        for path, value in overrides:
+            _apply(spec, path, value)
+        configs.append((name, build_config(spec, where=name)))
+    if args.compare:
+        configs += builtin_configs(configs[0][1])
+    return configs
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    duration = args.duration
+    if args.timeline is None:
+        total = 60.0 if duration is None else _positive("--duration", duration)
+        third = total / 3
+        # The last phase ends exactly at the duration, whatever the rounding of a third.
+        timeline = parse_timeline(",".join(f"{kind}:{third!r}" for kind in DEFAULT_TIMELINE), total)
+    else:
+        timeline = parse_timeline(args.timeline, duration)
+    return Scenario(
+        timeline=timeline,
+        clients=args.clients,
+        rate=args.rate,
+        arrivals=args.arrivals,
+        shared_breaker=args.shared_breaker,
+        latency=args.latency,
+        latency_spread=args.latency_spread,
+        error_latency=args.error_latency,
+        failure=args.failure,
+        timeout=args.timeout,
+        retry_after=args.retry_after,
+        capacity=args.capacity,
+        seed=args.seed,
+    )
+
+
+def run_cli(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``smoothapi simulate``: returns the exit status (2 for a bad setting)."""
+    try:
+        scenario = scenario_from_args(args)
+        configs = configs_from_args(args)
+    except (ConfigError, ValueError, TypeError) as exc:
+        err.write(f"smoothapi simulate: error: {exc}\n")
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401, PLC0415 - checked before simulating for minutes
+        except ImportError:
+            err.write(
+                "smoothapi simulate: error: --plot needs matplotlib, which is not installed "
+                "(pip install matplotlib)\n"
+            )
+            return 2
+    results = compare(configs, scenario)
+    if args.json:
+        document = {
+            "scenario": scenario.to_dict(),
+            "results": [r.to_dict() for r in results],
+        }
+        out.write(json.dumps(document, indent=2) + "\n")
+    else:
+        out.write(format_report(results) + "\n")
+    if args.plot is not None:
+        plot(results, args.plot)
+        if not args.json:
+            out.write(f"plot written to {args.plot}\n")
+    return 0
