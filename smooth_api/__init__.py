@@ -19,6 +19,7 @@ from smoothapi import Jitter as Jitter
 from smoothapi import ResilientConfig as ResilientConfig
 from smoothapi import ResilientFunction as ResilientFunction
 from smoothapi import RetriesExhausted as RetriesExhausted
+from smoothapi import RetryBudgetConfig as RetryBudgetConfig
 from smoothapi import RetryScheduled as RetryScheduled
 from smoothapi import SmoothAPIError as SmoothAPIError
 from smoothapi import StateChanged as StateChanged

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .breaker import CircuitBreaker, CircuitState
-from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig
+from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .decorator import ResilientFunction, resilient_api
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
 from .events import (
@@ -59,6 +59,7 @@ __all__ = [
     "ResilientFunction",
     "ResilientTransport",
     "RetriesExhausted",
+    "RetryBudgetConfig",
     "RetryScheduled",
     "SharedCircuitBreaker",
     "SmoothAPIError",
