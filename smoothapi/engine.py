@@ -176,11 +176,13 @@ class Record:
     never reads a state it did not just get.
     """
 
-    __slots__ = ("method", "ticket")
+    __slots__ = ("method", "retry_after", "ticket")
 
-    def __init__(self, method: str, ticket: int) -> None:
+    def __init__(self, method: str, ticket: int, retry_after: float | None = None) -> None:
         self.method = method
         self.ticket = ticket
+        # With a failure: the server's Retry-After, which may hold an opening breaker open.
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"Record({self.method}, {self.ticket})"
@@ -361,7 +363,7 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
             yield Finish(outcome.value, outcome.error, attempts)
             return
 
-        state = yield Record("record_failure", ticket)
+        state = yield Record("record_failure", ticket, outcome.retry_after)
         last_error = outcome.error
         if state is not CircuitState.CLOSED:
             # Our failure (or someone else's) opened it: stop hammering now.
@@ -523,7 +525,11 @@ def run_sync(
             elif decision is ACQUIRE:
                 decision = flow.send(breaker.acquire())
             elif isinstance(decision, Record):
-                decision = flow.send(getattr(breaker, decision.method)(decision.ticket))
+                report = getattr(breaker, decision.method)
+                if decision.retry_after is None:
+                    decision = flow.send(report(decision.ticket))
+                else:
+                    decision = flow.send(report(decision.ticket, retry_after=decision.retry_after))
             elif isinstance(decision, Sleep):
                 # Free the connection for the sleep, but keep the response whole: if the
                 # breaker opens meanwhile, it is what the caller gets back.
@@ -571,8 +577,12 @@ async def run_async(
             elif decision is ACQUIRE:
                 decision = flow.send(await breaker.acquire_async())
             elif isinstance(decision, Record):
-                method = getattr(breaker, decision.method + "_async")
-                decision = flow.send(await method(decision.ticket))
+                report = getattr(breaker, decision.method + "_async")
+                if decision.retry_after is None:
+                    decision = flow.send(await report(decision.ticket))
+                else:
+                    state = await report(decision.ticket, retry_after=decision.retry_after)
+                    decision = flow.send(state)
             elif isinstance(decision, Sleep):
                 await _async_discard(policy, last, final=False)
                 await async_sleep(decision.seconds)
