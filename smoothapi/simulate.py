@@ -22,9 +22,11 @@ discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
   :func:`~smoothapi.engine.run_sync` drives it: ``ACQUIRE`` asks the client's
   breaker, ``ATTEMPT`` sends a request to the upstream and resumes the call
   when the answer comes back, ``Record`` reports to the breaker, ``Sleep``
-  resumes the call that much later, ``Finish`` ends it.  Outcomes are built
-  the way ``@resilient_api`` classifies them.  Whatever the engine and the
-  config do - today's options and any added later - the simulation does too.
+  resumes the call that much later, ``Finish`` ends it; an attempt under a
+  deadline (``Within``) is cut short by a timeout of the time left, as the
+  transports do.  Outcomes are built the way ``@resilient_api`` classifies
+  them.  Whatever the engine and the config do - today's options and any
+  added later - the simulation does too.
 
 Figures per phase: the upstream's load (requests reaching it per second,
 divided by the calls made per second: its load when healthy and nobody
@@ -76,6 +78,7 @@ from .engine import (
     Policy,
     Record,
     Sleep,
+    Within,
     retry_flow,
 )
 from .errors import ConfigError, ConfigTypeError
@@ -93,10 +96,15 @@ __all__ = [
     "build_config",
     "builtin_configs",
     "compare",
+    "configs_from_args",
+    "default_timeline",
+    "describe_config",
     "format_report",
     "load_config_file",
     "parse_timeline",
     "plot",
+    "run_cli",
+    "scenario_from_args",
     "simulate",
 ]
 
@@ -149,7 +157,12 @@ class Phase:
 
     @property
     def span(self) -> str:
-        return f"{self.start:g}-{self.end:g} s"
+        return f"{_seconds(self.start)}-{_seconds(self.end)} s"
+
+
+def _seconds(value: float) -> str:
+    """``20``, ``1.67``: at most two decimals, no trailing zeros."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...]:
@@ -185,6 +198,13 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
         last = phases[-1]
         phases[-1] = dataclasses.replace(last, end=duration)
     return tuple(phases)
+
+
+def default_timeline(duration: float) -> tuple[Phase, ...]:
+    """Healthy, down, healthy: a third of ``duration`` each."""
+    third = _positive("the duration", duration) / 3
+    # The last phase ends exactly at the duration, whatever the rounding of a third.
+    return parse_timeline(",".join(f"{kind}:{third!r}" for kind in DEFAULT_TIMELINE), duration)
 
 
 def _positive(what: str, value: object) -> float:
@@ -239,12 +259,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         if not self.timeline:
-            third = 20.0
-            object.__setattr__(
-                self,
-                "timeline",
-                parse_timeline(",".join(f"{kind}:{third:g}" for kind in DEFAULT_TIMELINE)),
-            )
+            object.__setattr__(self, "timeline", default_timeline(60.0))
         if isinstance(self.clients, bool) or not isinstance(self.clients, int) or self.clients < 1:
             raise ConfigError(f"clients must be a positive int, got {self.clients!r}")
         _positive("rate (calls per second per client)", self.rate)
@@ -294,7 +309,8 @@ class Scenario:
         else:
             failing = f"fails by timing out after {_ms(self.timeout)}"
         lines = [
-            f"{self.clients} clients x {self.rate:g} call/s each ({how}), each client with "
+            f"{self.clients} client{'s' if self.clients != 1 else ''} x {self.rate:g} call/s "
+            f"each ({how}), each client with "
             f"{per_client}; {self.duration:g} s of virtual time, seed {self.seed}",
             "upstream: " + " | ".join(f"{p.label} {p.span}" for p in self.timeline),
             f"  answers in {_ms(self.latency)}{spread}, {failing}",
@@ -421,7 +437,8 @@ def describe_config(config: ResilientConfig) -> str:
         parts = ["no retries"]
     else:
         delays = f"{backoff.base_delay:g}-{backoff.max_delay:g} s"
-        parts = [f"{backoff.max_retries} retries (backoff {delays}, {backoff.jitter} jitter)"]
+        jitter = "no" if backoff.jitter == "none" else backoff.jitter
+        parts = [f"{backoff.max_retries} retries (backoff {delays}, {jitter} jitter)"]
     if cb.failure_threshold >= NO_BREAKER_THRESHOLD:
         parts.append("no breaker")
     else:
@@ -448,7 +465,12 @@ def _non_defaults(obj: Any, skip: set[str]) -> list[str]:
 
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # Hooks are code, not settings (and their reprs hold addresses).
+        return {
+            f.name: _jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name != "hooks"
+        }
     if isinstance(value, (str, int, float, bool)) or value is None:
         if isinstance(value, str) and hasattr(value, "value"):  # a str Enum
             return value.value
@@ -504,6 +526,8 @@ class _Upstream:
             retry_after=scenario.retry_after,
         )
         self._ok = Outcome(SUCCESS, _OK_VALUE)
+        # An attempt cut short by the call's deadline: a timeout, as the decorator classifies it.
+        self.cut_short = classify_exception(TimeoutError("deadline reached"), retry_on)
         self._overloaded = status503
         if scenario.failure == "timeout":
             # Classified by the decorator's own table: a timeout is a transport failure.
@@ -584,7 +608,11 @@ def _classify_value(value: object) -> Outcome:  # pragma: no cover - drivers onl
 def _make_policy(
     config: ResilientConfig, breaker: CircuitBreaker, rand: Callable[[], float]
 ) -> Policy:
-    """The policy ``@resilient_api`` builds for its breaker (the seeded jitter aside)."""
+    """The policy ``@resilient_api`` builds for a breaker of its own (the seeded jitter aside).
+
+    Like the decorator's, it has a retry budget of its own when the config asks for one, so
+    each client's breaker has one budget, and a shared breaker (one policy) shares it.
+    """
     return Policy(
         config,
         breaker,
@@ -599,7 +627,6 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
     scenario: Scenario | None = None,
     *,
     name: str = "config",
-    record_attempts: bool = True,
 ) -> SimulationResult:
     """Run ``config`` through ``scenario`` on a virtual clock; every call is driven to its end.
 
@@ -615,6 +642,7 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
     arrivals = _arrivals(scenario)
     upstream = _Upstream(scenario, config)
     rand = random.Random(f"{scenario.seed}/jitter").random
+    breaker_rand = random.Random(f"{scenario.seed}/breaker").random
     fallback = fallback_function(config.fallback)
     transitions = [0, 0]  # opened, probes
 
@@ -630,7 +658,13 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
     policies = [
         _make_policy(
             config,
-            CircuitBreaker(config.circuit_breaker, name=f"client-{i}", clock=clock, hooks=hooks),
+            CircuitBreaker(
+                config.circuit_breaker,
+                name=f"client-{i}",
+                clock=clock,
+                hooks=hooks,
+                rand=breaker_rand,  # the adaptive open time's jitter
+            ),
             rand,
         )
         for i in range(n_breakers)
@@ -680,7 +714,21 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                     push(heap, (now + latency, seq, call, outcome))
                     break
                 elif isinstance(decision, Record):
-                    decision = send(getattr(breaker, decision.method)(decision.ticket))
+                    report = getattr(breaker, decision.method)
+                    if decision.retry_after is None:
+                        decision = send(report(decision.ticket))
+                    else:
+                        decision = send(report(decision.ticket, retry_after=decision.retry_after))
+                elif isinstance(decision, Within):
+                    # An attempt with a deadline: bounded the way the transports bound it, by
+                    # a timeout of the time left.
+                    outcome, latency = request(now)
+                    add_attempt(now)
+                    if latency > decision.seconds:
+                        outcome, latency = upstream.cut_short, decision.seconds
+                    seq += 1
+                    push(heap, (now + latency, seq, call, outcome))
+                    break
                 elif isinstance(decision, Sleep):
                     seq += 1
                     push(heap, (now + decision.seconds, seq, call, None))
@@ -709,7 +757,7 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
         latencies=latencies,
         kinds=bytes(kinds),
         attempted=bytes(attempted),
-        attempt_times=attempt_times if record_attempts else [],
+        attempt_times=attempt_times,
         total_attempts=len(attempt_times),
         phase_attempts=_per_phase(attempt_times, scenario.timeline),
         breaker_opened=transitions[0],
@@ -1031,19 +1079,17 @@ def plot(results: Sequence[SimulationResult], path: str | Path) -> None:
             "--plot needs matplotlib, which is not installed: pip install matplotlib"
         ) from None
     scenario = results[0].scenario
-    width = min(2.0, max(0.1, round(50.0 / scenario.offered, 1)))
+    # Bins of about 200 calls, so that a rate is not mostly noise.
+    width = min(2.0, max(0.1, round(200.0 / scenario.offered, 1)))
     figure = Figure(figsize=(10, 6.5), layout="constrained")
     load_ax, success_ax = figure.subplots(2, 1, sharex=True)
-    for result in results:
+    for k, result in enumerate(results):
         times, load, rate = result.series(width)
         middles = [t + width / 2 for t in times]
-        load_ax.plot(middles, load, label=result.name, linewidth=1.4)
-        success_ax.plot(
-            middles,
-            [math.nan if r is None else 100.0 * r for r in rate],
-            label=result.name,
-            linewidth=1.4,
-        )
+        # The first config (yours) on top where the lines coincide.
+        style = {"label": result.name, "linewidth": 1.4, "zorder": 3 + len(results) - k}
+        load_ax.plot(middles, load, **style)
+        success_ax.plot(middles, [math.nan if r is None else 100.0 * r for r in rate], **style)
     for ax in (load_ax, success_ax):
         for phase in scenario.timeline:
             if not phase.healthy:
@@ -1126,10 +1172,7 @@ def configs_from_args(args: argparse.Namespace) -> list[tuple[str, ResilientConf
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     duration = args.duration
     if args.timeline is None:
-        total = 60.0 if duration is None else _positive("--duration", duration)
-        third = total / 3
-        # The last phase ends exactly at the duration, whatever the rounding of a third.
-        timeline = parse_timeline(",".join(f"{kind}:{third!r}" for kind in DEFAULT_TIMELINE), total)
+        timeline = default_timeline(60.0 if duration is None else duration)
     else:
         timeline = parse_timeline(args.timeline, duration)
     return Scenario(
