@@ -16,8 +16,12 @@ prefix of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import time
+import uuid
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -362,3 +366,40 @@ async def test_asyncio_store_with_only_an_async_client_shares_the_state(
     assert server.count("/down") == THRESHOLD
     assert state == OPEN
     assert events.store == []
+
+
+def test_a_new_event_loop_is_not_mistaken_for_a_redis_outage(redis_url: str) -> None:
+    """A store built by from_url and used from one asyncio.run() after another (a test suite,
+    a per-request loop): its async connections belong to the first loop, yet the next loop
+    must reach Redis - no StoreUnavailable, no fallback to local state, the shared state kept."""
+
+    events: list[Event] = []
+    store = RedisStore.from_url(redis_url, prefix=f"loops{uuid.uuid4().hex}")
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, store=store),
+        hooks=(events.append,),
+    )
+
+    @resilient_api(config, name="per-loop")
+    async def failing() -> None:
+        raise ConnectionError("down")
+
+    async def twice() -> None:
+        for _ in range(2):
+            with contextlib.suppress(ConnectionError):
+                await failing()
+
+    with warnings.catch_warnings():
+        # The first loop's sockets can only be collected, not closed, once it is gone.
+        warnings.simplefilter("ignore", ResourceWarning)
+        asyncio.run(twice())  # opens the shared breaker (threshold 2)
+        store.client.delete(store.key("per-loop"))  # a fresh state for the second loop
+        asyncio.run(twice())  # must reach Redis again, in a new loop
+        state = failing.breaker.state
+        asyncio.run(store.aclose())
+        gc.collect()
+    assert not [e for e in events if isinstance(e, StoreUnavailable)]
+    assert state == "OPEN"
+    assert store.client.hgetall(store.key("per-loop"))[b"state"] == b"OPEN"
+    store.close()

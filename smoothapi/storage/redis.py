@@ -18,6 +18,7 @@ import functools
 import hashlib
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -129,6 +130,7 @@ class RedisStore:
         self.lease_ms = lease_ms
         self._sync = None if sync_client is None else _Scripts(sync_client)
         self._async = None if async_client is None else _Scripts(async_client)
+        self._async_loop: weakref.ReferenceType[Any] | None = None
         self._label = _describe(sync_client if sync_client is not None else async_client)
 
     @classmethod
@@ -186,6 +188,7 @@ class RedisStore:
         """Close both clients' connections; call it from the event loop that used the store."""
         self.close()
         if self.async_client is not None:
+            self._scripts_async()  # forgets connections an earlier event loop opened
             await self.async_client.aclose()
 
     # -- what SharedCircuitBreaker reads ---------------------------------------------
@@ -331,6 +334,21 @@ class RedisStore:
             raise ConfigError(
                 "this RedisStore has no async client; pass async_client= or use RedisStore.from_url"
             )
+        # An asyncio connection belongs to the event loop that opened it: after another
+        # asyncio.run() (a test, a per-request loop) the pool's old connections would
+        # fail with "Event loop is closed" - not an outage.  Drop them (without awaiting
+        # on the dead loop) so the new loop opens its own.
+        import asyncio  # noqa: PLC0415 - only on the asyncio path
+
+        loop = asyncio.get_running_loop()
+        previous = self._async_loop() if self._async_loop is not None else None
+        if previous is not loop:
+            if self._async_loop is not None:
+                pool = getattr(self.async_client, "connection_pool", None)
+                reset = getattr(pool, "reset", None)
+                if callable(reset):
+                    reset()
+            self._async_loop = weakref.ref(loop)
         return scripts
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
