@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .breaker import CircuitState
@@ -150,13 +150,132 @@ def remove_hook(hook: Hook) -> None:
 
 
 def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
-    """Send ``event`` to the given hooks and the global ones; a raising hook is logged."""
+    """Send ``event`` to the given hooks and the global ones, and log it; a raising hook is
+    logged and the call goes on."""
     for hook in (*hooks, *_global_hooks):
         try:
             hook(event)
         except Exception:
-            import logging  # noqa: PLC0415 - only when a hook misbehaves
+            _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+    _log(event)
 
-            logging.getLogger("smoothapi").exception(
-                "smoothapi hook %r raised on %s; the call goes on", hook, event
-            )
+
+_LOGGER: Any = None
+
+
+def logger() -> Any:
+    """The ``smoothapi`` logger (standard ``logging``), created on first use."""
+    return _logger()
+
+
+def _logger() -> Any:
+    # `logging` costs milliseconds to import; it loads with the first event.
+    global _LOGGER
+    if _LOGGER is None:
+        import logging  # noqa: PLC0415
+
+        logger = logging.getLogger("smoothapi")
+        # A library configures no output: without a handler of the application's,
+        # logging's "last resort" would print our warnings to stderr.
+        logger.addHandler(logging.NullHandler())
+        _LOGGER = logger
+    return _LOGGER
+
+
+_DEBUG, _INFO, _WARNING = 10, 20, 30
+
+
+def _log(event: Event) -> None:
+    """One line per event on the ``smoothapi`` logger, with the fields in ``extra=``.
+
+    A retry, a rejection, a fallback and a give-up are DEBUG; a breaker opening
+    is WARNING and its other moves INFO.  Store outages are logged where they
+    are detected (``smoothapi.storage``).  Errors appear by type only.
+    """
+    logger = _logger()
+    if isinstance(event, StateChanged):
+        level = _WARNING if event.new == "OPEN" else _INFO
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "breaker %s: %s -> %s (%d consecutive failures)",
+            event.name,
+            event.old.value,
+            event.new.value,
+            event.failures,
+            extra={
+                "smoothapi_event": "state_changed",
+                "breaker": event.name,
+                "old_state": event.old.value,
+                "new_state": event.new.value,
+                "failures": event.failures,
+            },
+        )
+        return
+    if isinstance(event, (StoreUnavailable, StoreRecovered)) or not logger.isEnabledFor(_DEBUG):
+        return
+    if isinstance(event, RetryScheduled):
+        logger.debug(
+            "%s: attempt %d failed (%s); retry in %.3fs",
+            event.name,
+            event.attempt,
+            _cause(event.status, event.error),
+            event.delay,
+            extra={
+                "smoothapi_event": "retry_scheduled",
+                "breaker": event.name,
+                "attempt": event.attempt,
+                "delay": event.delay,
+                "status": event.status,
+                "error_type": _type_name(event.error),
+            },
+        )
+    elif isinstance(event, RetriesExhausted):
+        logger.debug(
+            "%s: giving up after %d attempts (%s): %s",
+            event.name,
+            event.attempts,
+            _cause(event.status, event.error),
+            event.reason,
+            extra={
+                "smoothapi_event": "retries_exhausted",
+                "breaker": event.name,
+                "attempts": event.attempts,
+                "status": event.status,
+                "error_type": _type_name(event.error),
+                "reason": event.reason,
+            },
+        )
+    elif isinstance(event, CallRejected):
+        logger.debug(
+            "%s: call rejected, breaker open (probe in %.3fs)",
+            event.name,
+            event.retry_after,
+            extra={
+                "smoothapi_event": "call_rejected",
+                "breaker": event.name,
+                "retry_after": event.retry_after,
+            },
+        )
+    elif isinstance(event, FallbackServed):
+        logger.debug(
+            "%s: fallback served (%s)",
+            event.name,
+            _type_name(event.error),
+            extra={
+                "smoothapi_event": "fallback_served",
+                "breaker": event.name,
+                "error_type": _type_name(event.error),
+            },
+        )
+
+
+def _type_name(error: BaseException | None) -> str | None:
+    return None if error is None else type(error).__qualname__
+
+
+def _cause(status: int | None, error: BaseException | None) -> str:
+    if status is not None:
+        return f"status {status}"
+    return _type_name(error) or "failure"

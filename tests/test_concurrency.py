@@ -110,6 +110,7 @@ def test_only_one_of_16_threads_probes_the_recovering_service(
     config = _config(fallback)
     breaker = _cooled_open_breaker(config, "herd")
     gate = threading.Event()
+    entered = threading.Event()
     count_lock = threading.Lock()
     entries = 0
 
@@ -119,6 +120,7 @@ def test_only_one_of_16_threads_probes_the_recovering_service(
         with count_lock:
             entries += 1
             first = entries == 1
+        entered.set()
         if first:  # only the first entrant blocks, so an extra entrant fails the test fast
             assert gate.wait(timeout=TIMEOUT), "the gate was never opened"
         return "fresh"
@@ -140,6 +142,8 @@ def test_only_one_of_16_threads_probes_the_recovering_service(
         t.start()
     try:
         early = [results.get(timeout=TIMEOUT) for _ in range(15)]
+        # The probe may reach the body after the 15 rejections are in: wait for it.
+        assert entered.wait(timeout=TIMEOUT), "the probe never reached the service"
         assert entries == 1, f"{entries} callers reached the recovering service"
         assert breaker.state is CircuitState.HALF_OPEN
         if rejected_answer is CircuitOpenError:

@@ -45,7 +45,6 @@ Adaptive open time
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import random
 import threading
@@ -60,6 +59,7 @@ from ..config import CircuitBreakerConfig, check_store
 from ..engine import _running_trio
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
+from ..events import logger as smoothapi_logger
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,7 +85,7 @@ _LOCAL = -100
 # How long a rejection's retry_after stays good for the engine's read right after acquire().
 _REJECTION_FRESH = 0.1
 
-_log = logging.getLogger("smoothapi")
+_log = smoothapi_logger()  # the library's logger, with its NullHandler
 
 T = TypeVar("T")
 
