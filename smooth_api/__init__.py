@@ -26,7 +26,9 @@ from smoothapi import StateChanged as StateChanged
 from smoothapi import __all__ as __all__
 from smoothapi import __version__ as __version__
 from smoothapi import add_hook as add_hook
+from smoothapi import live_breakers as live_breakers
 from smoothapi import remove_hook as remove_hook
+from smoothapi import reset_all as reset_all
 from smoothapi import resilient_api as resilient_api
 
 if TYPE_CHECKING:

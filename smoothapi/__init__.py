@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .breaker import CircuitBreaker, CircuitState
+from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .decorator import ResilientFunction, resilient_api
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
@@ -68,7 +68,9 @@ __all__ = [
     "StoreUnavailable",
     "__version__",
     "add_hook",
+    "live_breakers",
     "remove_hook",
+    "reset_all",
     "resilient_api",
 ]
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import weakref
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -53,7 +54,7 @@ from .events import Hook, StateChanged, emit
 if TYPE_CHECKING:
     from .storage import BreakerStore
 
-__all__ = ["REJECTED", "CircuitBreaker", "CircuitState"]
+__all__ = ["REJECTED", "CircuitBreaker", "CircuitState", "live_breakers", "reset_all"]
 
 
 class CircuitState(str, Enum):
@@ -95,6 +96,24 @@ __doc__ = (__doc__ or "") + "".join(
     f"\n    {s.value:9} --{e}--> {t.value}" for (s, e), t in _TRANSITIONS.items()
 )
 
+# Every breaker alive in this process (decorators', transports' per-origin ones, yours),
+# for introspection and for test suites that reset them all.  Weak: a breaker goes
+# when its owner does.
+_LIVE: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def live_breakers() -> list[CircuitBreaker]:
+    """Every circuit breaker alive in this process, sorted by name."""
+    # Copy first: another thread may add or drop a breaker while we iterate.
+    return sorted(list(_LIVE), key=lambda breaker: breaker.name)  # noqa: C414
+
+
+def reset_all() -> None:
+    """Close every live breaker and forget its failures (e.g. between tests)."""
+    for breaker in live_breakers():
+        breaker.reset()
+
+
 #: Returned by :meth:`CircuitBreaker.acquire` when the call is rejected.
 REJECTED = -1
 
@@ -118,6 +137,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_closed_at",
         "_failures",
@@ -183,6 +203,7 @@ class CircuitBreaker:
             raise ConfigTypeError(
                 f"CircuitBreaker(rand=...) needs a callable returning a float, got {rand!r}"
             )
+        _LIVE.add(self)
         self.config = config
         self.name = name
         self._clock = clock

@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
-from ..breaker import REJECTED, CircuitBreaker, CircuitState
+from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState
 from ..config import CircuitBreakerConfig, check_store
 from ..engine import _running_trio
 from ..errors import ConfigError
@@ -379,6 +379,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._local = CircuitBreaker(
             replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
         )
+        _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._rejection = threading.local()
         # The last state this breaker heard from the store: (state, failures, open
         # until on the local monotonic clock).  Answers the reports that need no round
