@@ -102,6 +102,15 @@ __doc__ = (__doc__ or "") + "".join(
 _LIVE: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
+def checked_config(config: CircuitBreakerConfig | None) -> CircuitBreakerConfig:
+    """``config``, or the default one for None; anything else is a TypeError."""
+    if config is None:
+        return CircuitBreakerConfig()
+    if not isinstance(config, CircuitBreakerConfig):
+        raise TypeError(f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}")
+    return config
+
+
 def live_breakers() -> list[CircuitBreaker]:
     """Every circuit breaker alive in this process, sorted by name."""
     # Copy first: another thread may add or drop a breaker while we iterate.
@@ -187,12 +196,7 @@ class CircuitBreaker:
         store: BreakerStore | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        if config is None:
-            config = CircuitBreakerConfig()
-        elif not isinstance(config, CircuitBreakerConfig):
-            raise TypeError(
-                f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}"
-            )
+        config = checked_config(config)
         if store is not None or config.store is not None:
             # Only a subclass gets here: CircuitBreaker itself dispatched in __new__.
             raise ConfigTypeError(

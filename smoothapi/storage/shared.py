@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
-from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState
+from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
 from ..config import CircuitBreakerConfig, check_store
 from ..engine import _running_trio
 from ..errors import ConfigError
@@ -349,12 +349,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         store: BreakerStore | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        if config is None:
-            config = CircuitBreakerConfig()
-        elif not isinstance(config, CircuitBreakerConfig):
-            raise TypeError(
-                f"CircuitBreaker(config=...) needs a CircuitBreakerConfig, got {config!r}"
-            )
+        config = checked_config(config)
         if store is None:
             store = config.store
             if store is None:
