@@ -20,6 +20,7 @@ from smoothapi import ResilientConfig as ResilientConfig
 from smoothapi import ResilientFunction as ResilientFunction
 from smoothapi import RetriesExhausted as RetriesExhausted
 from smoothapi import RetryBudgetConfig as RetryBudgetConfig
+from smoothapi import RetryBudgetExhausted as RetryBudgetExhausted
 from smoothapi import RetryScheduled as RetryScheduled
 from smoothapi import SmoothAPIError as SmoothAPIError
 from smoothapi import StateChanged as StateChanged

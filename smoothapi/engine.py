@@ -43,8 +43,12 @@ from .events import (
     FallbackServed,
     Hook,
     RetriesExhausted,
+    RetryBudgetExhausted,
     RetryScheduled,
+    collect,
     emit,
+    flush,
+    stop_collecting,
 )
 
 __all__ = [
@@ -405,6 +409,7 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
             yield Finish(outcome.value, last_error, attempts)
             return
         if budget is not None and not budget.try_spend():
+            emit(RetryBudgetExhausted(name, attempts, outcome.status, last_error), hooks)
             emit(
                 RetriesExhausted(
                     name, attempts, outcome.status, last_error, "retry budget exhausted"
@@ -559,9 +564,14 @@ async def run_async(
     flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket, started)
     breaker = policy.breaker
     last = first
+    # Events are sent from sync code (the flow, the breaker); async hooks' awaitables
+    # land in `hooks` and are awaited here, before the call takes its next step.
+    hooks, token = collect()
     try:
         decision = next(flow)
         while True:
+            if hooks:
+                await flush(hooks)
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
                 try:
@@ -597,6 +607,7 @@ async def run_async(
                 return result  # type: ignore[no-any-return]
     finally:
         flow.close()
+        stop_collecting(hooks, token)
 
 
 def _discard(policy: Policy, outcome: Outcome | None, *, final: bool) -> None:

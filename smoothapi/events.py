@@ -6,6 +6,12 @@ attempt, a state change, a rejection, a fallback - never for a call that
 simply succeeds.  A hook that raises is logged on the ``smoothapi`` logger
 and never breaks the call.
 
+A hook may be an ``async def``: in async code (an ``async def`` decorated
+function, ``AsyncResilientTransport``) the call awaits it before going on;
+in sync code it runs to completion on a fresh event loop, or - when the sync
+call is made from inside a running event loop, which must not be blocked -
+as a task on that loop.  It is never dropped.
+
 Events are immutable named tuples (``event.name``, ``event._asdict()``).
 Events name an upstream by breaker name only (a function name or an origin
 such as ``https://api.example.com:443``): never a query string, userinfo or a
@@ -15,7 +21,8 @@ header value.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -26,6 +33,7 @@ __all__ = [
     "Event",
     "FallbackServed",
     "RetriesExhausted",
+    "RetryBudgetExhausted",
     "RetryScheduled",
     "StateChanged",
     "StoreRecovered",
@@ -53,6 +61,20 @@ class RetriesExhausted(NamedTuple):
     status: int | None
     error: BaseException | None
     reason: str
+
+
+class RetryBudgetExhausted(NamedTuple):
+    """The retry budget refused the retry after attempt ``attempts``; the call gives up.
+
+    Sent before the call's :class:`RetriesExhausted` (reason ``"retry budget
+    exhausted"``): many of these in a short time mean the upstream is failing
+    for many callers at once and retries are being shed.
+    """
+
+    name: str
+    attempts: int
+    status: int | None
+    error: BaseException | None
 
 
 class StateChanged(NamedTuple):
@@ -100,12 +122,14 @@ class StoreRecovered(NamedTuple):
 Event = (
     RetryScheduled
     | RetriesExhausted
+    | RetryBudgetExhausted
     | StateChanged
     | CallRejected
     | FallbackServed
     | StoreUnavailable
     | StoreRecovered
 )
+#: A hook: a plain callable, or an ``async def`` (its awaitable is awaited, see above).
 Hook = Callable[[Event], object]
 
 
@@ -125,6 +149,7 @@ def _safe_repr(self: tuple[object, ...]) -> str:
 for _event_type in (
     RetryScheduled,
     RetriesExhausted,
+    RetryBudgetExhausted,
     StateChanged,
     CallRejected,
     FallbackServed,
@@ -154,10 +179,78 @@ def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
     logged and the call goes on."""
     for hook in (*hooks, *_global_hooks):
         try:
-            hook(event)
+            result = hook(event)
         except Exception:
             _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+        else:
+            # `hasattr` rather than `inspect.isawaitable`: inspect costs milliseconds to import.
+            if result is not None and hasattr(result, "__await__"):
+                _defer(hook, event, result)
     _log(event)
+
+
+# The async driver that is running this call collects async hooks' awaitables here
+# and awaits them before its next step; None outside such a driver.
+_pending: ContextVar[list[tuple[Hook, Event, Awaitable[object]]] | None] = ContextVar(
+    "smoothapi_pending_hooks", default=None
+)
+# Tasks started for async hooks from sync code inside a running loop: held so that
+# the loop's weak references do not let them be collected mid-flight.
+_tasks: set[Any] = set()
+
+
+Pending = list[tuple[Hook, Event, Awaitable[object]]]
+
+
+def collect() -> tuple[Pending, Token[Pending | None]]:
+    """Collect async hooks' awaitables for the current async call, until :func:`stop_collecting`.
+
+    The async driver awaits them with :func:`flush` before each step.
+    """
+    pending: Pending = []
+    return pending, _pending.set(pending)
+
+
+def stop_collecting(pending: Pending, token: Token[Pending | None]) -> None:
+    """End :func:`collect`; anything not flushed (the call was cancelled) still runs."""
+    _pending.reset(token)
+    while pending:
+        _defer(*pending.pop(0))
+
+
+async def flush(pending: Pending) -> None:
+    """Await the async hooks collected so far, in the order their events were sent."""
+    while pending:
+        hook, event, awaitable = pending.pop(0)
+        await _guarded(hook, event, awaitable)
+
+
+async def _guarded(hook: Hook, event: Event, awaitable: Awaitable[object]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+
+
+def _defer(hook: Hook, event: Event, awaitable: Awaitable[object]) -> None:
+    pending = _pending.get()
+    if pending is not None:
+        pending.append((hook, event, awaitable))
+        return
+    import asyncio  # noqa: PLC0415 - only for an async hook called from sync code
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None:
+        asyncio.run(_guarded(hook, event, awaitable))
+        return
+    # A sync call made from inside a running loop: blocking it to await the hook
+    # would deadlock anything the hook waits for, so the hook runs as a task.
+    task = loop.create_task(_guarded(hook, event, awaitable))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 _LOGGER: Any = None
@@ -188,9 +281,10 @@ _DEBUG, _INFO, _WARNING = 10, 20, 30
 def _log(event: Event) -> None:
     """One line per event on the ``smoothapi`` logger, with the fields in ``extra=``.
 
-    A retry, a rejection, a fallback and a give-up are DEBUG; a breaker opening
-    is WARNING and its other moves INFO.  Store outages are logged where they
-    are detected (``smoothapi.storage``).  Errors appear by type only.
+    A retry, a rejection, a fallback, a refusal of the retry budget and a give-up
+    are DEBUG; a breaker opening is WARNING and its other moves INFO.  Store
+    outages are logged where they are detected (``smoothapi.storage``).  Errors
+    appear by type only.
     """
     logger = _logger()
     if isinstance(event, StateChanged):
@@ -245,6 +339,20 @@ def _log(event: Event) -> None:
                 "status": event.status,
                 "error_type": _type_name(event.error),
                 "reason": event.reason,
+            },
+        )
+    elif isinstance(event, RetryBudgetExhausted):
+        logger.debug(
+            "%s: retry budget exhausted after attempt %d (%s); not retrying",
+            event.name,
+            event.attempts,
+            _cause(event.status, event.error),
+            extra={
+                "smoothapi_event": "retry_budget_exhausted",
+                "breaker": event.name,
+                "attempts": event.attempts,
+                "status": event.status,
+                "error_type": _type_name(event.error),
             },
         )
     elif isinstance(event, CallRejected):
