@@ -14,6 +14,8 @@ from redisserver import BINARIES, ENV_URL, RedisServer, env_url, find_binary
 
 from smoothapi.testing import FakeClock, set_testing
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
