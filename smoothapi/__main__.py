@@ -5,6 +5,8 @@ Subcommands:
 * ``demo`` - run the embedded flaky-server demonstration (:mod:`smoothapi.demo`).
 * ``simulate`` - a fleet of clients through a scripted outage on a virtual clock
   (:mod:`smoothapi.simulate`).
+* ``status`` - every shared breaker kept in a Redis breaker store
+  (:mod:`smoothapi.status`).
 
 Each subcommand is a ``_cmd_*`` function registered in :func:`_build_parser`
 with ``set_defaults(handler=...)``; it takes the parsed arguments and returns
@@ -35,6 +37,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import run_cli  # noqa: PLC0415 - keeps `smoothapi --help` light
+
+    return run_cli(args, out=sys.stdout, err=sys.stderr)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import run_cli  # noqa: PLC0415 - keeps `smoothapi --help` light
 
     return run_cli(args, out=sys.stdout, err=sys.stderr)
 
@@ -72,7 +80,51 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-color", action="store_true", help="never use ANSI colors")
     demo.set_defaults(handler=_cmd_demo)
     _add_simulate(commands)
+    _add_status(commands)
     return parser
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="list the shared breakers kept in a Redis store: state, failures, time left open",
+        description=(
+            "Print every circuit breaker kept in a Redis (or Valkey) breaker store - the "
+            "state shared by a fleet through RedisStore - with its state, its failure count "
+            "and how long it stays open, measured on the Redis server's clock. Reads only "
+            "(SCAN, never KEYS); changes nothing. Exits 2 if the store cannot be read."
+        ),
+        epilog=(
+            "OPEN (probe due): the cooldown has passed and the next call is let through as "
+            "the probe. HALF_OPEN (probe in flight): one caller in the fleet is probing and "
+            "the others are rejected; HALF_OPEN (probe due): nobody is, the next call probes."
+        ),
+    )
+    status.add_argument(
+        "--redis",
+        metavar="URL",
+        help=(
+            "the store's server: redis://[[user]:password@]host:port/db, rediss://... or "
+            "unix://path (default: $SMOOTHAPI_REDIS_URL, which keeps a password out of the "
+            "process list)"
+        ),
+    )
+    status.add_argument(
+        "--prefix",
+        help="the key prefix the breakers were stored under, RedisStore(prefix=...) "
+        "(default: smoothapi, RedisStore's)",
+    )
+    # An operator's tool on a possibly slow link may wait longer than a breaker on the
+    # hot path does (RedisStore.from_url's default is 0.1 s).
+    status.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="bound on connecting and on each command (2.0)",
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON list of breakers")
+    status.set_defaults(handler=_cmd_status)
 
 
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

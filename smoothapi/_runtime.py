@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 # The clock every breaker without an injected clock reads.
 clock: Callable[[], float] = time.monotonic
@@ -23,3 +24,7 @@ on_skipped_sleep: Callable[[float], object] | None = None
 # one attempt is counted once, and the decorator's probe is not rejected by
 # its own transport.
 held: ContextVar[object | None] = ContextVar("smoothapi_held_breaker", default=None)
+
+# Set by smoothapi.otel.instrument(): wraps each transport attempt in a client span.
+# None (the default) costs a transport one attribute read per call.
+tracing: Any = None

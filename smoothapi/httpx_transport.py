@@ -247,7 +247,10 @@ class ResilientTransport(_Base, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._shared is not None and _runtime.held.get() is self._shared:
             # A decorated function sharing our breaker is calling: it keeps the books.
-            response = self.transport.handle_request(request)
+            inner = self.transport
+            if _runtime.tracing is not None:
+                inner = _runtime.tracing.httpx(inner)
+            response = inner.handle_request(request)
             response.extensions[ATTEMPTS] = 1
             return response
         url = request.url
@@ -255,6 +258,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)
         breaker = policy.breaker
         inner = self.transport
+        if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
+            inner = _runtime.tracing.httpx(inner)
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
@@ -330,7 +335,10 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._shared is not None and _runtime.held.get() is self._shared:
-            response = await self.transport.handle_async_request(request)
+            inner = self.transport
+            if _runtime.tracing is not None:
+                inner = _runtime.tracing.httpx(inner)
+            response = await inner.handle_async_request(request)
             response.extensions[ATTEMPTS] = 1
             return response
         url = request.url
@@ -338,6 +346,8 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         policy = self._aliases.get(key) or self._core.policy(key, _origin_of, url)
         breaker = policy.breaker
         inner = self.transport
+        if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
+            inner = _runtime.tracing.httpx(inner)
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:

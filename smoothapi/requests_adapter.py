@@ -186,9 +186,12 @@ class ResilientAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
+        send = super().send
+        if _runtime.tracing is not None:
+            send = _runtime.tracing.requests(send)
         if self._shared is not None and _runtime.held.get() is self._shared:
             # A decorated function sharing our breaker is calling: it keeps the books.
-            response = super().send(request, stream, timeout, verify, cert, proxies)
+            response = send(request, stream, timeout, verify, cert, proxies)
             response.smoothapi_attempts = 1  # type: ignore[attr-defined]
             return response
         policy = self._policy(request.url or "")
@@ -197,7 +200,7 @@ class ResilientAdapter(HTTPAdapter):
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
             try:
-                response = super().send(request, stream, timeout, verify, cert, proxies)
+                response = send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
@@ -212,7 +215,6 @@ class ResilientAdapter(HTTPAdapter):
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
-        send = super().send
         rewind = getattr(request, "_body_position", None) is not None
 
         def attempt(limit: Any = timeout) -> Response:

@@ -10,7 +10,10 @@ import textwrap
 _BLOCK = textwrap.dedent(
     """
     import sys
-    for name in ("requests", "httpx", "urllib3", "anyio", "trio", "sniffio", "redis"):
+    for name in (
+        "requests", "httpx", "urllib3", "anyio", "trio", "sniffio", "redis",
+        "opentelemetry", "prometheus_client",
+    ):
         sys.modules[name] = None  # makes `import name` raise ImportError
     """
 )

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .shared import CLEAN, Admission, BreakerStore, Report, SharedCircuitBreaker, Snapshot
+from .shared import (
+    CLEAN,
+    Admission,
+    BreakerStatus,
+    BreakerStore,
+    Report,
+    SharedCircuitBreaker,
+    Snapshot,
+)
 
 if TYPE_CHECKING:
     from .redis import RedisStore
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEAN",
     "Admission",
+    "BreakerStatus",
     "BreakerStore",
     "RedisStore",
     "Report",

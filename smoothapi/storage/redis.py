@@ -18,6 +18,7 @@ import functools
 import hashlib
 import inspect
 import math
+import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from ..config import _number
 from ..engine import _running_trio
 from ..errors import ConfigError, ConfigTypeError
 from . import lua
-from .shared import Admission, Op, Report, Snapshot
+from .shared import Admission, BreakerStatus, Op, Report, Snapshot
 
 __all__ = ["RedisStore"]
 
@@ -357,6 +358,54 @@ class RedisStore:
 
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
 
+    # -- every breaker under the prefix (``python -m smoothapi status``) ---------------
+
+    def breakers(self) -> list[BreakerStatus]:
+        """Every breaker stored under this prefix, sorted by name; changes nothing.
+
+        For looking from outside the processes that use the breakers (their
+        memory is out of reach there).  The keys are found with SCAN, never
+        KEYS (which blocks the server while it walks the whole key space),
+        page by page; each page costs one pipelined round trip in which a
+        small read-only script per key reads the hash and the server's TIME
+        together, so the time left open is measured on the clock the breaker
+        itself runs on (in a cluster, that of the node holding the key).
+
+        Each :class:`~smoothapi.storage.shared.BreakerStatus` holds the
+        stored state, which is what the next call finds.  An OPEN breaker
+        whose cooldown has passed still reads OPEN, with ``retry_after`` 0.0
+        and ``probe_due`` set: its next call is admitted as the probe and
+        moves it to HALF_OPEN.  A HALF_OPEN breaker has ``probe_in_flight``
+        while a probe's lease is live, else ``probe_due``.  Missing fields
+        read as the scripts read them (a fresh CLOSED breaker).
+
+        Like any SCAN, this is a survey rather than an atomic picture of the
+        store: a breaker created or expired meanwhile may or may not be
+        listed.  Keys under the prefix that are not breaker hashes are
+        skipped.  Raises a ``redis.exceptions.RedisError`` (or ``OSError``)
+        when the server cannot be read, ``DataError`` for a breaker hash that
+        holds nonsense, and :class:`ConfigError` for a store with no sync
+        client.
+        """
+        client = self._scripts_sync().client
+        shape = re.compile(rf"{re.escape(self.prefix)}:breaker:\{{[0-9a-f]{{40}}\}}")
+        match = f"{_glob_escape(self.prefix)}:breaker:*"
+        seen: set[str] = set()  # SCAN may return a key twice
+        page: list[str] = []
+        found: list[BreakerStatus] = []
+        for raw in client.scan_iter(match=match, count=_SCAN_PAGE):
+            key = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+            if key in seen or not shape.fullmatch(key):
+                continue
+            seen.add(key)
+            page.append(key)
+            if len(page) == _SCAN_PAGE:
+                found += _read_breakers(client, page)
+                page = []
+        if page:
+            found += _read_breakers(client, page)
+        return sorted(found, key=_by_name)
+
 
 def _is_async_client(client: object, where: str) -> bool:
     if not callable(getattr(client, "register_script", None)):
@@ -438,3 +487,80 @@ def _decode(reply: Any, build: Callable[[Any], T]) -> T:
         raise DataError(
             f"smoothapi: unexpected reply from Redis for a breaker: {reply!r:.200}"
         ) from exc
+
+
+# -- reading every breaker (RedisStore.breakers) -------------------------------------------
+
+# Keys asked of SCAN per call (a hint), and read per pipelined round trip.
+_SCAN_PAGE = 500
+
+#: KEYS: one breaker -> {} when the key is gone or is not a hash, else
+#: {now_ms, state, failures, open_until, lease_until, has_name, name}, with the defaults
+#: ACQUIRE applies to missing fields (has_name 0 and name '' when there is none: a Lua nil
+#: would end the array, and RESP3 would turn false into a boolean).  Read-only, one key
+#: (so cluster-safe).
+_READ_BREAKER = (
+    """
+local key = KEYS[1]
+if redis.call('TYPE', key).ok ~= 'hash' then
+  return {}
+end
+"""
+    + lua._NOW
+    + """
+local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'lease_until', 'name')
+return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0', h[4] or '0',
+        h[5] and 1 or 0, h[5] or ''}
+"""
+)
+
+
+def _read_breakers(client: Any, keys: list[str]) -> list[BreakerStatus]:
+    """One pipelined round trip: the script above for each key."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.eval(_READ_BREAKER, 1, key)
+    read: list[BreakerStatus] = []
+    for key, reply in zip(keys, pipe.execute(), strict=True):
+        if not reply:  # the key expired since SCAN saw it, or it is not a hash
+            continue
+        try:
+            read.append(_breaker_status(key, reply))
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"smoothapi: {key} does not hold a breaker's state: {reply!r:.200}"
+            ) from exc
+    return read
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
+    now_ms, state, failures, open_until, lease_until, has_name, name = reply
+    now = int(now_ms)
+    current = CircuitState(_text(state))
+    retry_after, probe_due, probe_in_flight = 0.0, False, False
+    if current is CircuitState.OPEN:
+        left_ms = float(_text(open_until)) - now
+        retry_after = max(0.0, left_ms / 1000.0)
+        probe_due = left_ms <= 0  # ACQUIRE rejects while now < open_until
+    elif current is CircuitState.HALF_OPEN:
+        probe_in_flight = float(_text(lease_until)) > now
+        probe_due = not probe_in_flight
+    readable = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+    return BreakerStatus(
+        name=readable if int(has_name) else None,
+        key=key,
+        state=current,
+        failures=int(_text(failures)),
+        retry_after=retry_after,
+        probe_due=probe_due,
+        probe_in_flight=probe_in_flight,
+    )
+
+
+def _by_name(status: BreakerStatus) -> tuple[bool, str, str]:
+    return (status.name is None, status.name or "", status.key)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEAN",
     "Admission",
+    "BreakerStatus",
     "BreakerStore",
     "Op",
     "Report",
@@ -122,6 +123,36 @@ class Snapshot(NamedTuple):
     state: CircuitState
     failures: int
     retry_after: float
+
+
+class BreakerStatus(NamedTuple):
+    """One breaker as its store holds it, read from outside the processes that use it.
+
+    What :meth:`RedisStore.breakers() <smoothapi.RedisStore.breakers>` returns
+    (and ``python -m smoothapi status`` prints).  ``state`` is the stored
+    state, which is what the next call finds; the flags say what that call
+    will do:
+
+    * ``name`` - the readable name the breaker wrote (cut to 1024
+      characters), or None if the store holds none; ``key`` - its key.
+    * ``retry_after`` - seconds until the cooldown ends, on the store's
+      clock; 0.0 unless OPEN.
+    * ``probe_due`` - the next call is admitted as the probe: an OPEN
+      breaker whose cooldown has passed (it still reads OPEN, with
+      ``retry_after`` 0.0, until that call moves it to HALF_OPEN), or a
+      HALF_OPEN one with no live probe lease (its prober released the probe,
+      or crashed and its lease ran out).
+    * ``probe_in_flight`` - HALF_OPEN with a live lease: a probe is running
+      somewhere in the fleet and every other call is rejected.
+    """
+
+    name: str | None
+    key: str
+    state: CircuitState
+    failures: int
+    retry_after: float
+    probe_due: bool
+    probe_in_flight: bool
 
 
 class BreakerStore(Protocol):

@@ -1,0 +1,212 @@
+"""What smoothapi measures, said once for every metrics backend.
+
+:mod:`smoothapi.otel` and :mod:`smoothapi.prometheus` translate this table
+into their own instruments.  Counters advance from events (so they cost
+nothing while calls succeed); gauges are read from the live breakers when
+the backend collects.  Labels are low-cardinality on purpose: a breaker name
+(a function name or an origin such as ``https://api.example.com:443``), a
+state, a reason, a status code or an exception type - never a URL path,
+query or header.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from .breaker import CircuitBreaker, CircuitState, live_breakers
+from .events import (
+    CallRejected,
+    Event,
+    FallbackServed,
+    RetriesExhausted,
+    RetryBudgetExhausted,
+    RetryScheduled,
+    StateChanged,
+    StoreUnavailable,
+    add_hook,
+    remove_hook,
+)
+
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "Counter",
+    "Gauge",
+    "Reading",
+    "Subscription",
+    "count",
+    "readings",
+]
+
+
+class Counter(NamedTuple):
+    """A counter: OpenTelemetry ``name`` (Prometheus: dots become ``_``, plus ``_total``)."""
+
+    name: str
+    description: str
+    unit: str
+    labels: tuple[str, ...]
+
+
+class Gauge(NamedTuple):
+    """A gauge read from every live breaker when the backend collects."""
+
+    name: str
+    description: str
+    unit: str
+    labels: tuple[str, ...]
+
+
+RETRIES = Counter(
+    "smoothapi.retries",
+    "Retries scheduled after a failed attempt",
+    "{retry}",
+    ("breaker", "cause"),
+)
+GAVE_UP = Counter(
+    "smoothapi.gave_up",
+    "Calls that stopped retrying and returned or raised their last failure",
+    "{call}",
+    ("breaker", "reason"),
+)
+REJECTED = Counter(
+    "smoothapi.rejected",
+    "Calls rejected by an open breaker without any I/O",
+    "{call}",
+    ("breaker",),
+)
+FALLBACKS = Counter(
+    "smoothapi.fallbacks",
+    "Calls answered by their fallback",
+    "{call}",
+    ("breaker",),
+)
+BUDGET_EXHAUSTED = Counter(
+    "smoothapi.retry_budget.exhausted",
+    "Retries refused by the retry budget",
+    "{retry}",
+    ("breaker",),
+)
+TRANSITIONS = Counter(
+    "smoothapi.breaker.transitions",
+    "Breaker state changes",
+    "{transition}",
+    ("breaker", "from_state", "to_state"),
+)
+STORE_OUTAGES = Counter(
+    "smoothapi.store.outages",
+    "Times a shared breaker store stopped answering (breakers used local state meanwhile)",
+    "{outage}",
+    ("store",),
+)
+COUNTERS = (RETRIES, GAVE_UP, REJECTED, FALLBACKS, BUDGET_EXHAUSTED, TRANSITIONS, STORE_OUTAGES)
+
+STATE = Gauge(
+    "smoothapi.breaker.state",
+    "1 for the state each live breaker is in, 0 for the other two",
+    "1",
+    ("breaker", "state"),
+)
+FAILURES = Gauge(
+    "smoothapi.breaker.failures",
+    "Consecutive failed attempts each live breaker has counted",
+    "{failure}",
+    ("breaker",),
+)
+OPEN_REMAINING = Gauge(
+    "smoothapi.breaker.open_remaining",
+    "Seconds until an open breaker lets a probe through (0 unless OPEN)",
+    "s",
+    ("breaker",),
+)
+GAUGES = (STATE, FAILURES, OPEN_REMAINING)
+
+
+def count(event: Event) -> tuple[Counter, tuple[str, ...]] | None:
+    """The counter an event advances by one, with its label values (None: no counter)."""
+    if isinstance(event, RetryScheduled):
+        return RETRIES, (event.name, _cause(event.status, event.error))
+    if isinstance(event, RetriesExhausted):
+        return GAVE_UP, (event.name, event.reason)
+    if isinstance(event, CallRejected):
+        return REJECTED, (event.name,)
+    if isinstance(event, FallbackServed):
+        return FALLBACKS, (event.name,)
+    if isinstance(event, RetryBudgetExhausted):
+        return BUDGET_EXHAUSTED, (event.name,)
+    if isinstance(event, StateChanged):
+        return TRANSITIONS, (event.name, event.old.value, event.new.value)
+    if isinstance(event, StoreUnavailable):
+        return STORE_OUTAGES, (event.store,)
+    return None  # StoreRecovered: the outage was counted when it began
+
+
+class Reading(NamedTuple):
+    """One live breaker, read once for every gauge."""
+
+    name: str
+    state: CircuitState
+    failures: int
+    open_remaining: float
+
+
+def readings() -> Iterator[Reading]:
+    """Every live breaker's state, failure count and time left open.
+
+    Several breakers may share a name (two decorators on functions of the same
+    name); a metric holds one value per label set, so the first one read wins.
+    """
+    seen: set[str] = set()
+    for breaker in live_breakers():
+        if breaker.name in seen:
+            continue
+        seen.add(breaker.name)
+        yield _read(breaker)
+
+
+def gauge_values(reading: Reading) -> Iterator[tuple[Gauge, tuple[str, ...], float]]:
+    """The value each gauge takes for one breaker, with its label values."""
+    for state in CircuitState:
+        yield STATE, (reading.name, state.value), 1.0 if reading.state is state else 0.0
+    yield FAILURES, (reading.name,), float(reading.failures)
+    yield OPEN_REMAINING, (reading.name,), reading.open_remaining
+
+
+def _read(breaker: CircuitBreaker) -> Reading:
+    snapshot = getattr(breaker, "snapshot", None)
+    if snapshot is not None:
+        # A shared breaker: one round trip to its store (or its local state while the
+        # store is down) rather than three.
+        state, failures, retry_after = snapshot()
+    else:
+        state, failures, retry_after = breaker.state, breaker.failure_count, breaker.retry_after
+    open_remaining = retry_after if state is CircuitState.OPEN else 0.0
+    return Reading(breaker.name, state, failures, open_remaining)
+
+
+def _cause(status: int | None, error: BaseException | None) -> str:
+    if status is not None:
+        return str(status)
+    return "unknown" if error is None else type(error).__qualname__
+
+
+class Subscription:
+    """A global hook that a backend installs once and removes on ``close``."""
+
+    def __init__(self, on_count: Callable[[Counter, tuple[str, ...]], None]) -> None:
+        self._on_count = on_count
+        self._lock = threading.Lock()
+        self._closed = False
+        add_hook(self._hook)
+
+    def _hook(self, event: Event) -> None:
+        counted = count(event)
+        if counted is not None and not self._closed:
+            self._on_count(*counted)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            remove_hook(self._hook)

@@ -1,0 +1,113 @@
+"""Prometheus metrics for smoothapi through ``prometheus_client``
+(``pip install "smoothapi-py[prometheus]"``).
+
+::
+
+    import smoothapi.prometheus
+
+    smoothapi.prometheus.instrument()  # the default registry; or instrument(registry=...)
+
+The same measures as :mod:`smoothapi.otel`, named the Prometheus way:
+
+* counters ``smoothapi_retries_total{breaker,cause}``,
+  ``smoothapi_gave_up_total{breaker,reason}``, ``smoothapi_rejected_total{breaker}``,
+  ``smoothapi_fallbacks_total{breaker}``, ``smoothapi_retry_budget_exhausted_total{breaker}``,
+  ``smoothapi_breaker_transitions_total{breaker,from_state,to_state}``,
+  ``smoothapi_store_outages_total{store}``;
+* gauges, read from every live breaker at each scrape:
+  ``smoothapi_breaker_state{breaker,state}`` (1 for its state, 0 for the others),
+  ``smoothapi_breaker_failures{breaker}``, ``smoothapi_breaker_open_remaining_seconds{breaker}``.
+
+Nothing here is imported or called unless :func:`instrument` runs.  In a
+multi-process server (gunicorn workers), ``prometheus_client``'s multiprocess
+mode aggregates the counters; the gauges describe each worker's own breakers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import _telemetry
+from ._telemetry import Counter, Gauge, Subscription
+
+__all__ = ["instrument", "uninstrument"]
+
+_lock = threading.Lock()
+_active: _Instrumentation | None = None
+
+
+def instrument(registry: CollectorRegistry | None = None) -> None:
+    """Register smoothapi's counters and breaker gauges with ``registry`` (default: the
+    global one).  Calling it again replaces the previous registration."""
+    global _active
+    with _lock:
+        if _active is not None:
+            _active.close()
+        _active = _Instrumentation(REGISTRY if registry is None else registry)
+
+
+def uninstrument() -> None:
+    """Unregister smoothapi's metrics; counters start again from 0 on the next instrument()."""
+    global _active
+    with _lock:
+        if _active is not None:
+            _active.close()
+            _active = None
+
+
+def metric_name(measure: Counter | Gauge) -> str:
+    """``smoothapi.breaker.open_remaining`` -> ``smoothapi_breaker_open_remaining_seconds``."""
+    name = measure.name.replace(".", "_")
+    return f"{name}_seconds" if measure.unit == "s" else name
+
+
+class _Instrumentation:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.counters = {
+            counter: PromCounter(
+                metric_name(counter), counter.description, counter.labels, registry=registry
+            )
+            for counter in _telemetry.COUNTERS
+        }
+        self.collector = _BreakerGauges()
+        registry.register(self.collector)
+        self.subscription = Subscription(self._count)
+
+    def _count(self, counter: Counter, values: tuple[str, ...]) -> None:
+        self.counters[counter].labels(*values).inc()
+
+    def close(self) -> None:
+        self.subscription.close()
+        self.registry.unregister(self.collector)
+        for counter in self.counters.values():
+            self.registry.unregister(counter)
+
+
+class _BreakerGauges(Collector):
+    """Reads every live breaker once per scrape."""
+
+    def describe(self) -> list[Metric]:
+        # Names only: registering must not read breakers (a shared one is a round trip).
+        return list(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        for reading in _telemetry.readings():
+            for gauge, values, value in _telemetry.gauge_values(reading):
+                families[gauge].add_metric(list(values), value)
+        yield from families.values()
+
+    @staticmethod
+    def _families() -> dict[Gauge, Any]:
+        return {
+            gauge: GaugeMetricFamily(metric_name(gauge), gauge.description, labels=gauge.labels)
+            for gauge in _telemetry.GAUGES
+        }
