@@ -6,6 +6,7 @@ on the slow path, and never on the happy path.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -28,3 +29,17 @@ held: ContextVar[object | None] = ContextVar("smoothapi_held_breaker", default=N
 # Set by smoothapi.otel.instrument(): wraps each transport attempt in a client span.
 # None (the default) costs a transport one attribute read per call.
 tracing: Any = None
+
+
+def running_trio() -> bool:
+    """Whether this code runs inside a trio event loop (trio is imported only if it is)."""
+    if sys.modules.get("trio") is None:
+        return False
+    try:
+        import sniffio  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - trio always ships sniffio
+        return False
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False

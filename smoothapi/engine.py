@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable, Generator
 from enum import Enum
@@ -476,17 +475,7 @@ async def async_sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def _running_trio() -> bool:
-    if sys.modules.get("trio") is None:
-        return False
-    try:
-        import sniffio  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - trio always ships sniffio
-        return False
-    try:
-        return sniffio.current_async_library() == "trio"
-    except sniffio.AsyncLibraryNotFoundError:
-        return False
+_running_trio = _runtime.running_trio
 
 
 # -- drivers -----------------------------------------------------------------

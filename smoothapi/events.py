@@ -10,7 +10,8 @@ A hook may be an ``async def``: in async code (an ``async def`` decorated
 function, ``AsyncResilientTransport``) the call awaits it before going on;
 in sync code it runs to completion on a fresh event loop, or - when the sync
 call is made from inside a running event loop, which must not be blocked -
-as a task on that loop.  It is never dropped.
+as a task on that loop (a trio system task under trio).  A task that the loop
+cancels before it finishes (the loop shut down) is logged as a WARNING.
 
 Events are immutable named tuples (``event.name``, ``event._asdict()``).
 Events name an upstream by breaker name only (a function name or an origin
@@ -24,6 +25,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._runtime import running_trio
 
 if TYPE_CHECKING:
     from .breaker import CircuitState
@@ -237,20 +240,35 @@ def _defer(hook: Hook, event: Event, awaitable: Awaitable[object]) -> None:
     if pending is not None:
         pending.append((hook, event, awaitable))
         return
+    # A sync call made from inside a running loop: blocking the loop to await the hook
+    # would deadlock anything the hook waits for, so the hook runs as a task of that loop.
+    if running_trio():
+        import trio  # noqa: PLC0415 - already imported: trio is running
+
+        trio.lowlevel.spawn_system_task(_guarded, hook, event, awaitable)
+        return
     import asyncio  # noqa: PLC0415 - only for an async hook called from sync code
 
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        loop = None
-    if loop is None:
         asyncio.run(_guarded(hook, event, awaitable))
         return
-    # A sync call made from inside a running loop: blocking it to await the hook
-    # would deadlock anything the hook waits for, so the hook runs as a task.
     task = loop.create_task(_guarded(hook, event, awaitable))
     _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+
+    def done(task: Any) -> None:
+        _tasks.discard(task)
+        if task.cancelled():
+            # The loop shut down (or someone cancelled the task) before the hook finished.
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # a coroutine never started: no "never awaited" warning
+            _logger().warning(
+                "smoothapi async hook %r was cancelled before it finished on %s", hook, event
+            )
+
+    task.add_done_callback(done)
 
 
 _LOGGER: Any = None
