@@ -5,6 +5,10 @@ needs before its batch (the global hook list and the transports' tracing
 slot): a few attribute writes per batch of calls, nothing per call.
 
 * `bare`: the inner transport / the undecorated function;
+* `before instrumentation`: smoothapi as of ``BASELINE`` (the last commit
+  before the observability extras), extracted with ``git archive`` and
+  imported as ``smoothapi_baseline`` - the same code minus the tracing
+  check, in the same run;
 * `smoothapi (off)`: nothing instrumented, the default;
 * `smoothapi + metrics`: `smoothapi.otel` (metrics only) and
   `smoothapi.prometheus` both instrumented - their counters hang off events,
@@ -15,7 +19,12 @@ slot): a few attribute writes per batch of calls, nothing per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +36,34 @@ import smoothapi.prometheus
 from smoothapi import ResilientTransport, _runtime, events, resilient_api
 
 MOCK_BATCH = 200
+#: The last commit before the observability extras (async hooks, smoothapi.otel).
+BASELINE = "0953fd2"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """smoothapi as of BASELINE, importable as ``smoothapi_baseline``."""
+    try:
+        archive = subprocess.run(  # noqa: S603 - a fixed git command
+            ["git", "archive", "--format=tar", BASELINE, "smoothapi"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"needs a git clone with commit {BASELINE} to compare against: {exc}")
+    target = tmp_path_factory.mktemp("baseline")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    (target / "smoothapi").rename(target / "smoothapi_baseline")
+    sys.path.insert(0, str(target))
+    try:
+        import smoothapi_baseline  # type: ignore[import-not-found]
+
+        yield smoothapi_baseline
+    finally:
+        sys.path.remove(str(target))
 
 
 class _Null(httpx.BaseTransport):
@@ -69,10 +106,11 @@ def modes() -> Any:
 
 
 @pytest.mark.benchmark(group="instrumentation-transport-null")
-def test_transport_instrumentation(benchmark: Any, modes: dict[str, Any]) -> None:
-    """ResilientTransport(null).handle_request: off, metrics on, spans on; bare for scale."""
+def test_transport_instrumentation(benchmark: Any, modes: dict[str, Any], baseline: Any) -> None:
+    """ResilientTransport(null).handle_request: before, off, metrics on, spans on; bare."""
     request = httpx.Request("GET", "http://upstream.test/x")
     bare = _Null()
+    before = baseline.ResilientTransport(transport=_Null())
     resilient = ResilientTransport(transport=_Null())
 
     def run(transport: httpx.BaseTransport, mode: Any) -> Callable[[], None]:
@@ -85,6 +123,7 @@ def test_transport_instrumentation(benchmark: Any, modes: dict[str, Any]) -> Non
 
     contenders = {
         "bare": run(bare, modes["off"]),
+        "before instrumentation": run(before, modes["off"]),
         "smoothapi (off)": run(resilient, modes["off"]),
         "smoothapi + metrics": run(resilient, modes["metrics"]),
         "smoothapi + spans": run(resilient, modes["spans"]),
@@ -93,12 +132,13 @@ def test_transport_instrumentation(benchmark: Any, modes: dict[str, Any]) -> Non
 
 
 @pytest.mark.benchmark(group="instrumentation-decorator")
-def test_decorator_instrumentation(benchmark: Any, modes: dict[str, Any]) -> None:
-    """@resilient_api on `def f(x): return x`: off vs metrics on; bare for scale."""
+def test_decorator_instrumentation(benchmark: Any, modes: dict[str, Any], baseline: Any) -> None:
+    """@resilient_api on `def f(x): return x`: before, off, metrics on; bare for scale."""
 
     def f(x: int) -> int:
         return x
 
+    before = baseline.resilient_api()(f)
     decorated = resilient_api()(f)
 
     def run(fn: Callable[[int], int], mode: Any) -> Callable[[], None]:
@@ -111,6 +151,7 @@ def test_decorator_instrumentation(benchmark: Any, modes: dict[str, Any]) -> Non
 
     contenders = {
         "bare": run(f, modes["off"]),
+        "before instrumentation": run(before, modes["off"]),
         "smoothapi (off)": run(decorated, modes["off"]),
         "smoothapi + metrics": run(decorated, modes["metrics"]),
     }
