@@ -177,9 +177,18 @@ def remove_hook(hook: Hook) -> None:
         _global_hooks.remove(hook)
 
 
+# Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
+# decided at the first event, so a process whose calls all succeed never imports it.
+_auto_pending = True
+
+
 def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
     """Send ``event`` to the given hooks and the global ones, and log it; a raising hook is
     logged and the call goes on."""
+    global _auto_pending
+    if _auto_pending:
+        _auto_pending = False
+        _auto_instrument()
     for hook in (*hooks, *_global_hooks):
         try:
             result = hook(event)
@@ -190,6 +199,23 @@ def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
             if result is not None and hasattr(result, "__await__"):
                 _defer(hook, event, result)
     _log(event)
+
+
+def _auto_instrument() -> None:
+    import os  # noqa: PLC0415 - once, at the first event
+
+    if os.environ.get("SMOOTHAPI_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
+        return
+    from importlib.util import find_spec  # noqa: PLC0415
+
+    if find_spec("prometheus_client") is None:
+        return
+    try:
+        from .prometheus import auto_instrument  # noqa: PLC0415
+
+        auto_instrument()
+    except Exception:
+        _logger().exception("smoothapi could not register its Prometheus metrics; calls go on")
 
 
 # The async driver that is running this call collects async hooks' awaitables here

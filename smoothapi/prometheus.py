@@ -18,8 +18,12 @@ The same measures as :mod:`smoothapi.otel`, named the Prometheus way:
   ``smoothapi_breaker_state{breaker,state}`` (1 for its state, 0 for the others),
   ``smoothapi_breaker_failures{breaker}``, ``smoothapi_breaker_open_remaining_seconds{breaker}``.
 
-Nothing here is imported or called unless :func:`instrument` runs.  In a
-multi-process server (gunicorn workers), ``prometheus_client``'s multiprocess
+With prometheus_client installed, smoothapi registers these with the global
+registry by itself at the first event of the process (a retry, a breaker
+move...): a process whose calls all succeed never imports prometheus_client.
+Call :func:`instrument` at startup to register at once or with your own
+registry, :func:`uninstrument` (or set ``SMOOTHAPI_PROMETHEUS=0``) to opt
+out.  In a multi-process server (gunicorn workers), ``prometheus_client``'s multiprocess
 mode aggregates the counters; the gauges describe each worker's own breakers.
 """
 
@@ -43,23 +47,44 @@ _lock = threading.Lock()
 _active: _Instrumentation | None = None
 
 
+# True once the application called instrument() or uninstrument(): from then on
+# its choice holds, and the automatic registration at the first event stands aside.
+_decided = False
+
+
 def instrument(registry: CollectorRegistry | None = None) -> None:
     """Register smoothapi's counters and breaker gauges with ``registry`` (default: the
     global one).  Calling it again replaces the previous registration."""
-    global _active
+    global _active, _decided
     with _lock:
+        _decided = True
         if _active is not None:
             _active.close()
+            _active = None
         _active = _Instrumentation(REGISTRY if registry is None else registry)
 
 
 def uninstrument() -> None:
-    """Unregister smoothapi's metrics; counters start again from 0 on the next instrument()."""
-    global _active
+    """Unregister smoothapi's metrics (counters start again from 0 on the next instrument());
+    this also keeps the automatic registration from happening later."""
+    global _active, _decided
     with _lock:
+        _decided = True
         if _active is not None:
             _active.close()
             _active = None
+
+
+def auto_instrument() -> None:
+    """Register with the global registry unless the application already chose.
+
+    Called by smoothapi itself at the first event of the process when
+    prometheus_client is installed and ``SMOOTHAPI_PROMETHEUS`` is not ``0``.
+    """
+    global _active
+    with _lock:
+        if not _decided and _active is None:
+            _active = _Instrumentation(REGISTRY)
 
 
 def metric_name(measure: Counter | Gauge) -> str:
@@ -71,14 +96,21 @@ def metric_name(measure: Counter | Gauge) -> str:
 class _Instrumentation:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.counters = {
-            counter: PromCounter(
-                metric_name(counter), counter.description, counter.labels, registry=registry
-            )
-            for counter in _telemetry.COUNTERS
-        }
-        self.collector = _BreakerGauges()
-        registry.register(self.collector)
+        self.counters: dict[Counter, PromCounter] = {}
+        try:
+            for counter in _telemetry.COUNTERS:
+                self.counters[counter] = PromCounter(
+                    metric_name(counter), counter.description, counter.labels, registry=registry
+                )
+            self.collector = _BreakerGauges()
+            registry.register(self.collector)
+        except ValueError as exc:  # a name already taken in this registry
+            for registered in self.counters.values():
+                registry.unregister(registered)
+            raise ValueError(
+                f"smoothapi's Prometheus metrics clash with metrics already in {registry!r}: "
+                f"{exc}; pass instrument(registry=...) another registry"
+            ) from exc
         self.subscription = Subscription(self._count)
 
     def _count(self, counter: Counter, values: tuple[str, ...]) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from httpserver import Reply, ScriptedServer
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
 
 import smoothapi.prometheus
 from smoothapi import (
@@ -100,3 +105,106 @@ def test_instrument_twice_replaces_and_uninstrument_unregisters(instant: FakeClo
     with pytest.raises(ConnectionError):
         fails()
     assert "smoothapi_" not in generate_latest(registry).decode()
+
+
+def _run(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+_FAILING_CALL = """
+    import sys
+    from smoothapi import BackoffConfig, CircuitBreakerConfig, ResilientConfig, resilient_api
+    from smoothapi.testing import set_testing
+
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=2),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+    )
+
+    @resilient_api(config, name="auto")
+    def down():
+        raise ConnectionError("refused")
+
+    @resilient_api(name="fine")
+    def fine():
+        return 1
+
+    fine()
+    print("loaded before the first event:", "prometheus_client" in sys.modules)
+    with set_testing():
+        try:
+            down()
+        except ConnectionError:
+            pass
+    print("loaded after:", "prometheus_client" in sys.modules)
+"""
+
+
+def test_installed_prometheus_client_counts_from_the_first_event_with_no_glue() -> None:
+    """As in stamina: nothing to call. The first event (here the first retry) registers the
+    metrics with the global registry, and is itself counted."""
+    result = _run(
+        _FAILING_CALL
+        + """
+    from prometheus_client import REGISTRY
+    print(REGISTRY.get_sample_value(
+        "smoothapi_retries_total", {"breaker": "auto", "cause": "ConnectionError"}))
+    print(REGISTRY.get_sample_value(
+        "smoothapi_gave_up_total", {"breaker": "auto", "reason": "retries exhausted"}))
+    print(REGISTRY.get_sample_value(
+        "smoothapi_breaker_state", {"breaker": "fine", "state": "CLOSED"}))
+    """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:5] == [
+        "loaded before the first event: False",
+        "loaded after: True",
+        "2.0",
+        "1.0",
+        "1.0",
+    ]
+
+
+@pytest.mark.parametrize("how", ["env", "uninstrument"])
+def test_the_automatic_registration_can_be_refused(how: str) -> None:
+    prologue = (
+        ""
+        if how == "env"
+        else "\n    import smoothapi.prometheus; smoothapi.prometheus.uninstrument()"
+    )
+    env = {"SMOOTHAPI_PROMETHEUS": "0"} if how == "env" else {}
+    result = _run(
+        prologue
+        + _FAILING_CALL
+        + """
+    if "prometheus_client" in sys.modules:
+        from prometheus_client import REGISTRY
+        labels = {"breaker": "auto", "cause": "ConnectionError"}
+        assert REGISTRY.get_sample_value("smoothapi_retries_total", labels) is None
+    print("ok")
+    """,
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[-2] == "ok"
+    if how == "env":
+        assert lines[1] == "loaded after: False"
+
+
+def test_a_name_clash_is_a_clear_error_and_registers_nothing_half_way() -> None:
+    registry = CollectorRegistry()
+    PromCounter("smoothapi_rejected", "someone else's", registry=registry)
+    with pytest.raises(ValueError, match="clash with metrics already in"):
+        smoothapi.prometheus.instrument(registry)
+    text = generate_latest(registry).decode()
+    assert "smoothapi_retries_total" not in text
+    assert "someone else's" in text
+    smoothapi.prometheus.uninstrument()
