@@ -55,24 +55,26 @@ _decided = False
 def instrument(registry: CollectorRegistry | None = None) -> None:
     """Register smoothapi's counters and breaker gauges with ``registry`` (default: the
     global one).  Calling it again replaces the previous registration."""
-    global _active, _decided
+    global _active
     with _lock:
-        _decided = True
-        if _active is not None:
-            _active.close()
-            _active = None
+        _stop()
         _active = _Instrumentation(REGISTRY if registry is None else registry)
 
 
 def uninstrument() -> None:
     """Unregister smoothapi's metrics (counters start again from 0 on the next instrument());
     this also keeps the automatic registration from happening later."""
-    global _active, _decided
     with _lock:
-        _decided = True
-        if _active is not None:
-            _active.close()
-            _active = None
+        _stop()
+
+
+def _stop() -> None:
+    # Under _lock: the application has chosen, so the automatic registration stands aside.
+    global _active, _decided
+    _decided = True
+    if _active is not None:
+        _active.close()
+        _active = None
 
 
 def auto_instrument() -> None:
