@@ -76,6 +76,22 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "recovered: 200 breaker CLOSED",
         ),
     ),
+    "observability.py": (
+        ("httpx", "opentelemetry.sdk", "prometheus_client"),
+        (
+            "blip:    200 after 3",
+            "span:    GET 503 resend_count=- url=http://127.0.0.1:",
+            "span:    GET 503 resend_count=1 url=",
+            "span:    GET 200 resend_count=2 url=",
+            "/users/1?api_key=REDACTED",
+            "log:     DEBUG http://127.0.0.1:",
+            ": CLOSED -> OPEN (3 consecutive failures)",
+            "hook:    CallRejected(name='http://127.0.0.1:",
+            "open:    CircuitOpenTransportError",
+            'metric:  smoothapi_retries_total{breaker="http://127.0.0.1:PORT",cause="503"} 4.0',
+            'metric:  smoothapi_breaker_state{breaker="http://127.0.0.1:PORT",state="OPEN"} 1.0',
+        ),
+    ),
     "shared_breaker.py": (
         ("requests", "httpx"),
         (
