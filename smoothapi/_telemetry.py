@@ -152,18 +152,29 @@ class Reading(NamedTuple):
     open_remaining: float
 
 
+_SEVERITY = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
 def readings() -> Iterator[Reading]:
     """Every live breaker's state, failure count and time left open.
 
-    Several breakers may share a name (two decorators on functions of the same
-    name); a metric holds one value per label set, so the first one read wins.
+    Breakers may share a name (a sync and an async transport to one origin each
+    keep their own breaker): a metric holds one value per label set, so those
+    are reported as one - the worst state, the most failures, the longest wait.
     """
-    seen: set[str] = set()
+    merged: dict[str, Reading] = {}
     for breaker in live_breakers():
-        if breaker.name in seen:
-            continue
-        seen.add(breaker.name)
-        yield _read(breaker)
+        reading = _read(breaker)
+        seen = merged.get(reading.name)
+        if seen is not None:
+            reading = Reading(
+                reading.name,
+                max(seen.state, reading.state, key=_SEVERITY.__getitem__),
+                max(seen.failures, reading.failures),
+                max(seen.open_remaining, reading.open_remaining),
+            )
+        merged[reading.name] = reading
+    yield from merged.values()
 
 
 def gauge_values(reading: Reading) -> Iterator[tuple[Gauge, tuple[str, ...], float]]:

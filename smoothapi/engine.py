@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Any, Final, TypeVar
 
 from . import _runtime
+from ._async_hooks import collect, flush, stop_collecting
 from .backoff import next_delay
 from .breaker import REJECTED, CircuitBreaker, CircuitState
 from .budget import RetryBudget
@@ -44,10 +45,7 @@ from .events import (
     RetriesExhausted,
     RetryBudgetExhausted,
     RetryScheduled,
-    collect,
     emit,
-    flush,
-    stop_collecting,
 )
 
 __all__ = [

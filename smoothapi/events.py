@@ -6,12 +6,9 @@ attempt, a state change, a rejection, a fallback - never for a call that
 simply succeeds.  A hook that raises is logged on the ``smoothapi`` logger
 and never breaks the call.
 
-A hook may be an ``async def``: in async code (an ``async def`` decorated
-function, ``AsyncResilientTransport``) the call awaits it before going on;
-in sync code it runs to completion on a fresh event loop, or - when the sync
-call is made from inside a running event loop, which must not be blocked -
-as a task on that loop (a trio system task under trio).  A task that the loop
-cancels before it finishes (the loop shut down) is logged as a WARNING.
+A hook may be an ``async def``: in async code the call awaits it before its
+next step; elsewhere it runs on the loop or thread it belongs to, in order,
+never silently dropped (see :mod:`smoothapi._async_hooks`).
 
 Events are immutable named tuples (``event.name``, ``event._asdict()``).
 Events name an upstream by breaker name only (a function name or an origin
@@ -22,11 +19,12 @@ header value.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar, Token
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._runtime import running_trio
+from . import _async_hooks
+from ._async_hooks import defer
 
 if TYPE_CHECKING:
     from .breaker import CircuitState
@@ -180,6 +178,7 @@ def remove_hook(hook: Hook) -> None:
 # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
 # decided at the first event, so a process whose calls all succeed never imports it.
 _auto_pending = True
+_auto_lock = threading.Lock()
 
 
 def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
@@ -187,8 +186,10 @@ def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
     logged and the call goes on."""
     global _auto_pending
     if _auto_pending:
-        _auto_pending = False
-        _auto_instrument()
+        with _auto_lock:  # other threads' first events wait until the counters exist
+            if _auto_pending:
+                _auto_instrument()
+                _auto_pending = False
     for hook in (*hooks, *_global_hooks):
         try:
             result = hook(event)
@@ -197,7 +198,7 @@ def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
         else:
             # `hasattr` rather than `inspect.isawaitable`: inspect costs milliseconds to import.
             if result is not None and hasattr(result, "__await__"):
-                _defer(hook, event, result)
+                defer(hook, event, result)
     _log(event)
 
 
@@ -216,85 +217,6 @@ def _auto_instrument() -> None:
         auto_instrument()
     except Exception:
         _logger().exception("smoothapi could not register its Prometheus metrics; calls go on")
-
-
-# The async driver that is running this call collects async hooks' awaitables here
-# and awaits them before its next step; None outside such a driver.
-_pending: ContextVar[list[tuple[Hook, Event, Awaitable[object]]] | None] = ContextVar(
-    "smoothapi_pending_hooks", default=None
-)
-# Tasks started for async hooks from sync code inside a running loop: held so that
-# the loop's weak references do not let them be collected mid-flight.
-_tasks: set[Any] = set()
-
-
-Pending = list[tuple[Hook, Event, Awaitable[object]]]
-
-
-def collect() -> tuple[Pending, Token[Pending | None]]:
-    """Collect async hooks' awaitables for the current async call, until :func:`stop_collecting`.
-
-    The async driver awaits them with :func:`flush` before each step.
-    """
-    pending: Pending = []
-    return pending, _pending.set(pending)
-
-
-def stop_collecting(pending: Pending, token: Token[Pending | None]) -> None:
-    """End :func:`collect`; anything not flushed (the call was cancelled) still runs."""
-    _pending.reset(token)
-    while pending:
-        _defer(*pending.pop(0))
-
-
-async def flush(pending: Pending) -> None:
-    """Await the async hooks collected so far, in the order their events were sent."""
-    while pending:
-        hook, event, awaitable = pending.pop(0)
-        await _guarded(hook, event, awaitable)
-
-
-async def _guarded(hook: Hook, event: Event, awaitable: Awaitable[object]) -> None:
-    try:
-        await awaitable
-    except Exception:
-        _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
-
-
-def _defer(hook: Hook, event: Event, awaitable: Awaitable[object]) -> None:
-    pending = _pending.get()
-    if pending is not None:
-        pending.append((hook, event, awaitable))
-        return
-    # A sync call made from inside a running loop: blocking the loop to await the hook
-    # would deadlock anything the hook waits for, so the hook runs as a task of that loop.
-    if running_trio():
-        import trio  # noqa: PLC0415 - already imported: trio is running
-
-        trio.lowlevel.spawn_system_task(_guarded, hook, event, awaitable)
-        return
-    import asyncio  # noqa: PLC0415 - only for an async hook called from sync code
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(_guarded(hook, event, awaitable))
-        return
-    task = loop.create_task(_guarded(hook, event, awaitable))
-    _tasks.add(task)
-
-    def done(task: Any) -> None:
-        _tasks.discard(task)
-        if task.cancelled():
-            # The loop shut down (or someone cancelled the task) before the hook finished.
-            close = getattr(awaitable, "close", None)
-            if close is not None:
-                close()  # a coroutine never started: no "never awaited" warning
-            _logger().warning(
-                "smoothapi async hook %r was cancelled before it finished on %s", hook, event
-            )
-
-    task.add_done_callback(done)
 
 
 _LOGGER: Any = None
@@ -431,3 +353,6 @@ def _cause(status: int | None, error: BaseException | None) -> str:
     if status is not None:
         return f"status {status}"
     return _type_name(error) or "failure"
+
+
+_async_hooks.set_logger(_logger)

@@ -16,7 +16,8 @@ consecutive failures, seconds left open).  Names and labels are in
 ``AsyncResilientTransport``) open one CLIENT span per physical attempt,
 following the OpenTelemetry HTTP client conventions: named after the method,
 with ``http.request.method``, ``server.address``, ``server.port``,
-``url.full`` (userinfo dropped, query values replaced by ``REDACTED``),
+``url.full`` (as sent; userinfo dropped, query values and bare tokens replaced by
+``REDACTED``),
 ``http.response.status_code``, ``error.type`` and, on every resend,
 ``http.request.resend_count`` (1 for the first retry).  The span is current
 while the attempt runs, so spans of an inner instrumentation nest under it.
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -92,24 +93,20 @@ def _attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[str, s
     return {f"smoothapi.{label}": value for label, value in zip(labels, values, strict=True)}
 
 
-class _Instrumentation:
-    def __init__(self) -> None:
-        self.subscription: Subscription | None = None
-        self.tracing: Tracing | None = None
-        self.closed = False
-        self._cache: tuple[list[Reading], set[Gauge]] = ([], set(_telemetry.GAUGES))
+class _Instruments:
+    """smoothapi's instruments on one meter, created once: the OpenTelemetry SDK hands back
+    an instrument already registered under a name (and ignores new callbacks), so a
+    second instrument() on the same meter reuses these, and they report while active."""
 
-    def start_metrics(self, meter: metrics.Meter) -> None:
-        counters = {
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.meter = meter
+        self.counters = {
             counter: meter.create_counter(
                 counter.name, unit=counter.unit, description=counter.description
             )
             for counter in _telemetry.COUNTERS
         }
-
-        def on_count(counter: Counter, values: tuple[str, ...]) -> None:
-            counters[counter].add(1, _attributes(counter.labels, values))
-
+        self._cache: tuple[list[Reading], set[Gauge]] = ([], set(_telemetry.GAUGES))
         for gauge in _telemetry.GAUGES:
             meter.create_observable_gauge(
                 gauge.name,
@@ -117,11 +114,14 @@ class _Instrumentation:
                 unit=gauge.unit,
                 description=gauge.description,
             )
-        self.subscription = Subscription(on_count)
+
+    def count(self, counter: Counter, values: tuple[str, ...]) -> None:
+        self.counters[counter].add(1, _attributes(counter.labels, values))
 
     def _observer(self, gauge: Gauge) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterator[Observation]:
-            if self.closed:
+            active = _active
+            if active is None or active.instruments is not self:
                 return
             for reading in self._readings(gauge):
                 for measured, values, value in _telemetry.gauge_values(reading):
@@ -141,8 +141,25 @@ class _Instrumentation:
         used.add(gauge)
         return readings
 
+
+# By id(meter), with the meter itself kept alive so that the id stays its own.
+_instruments: dict[int, _Instruments] = {}
+
+
+class _Instrumentation:
+    def __init__(self) -> None:
+        self.subscription: Subscription | None = None
+        self.instruments: _Instruments | None = None
+        self.tracing: Tracing | None = None
+
+    def start_metrics(self, meter: metrics.Meter) -> None:
+        instruments = _instruments.get(id(meter))
+        if instruments is None or instruments.meter is not meter:
+            instruments = _instruments[id(meter)] = _Instruments(meter)
+        self.instruments = instruments
+        self.subscription = Subscription(instruments.count)
+
     def close(self) -> None:
-        self.closed = True
         if self.subscription is not None:
             self.subscription.close()
         if self.tracing is not None and _runtime.tracing is self.tracing:
@@ -236,11 +253,14 @@ class _HTTPXURL:
     __slots__ = ("hostname", "path", "port", "query", "scheme")
 
     def __init__(self, url: Any) -> None:
+        # The bytes as sent: `url.path`/`url.host` are decoded (%3F would become a "?",
+        # an IDNA host its Unicode form).
         self.scheme = url.scheme
-        self.hostname = url.host
+        self.hostname = url.raw_host.decode("ascii", "replace")
         self.port = url.port
-        self.path = url.path
-        self.query = url.query.decode("ascii", "replace")
+        path, _, query = url.raw_path.decode("ascii", "replace").partition("?")
+        self.path = path
+        self.query = query
 
 
 def _finish(span: trace.Span, status: int) -> None:
@@ -256,6 +276,11 @@ def _full_url(scheme: str, host: str, port: int | None, path: str, query: str) -
         netloc = f"{netloc}:{port}"
     url = f"{scheme}://{netloc}{path or '/'}"
     if query:
-        redacted = [(key, "REDACTED") for key, _ in parse_qsl(query, keep_blank_values=True)]
-        url = f"{url}?{urlencode(redacted)}"
+        # Keys stay (as sent) to show the request's shape; a value, or a part that is
+        # not key=value at all (a bare token), is replaced.
+        parts = query.split("&")
+        redacted = [
+            f"{part.partition('=')[0]}=REDACTED" if "=" in part else "REDACTED" for part in parts
+        ]
+        url = f"{url}?{'&'.join(redacted)}"
     return url

@@ -23,8 +23,9 @@ registry by itself at the first event of the process (a retry, a breaker
 move...): a process whose calls all succeed never imports prometheus_client.
 Call :func:`instrument` at startup to register at once or with your own
 registry, :func:`uninstrument` (or set ``SMOOTHAPI_PROMETHEUS=0``) to opt
-out.  In a multi-process server (gunicorn workers), ``prometheus_client``'s multiprocess
-mode aggregates the counters; the gauges describe each worker's own breakers.
+out.  In ``prometheus_client``'s multiprocess mode (gunicorn workers) the counters
+add up across workers, but the breaker gauges are not exported: a scrape there reads
+only the shared files, and the gauges are read live from one process's breakers.
 """
 
 from __future__ import annotations

@@ -253,3 +253,51 @@ def test_nothing_of_opentelemetry_or_prometheus_loads_unless_instrumented() -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    ("path", "full"),
+    [
+        ("/files/%3Fsecret%3D1", "/files/%3Fsecret%3D1"),  # an encoded "?" is path, as sent
+        ("/a%20b%2Fc?x=1&x=2", "/a%20b%2Fc?x=REDACTED&x=REDACTED"),
+        ("/r?SECRETTOKEN", "/r?REDACTED"),  # a bare token is a value too
+        ("/r?k=v&TOKEN", "/r?k=REDACTED&REDACTED"),
+    ],
+)
+def test_url_full_is_the_url_as_sent_with_query_values_redacted(
+    telemetry: Telemetry, server: ScriptedServer, path: str, full: str
+) -> None:
+    with httpx.Client(transport=ResilientTransport(CONFIG), timeout=TIMEOUT) as client:
+        client.get(server.url + path)
+    (span,) = _attempt_spans(telemetry)
+    assert dict(span.attributes or {})["url.full"] == server.url + full
+
+
+def test_instrument_again_on_the_same_meter_keeps_every_metric(instant: FakeClock) -> None:
+    """The SDK hands back instruments already registered on a meter (ignoring new gauge
+    callbacks): a second instrument() must still report the breaker gauges."""
+    t = Telemetry()
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
+        fallback="x",
+    )
+
+    @resilient_api(config, name="otel-twice")
+    def down() -> None:
+        raise ConnectionError
+
+    try:
+        for _ in range(2):
+            smoothapi.otel.instrument(meter_provider=t.meter_provider, traces_enabled=False)
+            down()
+        smoothapi.otel.uninstrument()
+        smoothapi.otel.instrument(meter_provider=t.meter_provider, traces_enabled=False)
+        down()
+        key = (("smoothapi.breaker", "otel-twice"), ("smoothapi.state", "OPEN"))
+        assert t.points("smoothapi.breaker.state")[key] == 1
+        assert t.points("smoothapi.fallbacks") == {(("smoothapi.breaker", "otel-twice"),): 3}
+    finally:
+        smoothapi.otel.uninstrument()
+        t.meter_provider.shutdown()
+        t.tracer_provider.shutdown()

@@ -208,3 +208,16 @@ def test_a_name_clash_is_a_clear_error_and_registers_nothing_half_way() -> None:
     assert "smoothapi_retries_total" not in text
     assert "someone else's" in text
     smoothapi.prometheus.uninstrument()
+
+
+def test_breakers_sharing_a_name_report_the_worst_state(registry: CollectorRegistry) -> None:
+    """A sync and an async transport to one origin keep a breaker each, under one name: the
+    gauge shows OPEN if either is open (one value per label set)."""
+    closed = ResilientTransport().breaker_for("https://api.example.com/")
+    opened = ResilientTransport().breaker_for("https://api.example.com/")
+    assert closed is not opened
+    assert closed.name == opened.name
+    opened.force_open()
+    labels = {"breaker": opened.name}
+    assert registry.get_sample_value("smoothapi_breaker_state", {**labels, "state": "OPEN"}) == 1
+    assert registry.get_sample_value("smoothapi_breaker_state", {**labels, "state": "CLOSED"}) == 0

@@ -422,3 +422,15 @@ def test_bad_invocations_exit_2_with_one_line(
     assert message in err
     assert err.count("\n") == 1, err
     assert "example.com" not in err
+
+
+def test_a_non_ascii_prefix_finds_its_breakers(
+    client: redis.Redis, redis_prefix: str, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    """redis-py writes str keys as UTF-8: a prefix such as 'café' must read back the same."""
+    store = RedisStore(client, prefix=f"{redis_prefix}-café")
+    fail(shared(store, "search"), 2)
+    assert [(b.name, b.failures) for b in store.breakers()] == [("search", 2)]
+    status, out, _ = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
+    assert status == 0
+    assert table_rows(out)["search"] == ["CLOSED", "2", "-"]

@@ -394,7 +394,7 @@ class RedisStore:
         page: list[str] = []
         found: list[BreakerStatus] = []
         for raw in client.scan_iter(match=match, count=_SCAN_PAGE):
-            key = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+            key = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
             if key in seen or not shape.fullmatch(key):
                 continue
             seen.add(key)
