@@ -402,6 +402,7 @@ def test_an_unreachable_redis_exits_2_with_one_clear_line() -> None:
 BAD_INVOCATIONS = {
     "malformed URL": (["--redis", "http://example.com"], "could not use the URL"),
     "bad port": (["--redis", "redis://127.0.0.1:notaport/0"], "could not use the URL"),
+    "database not a number": (["--redis", "redis://127.0.0.1:1/abc"], "must be a number"),
     "prefix with a brace": (["--redis", "redis://127.0.0.1:1/0", "--prefix", "a{b"], "prefix"),
     "no URL anywhere": ([], "pass --redis URL or set SMOOTHAPI_REDIS_URL"),
     "zero timeout": (["--redis", "redis://127.0.0.1:1/0", "--timeout", "0"], "timeout"),

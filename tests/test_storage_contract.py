@@ -35,6 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redisserver import RedisServer
 
+import smoothapi
 from smoothapi import (
     BackoffConfig,
     CircuitBreaker,
@@ -600,6 +601,32 @@ def test_from_url_never_echoes_the_url() -> None:
     assert "s3cret" not in str(info.value)
 
 
+def test_from_url_refuses_a_database_that_is_not_a_number() -> None:
+    """redis-py itself would read redis://host/abc as database 0, silently."""
+    with pytest.raises(ConfigError, match="must be a number"):
+        RedisStore.from_url("redis://user:s3cret@127.0.0.1:6379/abc")
+    RedisStore.from_url("redis://127.0.0.1:6379/3").close()
+    RedisStore.from_url("redis://127.0.0.1:6379").close()
+
+
+def test_shared_breakers_are_live_breakers_and_reset_all_resets_the_store(
+    store: RedisStore,
+) -> None:
+    """live_breakers() lists shared breakers (not their private local twins) and
+    reset_all() closes them in the store, where the whole fleet sees it."""
+    config = CircuitBreakerConfig(failure_threshold=3, store=store)
+    breaker = CircuitBreaker(config, name="listed-shared")
+    other_process = CircuitBreaker(config, name="listed-shared")
+    breaker.record_failure(breaker.acquire())
+    listed = {id(b) for b in smoothapi.live_breakers() if b.name == "listed-shared"}
+    assert listed == {id(breaker), id(other_process)}  # the local twins are not listed
+    breaker.force_open()
+    assert other_process.state is OPEN
+    smoothapi.reset_all()
+    assert other_process.state is CLOSED
+    assert other_process.failure_count == 0
+
+
 def test_store_label_names_host_port_and_db_but_never_credentials() -> None:
     """Logs and events name the store by host:port/db; never the password."""
     client = redis.Redis.from_url("redis://user:s3cret@127.0.0.1:1/3")
@@ -968,13 +995,13 @@ class Heard:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    # The store's warnings; a breaker opening logs a WARNING too, tagged smoothapi_event.
+    # The store's warnings (a breaker opening logs a WARNING too, with another tag).
     return [
         r
         for r in caplog.records
         if r.name == "smoothapi"
         and r.levelno >= logging.WARNING
-        and not hasattr(r, "smoothapi_event")
+        and getattr(r, "smoothapi_event", None) == "store_unavailable"
     ]
 
 

@@ -159,6 +159,7 @@ class RedisStore:
             raise ConfigError(f"RedisStore.from_url timeout must be > 0 seconds, got {timeout!r}")
         if not isinstance(url, str):
             raise ConfigTypeError(f"RedisStore.from_url needs a URL string, got {url!r}")
+        _check_db_path(url)
         options = {"socket_timeout": seconds, "socket_connect_timeout": seconds, **client_kwargs}
         sync_retry = redis.retry.Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         async_retry = redis.asyncio.retry.Retry(
@@ -564,3 +565,21 @@ def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
 
 def _by_name(status: BreakerStatus) -> tuple[bool, str, str]:
     return (status.name is None, status.name or "", status.key)
+
+
+def _check_db_path(url: str) -> None:
+    """redis-py reads ``redis://host/abc`` as database 0 without a word: refuse it."""
+    from urllib.parse import urlsplit  # noqa: PLC0415 - once per store
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # never echo the URL: it may hold a password
+        raise ConfigError(f"RedisStore.from_url could not parse the URL: {exc}") from exc
+    if parts.scheme not in ("redis", "rediss"):
+        return  # unix:// takes the database as ?db=
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ConfigError(
+            f"RedisStore.from_url: the URL's path names the database and must be a number "
+            f"(redis://host:6379/0), got {path!r}"
+        )

@@ -411,6 +411,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         # until on the local monotonic clock).  Answers the reports that need no round
         # trip, and the sync reads of a store that has only an async client.
         self._last: tuple[CircuitState, int, float] = (CLOSED, 0, 0.0)
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return (
@@ -751,6 +752,12 @@ class SharedCircuitBreaker(CircuitBreaker):
             type(error).__name__,
             error,
             interval,
+            extra={
+                "smoothapi_event": "store_unavailable",
+                "store": label,
+                "error_type": type(error).__qualname__,
+                "retry_interval": interval,
+            },
         )
         emit(StoreUnavailable(label, error), self._hooks)
 
@@ -766,5 +773,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             "smoothapi: breaker store %s answers again after %.1fs; breakers share its state again",
             label,
             down_for,
+            extra={"smoothapi_event": "store_recovered", "store": label, "down_for": down_for},
         )
         emit(StoreRecovered(label, down_for), self._hooks)
