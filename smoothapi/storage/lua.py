@@ -3,7 +3,9 @@
 State lives in one Redis HASH per breaker (``KEYS[1]``) with the fields
 ``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures``, ``open_until`` and
 ``lease_until`` (milliseconds on the *server's* clock), ``gen`` (the probe
-generation: a probe's ticket) and ``name`` (the readable breaker name, for
+generation: a probe's ticket), ``growth`` (failed probes in a row: the
+adaptive open time's level), ``closed_at`` (when a probe last closed it) and
+``name`` (the readable breaker name, for
 humans; the key itself is a digest).  A missing key or field reads as a
 fresh CLOSED breaker, so nothing has to be created up front.
 
@@ -73,8 +75,14 @@ return {gen, 0, failures, state, 0}
 """
 )
 
-#: ARGV: op ("success" | "failure" | "release"), ticket, threshold, cooldown_ms, ttl_ms, name
+#: ARGV: op ("success" | "failure" | "release"), ticket, threshold, cooldown_ms, ttl_ms, name,
+#: and for the open time: multiplier, max_cooldown_ms, reset_ms, rand (0..1), retry_after_ms
+#: (-1: none) - absent, the breaker opens for the plain cooldown_ms.
 #: -> {state, old_state, failures}
+#: The open time is the memory breaker's: after ``growth`` failed probes in a row,
+#: cooldown + rand * (min(max_cooldown, cooldown * multiplier^growth) - cooldown), and at
+#: least the server's Retry-After (capped at max_cooldown); a trip after reset_ms CLOSED
+#: since the last close starts again from growth 0.
 #: Ticket 0 counts only in CLOSED (a call admitted before the breaker opened must not
 #: flip a state it knows nothing about); a probe ticket counts only while it is the
 #: current generation in HALF_OPEN.  Anything else is ignored and changes nothing.
@@ -86,10 +94,28 @@ local ticket = tonumber(ARGV[2])
 local threshold = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'state', 'failures', 'gen')
+local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at')
 local state = h[1] or 'CLOSED'
 local failures = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
+local growth = tonumber(h[4]) or 0
+local function open_for(level)
+  local open = cooldown
+  local cap = tonumber(ARGV[8]) or cooldown
+  local multiplier = tonumber(ARGV[7]) or 1
+  if level > 0 and multiplier > 1 then
+    local grown = math.min(cap, cooldown * multiplier ^ level)
+    if grown > cooldown then
+      local share = math.min(1, math.max(0, tonumber(ARGV[10]) or 0))
+      open = cooldown + share * (grown - cooldown)
+    end
+  end
+  local wanted = tonumber(ARGV[11]) or -1
+  if wanted > open then
+    open = math.max(open, math.min(wanted, cap))
+  end
+  return math.floor(open)
+end
 if ticket == 0 then
   if state ~= 'CLOSED' or op == 'release' then
     return {state, state, failures}
@@ -110,8 +136,13 @@ if ticket == 0 then
 """
     + _NOW
     + """
-  redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + cooldown,
-             'lease_until', 0, 'name', ARGV[6])
+  local closed_at = tonumber(h[5])
+  if closed_at == nil or now - closed_at >= (tonumber(ARGV[9]) or 0) then
+    growth = 0  -- a healthy period (or none on record): start from the cooldown
+  end
+  redis.call('HSET', key, 'state', 'OPEN', 'failures', failures,
+             'open_until', now + open_for(growth), 'lease_until', 0, 'growth', growth,
+             'name', ARGV[6])
   redis.call('PEXPIRE', key, ttl)
   return {'OPEN', state, failures}
 end
@@ -119,7 +150,10 @@ if state ~= 'HALF_OPEN' or ticket ~= gen then
   return {state, state, failures}
 end
 if op == 'success' then
-  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0)
+"""
+    + _NOW
+    + """
+  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0, 'closed_at', now)
   redis.call('PEXPIRE', key, ttl)
   return {'CLOSED', state, 0}
 end
@@ -132,20 +166,22 @@ end
     + _NOW
     + """
 failures = failures + 1
-redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + cooldown,
-           'lease_until', 0, 'name', ARGV[6])
+growth = growth + 1
+redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + open_for(growth),
+           'lease_until', 0, 'growth', growth, 'name', ARGV[6])
 redis.call('PEXPIRE', key, ttl)
 return {'OPEN', state, failures}
 """
 )
 
 #: ARGV: ttl_ms, name -> {state, old_state, failures}
-#: A new generation invalidates any probe in flight.
+#: A new generation invalidates any probe in flight; the grown open time is forgotten.
 RESET = """
 local key = KEYS[1]
 local old = redis.call('HGET', key, 'state') or 'CLOSED'
 redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'open_until', 0, 'lease_until', 0,
-           'name', ARGV[2])
+           'growth', 0, 'name', ARGV[2])
+redis.call('HDEL', key, 'closed_at')
 redis.call('HINCRBY', key, 'gen', 1)
 redis.call('PEXPIRE', key, tonumber(ARGV[1]))
 return {'CLOSED', old, 0}

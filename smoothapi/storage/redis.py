@@ -36,7 +36,7 @@ from ..config import _number
 from ..engine import _running_trio
 from ..errors import ConfigError, ConfigTypeError
 from . import lua
-from .shared import Admission, BreakerStatus, Op, Report, Snapshot
+from .shared import Admission, BreakerStatus, Op, Opening, Report, Snapshot
 
 __all__ = ["RedisStore"]
 
@@ -84,6 +84,9 @@ class RedisStore:
     Authentication and TLS are whatever the clients are configured with;
     logs and events name the store by ``host:port/db`` only.
     """
+
+    #: Grows the open time as the memory breaker does (see ``shared.Opening``).
+    adaptive = True
 
     def __init__(
         self,
@@ -234,11 +237,20 @@ class RedisStore:
         return _decode(reply, _admission)
 
     def record(
-        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+        self,
+        key: str,
+        op: Op,
+        ticket: int,
+        *,
+        threshold: int,
+        cooldown_ms: int,
+        name: str,
+        opening: Opening | None = None,
     ) -> Report:
         """Run the ``record`` script."""
         script = self._scripts_sync().record
-        reply = script(keys=[key], args=_record_args(op, ticket, threshold, cooldown_ms, name))
+        args = _record_args(op, ticket, threshold, cooldown_ms, name, opening=opening)
+        reply = script(keys=[key], args=args)
         return _decode(reply, _report)
 
     def reset(self, key: str, name: str) -> Report:
@@ -270,13 +282,25 @@ class RedisStore:
         return _decode(reply, _admission)
 
     async def record_async(
-        self, key: str, op: Op, ticket: int, *, threshold: int, cooldown_ms: int, name: str
+        self,
+        key: str,
+        op: Op,
+        ticket: int,
+        *,
+        threshold: int,
+        cooldown_ms: int,
+        name: str,
+        opening: Opening | None = None,
     ) -> Report:
         """:meth:`record` with the async client (the sync one in a thread under trio)."""
         if _running_trio():
             return await self._in_thread(
                 functools.partial(
-                    self.record, threshold=threshold, cooldown_ms=cooldown_ms, name=name
+                    self.record,
+                    threshold=threshold,
+                    cooldown_ms=cooldown_ms,
+                    name=name,
+                    opening=opening,
                 ),
                 key,
                 op,
@@ -284,7 +308,7 @@ class RedisStore:
             )
         script = self._scripts_async().record
         reply = await script(
-            keys=[key], args=_record_args(op, ticket, threshold, cooldown_ms, name)
+            keys=[key], args=_record_args(op, ticket, threshold, cooldown_ms, name, opening=opening)
         )
         return _decode(reply, _report)
 
@@ -448,9 +472,24 @@ def _name_field(name: str) -> bytes:
 
 
 def _record_args(
-    op: Op, ticket: int, threshold: int, cooldown_ms: int, name: str
-) -> list[int | str | bytes]:
-    return [op, ticket, threshold, cooldown_ms, _ttl(cooldown_ms), _name_field(name)]
+    op: Op, ticket: int, threshold: int, cooldown_ms: int, name: str, *, opening: Opening | None
+) -> list[int | float | str | bytes]:
+    if opening is None:
+        return [op, ticket, threshold, cooldown_ms, _ttl(cooldown_ms), _name_field(name)]
+    longest = max(cooldown_ms, opening.max_cooldown_ms)
+    return [
+        op,
+        ticket,
+        threshold,
+        cooldown_ms,
+        _ttl(longest),
+        _name_field(name),
+        repr(float(opening.multiplier)),
+        opening.max_cooldown_ms,
+        opening.reset_ms,
+        repr(float(opening.rand)),
+        -1 if opening.retry_after_ms is None else opening.retry_after_ms,
+    ]
 
 
 def _text(value: object) -> str:

@@ -35,11 +35,13 @@ The happy path of the memory breaker (``_healthy``) is always False here, so
 mount points hand every call to the engine, which calls ``acquire``.
 
 Adaptive open time
-    The shared state opens for the plain ``cooldown_ms``: the store ignores
-    ``cooldown_multiplier``, ``max_cooldown_ms`` and ``cooldown_reset_ms``,
-    and ``record_failure``'s ``retry_after`` hold.  They apply to the local
-    fallback breaker, which is a full in-memory breaker built from the same
-    config.
+    With a store that sets ``adaptive = True`` (``RedisStore`` does), the
+    shared state's open time follows the memory breaker's rule -
+    ``cooldown_multiplier``, ``max_cooldown_ms``, ``cooldown_reset_ms`` and
+    ``record_failure``'s ``retry_after`` hold - with the growth level kept in
+    the store, so the whole fleet backs off together.  Each opening's jitter
+    is drawn by the process whose failure opened it.  Other stores open for
+    the plain ``cooldown_ms``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
-from ..config import CircuitBreakerConfig, check_store
+from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
 from ..engine import _running_trio
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
@@ -70,6 +72,7 @@ __all__ = [
     "BreakerStatus",
     "BreakerStore",
     "Op",
+    "Opening",
     "Report",
     "SharedCircuitBreaker",
     "Snapshot",
@@ -117,6 +120,24 @@ class Report(NamedTuple):
     failures: int
 
 
+class Opening(NamedTuple):
+    """How long a failure that opens the breaker keeps it open, for a store that grows
+    the open time (``adaptive = True``): the memory breaker's rule, computed atomically
+    with the store's own growth level.
+
+    ``multiplier``, ``max_cooldown_ms`` and ``reset_ms`` come from the config
+    (``cooldown_multiplier``, ``max_cooldown``, ``cooldown_reset``); ``rand``
+    in [0, 1] is the jitter's draw; ``retry_after_ms`` the server's Retry-After
+    (None: none).
+    """
+
+    multiplier: float
+    max_cooldown_ms: int
+    reset_ms: int
+    rand: float
+    retry_after_ms: int | None
+
+
 class Snapshot(NamedTuple):
     """A side-effect-free read of a shared breaker (an elapsed cooldown still reads OPEN)."""
 
@@ -159,7 +180,10 @@ class BreakerStore(Protocol):
     """Where a :class:`SharedCircuitBreaker` keeps its state (e.g. :class:`~smoothapi.RedisStore`).
 
     Every method that changes state must do so atomically on the store's own
-    clock.  ``cooldown_ms`` arrives in whole milliseconds.  The ``*_async``
+    clock.  ``cooldown_ms`` arrives in whole milliseconds.  A store whose class
+    sets ``adaptive = True`` also takes ``opening=`` (an :class:`Opening`) in
+    ``record``/``record_async`` for failures, and grows the open time as the
+    memory breaker does; without it, an opening lasts the plain ``cooldown_ms``.  The ``*_async``
     methods are the same operations for the async driver.  Raise one of
     ``errors`` when the store cannot answer: the breaker then falls back to
     local state; raise :class:`~smoothapi.errors.ConfigError` for a misuse
@@ -359,12 +383,15 @@ class SharedCircuitBreaker(CircuitBreaker):
     """
 
     __slots__ = (
+        "_adaptive",
         "_cooldown_ms",
         "_health",
         "_key",
         "_last",
         "_local",
+        "_max_cooldown_ms",
         "_rejection",
+        "_reset_ms",
         "_store_errors",
         "_threshold",
         "store",
@@ -405,6 +432,10 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._local = CircuitBreaker(
             replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
         )
+        self._rand = rand
+        self._adaptive = getattr(store, "adaptive", False) is True
+        self._max_cooldown_ms = math.ceil(config.max_cooldown * 1000)
+        self._reset_ms = math.ceil(config.cooldown_reset * 1000)
         _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._rejection = threading.local()
         # The last state this breaker heard from the store: (state, failures, open
@@ -646,12 +677,7 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     def _record(self, op: Op, ticket: int, retry_after: float | None = None) -> CircuitState:
         report = self._call(
-            functools.partial(
-                self.store.record,
-                threshold=self._threshold,
-                cooldown_ms=self._cooldown_ms,
-                name=self.name,
-            ),
+            functools.partial(self.store.record, **self._record_options(op, retry_after)),
             self._key,
             op,
             ticket,
@@ -659,6 +685,26 @@ class SharedCircuitBreaker(CircuitBreaker):
         if report is None:
             return self._local_verdict(op, retry_after)
         return self._report(report)
+
+    def _record_options(self, op: Op, retry_after: float | None) -> dict[str, Any]:
+        """The keywords of ``store.record``: ``opening=`` only for a failure reported to
+        an adaptive store (another store keeps the protocol it was written for)."""
+        options: dict[str, Any] = {
+            "threshold": self._threshold,
+            "cooldown_ms": self._cooldown_ms,
+            "name": self.name,
+        }
+        if op != "failure" or not self._adaptive:
+            return options
+        wanted = None
+        if retry_after is not None and not math.isnan(retry_after):
+            wanted = math.ceil(min(retry_after, MAX_DELAY_SECONDS) * 1000)
+        draw = self._rand()
+        share = 0.0 if math.isnan(draw) else min(1.0, max(0.0, draw))
+        options["opening"] = Opening(
+            self.config.cooldown_multiplier, self._max_cooldown_ms, self._reset_ms, share, wanted
+        )
+        return options
 
     def _local_verdict(self, op: Op, retry_after: float | None = None) -> CircuitState:
         # The store failed under a call it admitted: count the verdict locally as an
@@ -707,12 +753,7 @@ class SharedCircuitBreaker(CircuitBreaker):
     ) -> CircuitState:
         try:
             report = await self.store.record_async(
-                self._key,
-                op,
-                ticket,
-                threshold=self._threshold,
-                cooldown_ms=self._cooldown_ms,
-                name=self.name,
+                self._key, op, ticket, **self._record_options(op, retry_after)
             )
         except self._store_errors as exc:
             self._store_failed(exc)
