@@ -34,14 +34,12 @@ from ._runtime import running_trio
 __all__ = ["Pending", "collect", "defer", "flush", "stop_collecting"]
 
 Item = tuple[Callable[..., object], object, Awaitable[object]]
-Logger = Callable[[], Any]
-
-_logger: Logger = lambda: None  # noqa: E731 - replaced by events.py at import
 
 
-def set_logger(logger: Logger) -> None:
-    global _logger
-    _logger = logger
+def _logger() -> Any:
+    from .events import logger  # noqa: PLC0415 - events imports this module
+
+    return logger()
 
 
 class Pending:

@@ -11,7 +11,6 @@ query or header.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -208,7 +207,6 @@ class Subscription:
 
     def __init__(self, on_count: Callable[[Counter, tuple[str, ...]], None]) -> None:
         self._on_count = on_count
-        self._lock = threading.Lock()
         self._closed = False
         add_hook(self._hook)
 
@@ -218,6 +216,5 @@ class Subscription:
             self._on_count(*counted)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            remove_hook(self._hook)
+        self._closed = True  # a hook already running when we remove it counts nothing more
+        remove_hook(self._hook)

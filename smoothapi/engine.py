@@ -463,7 +463,7 @@ async def async_sleep(seconds: float) -> None:
         if hook is not None:
             hook(seconds)
         seconds = 0.0
-    if _running_trio():
+    if _runtime.running_trio():
         import trio  # noqa: PLC0415 - only when running under trio
 
         await trio.sleep(seconds)
@@ -471,9 +471,6 @@ async def async_sleep(seconds: float) -> None:
         import asyncio  # noqa: PLC0415 - keeps `import smoothapi` light
 
         await asyncio.sleep(seconds)
-
-
-_running_trio = _runtime.running_trio
 
 
 # -- drivers -----------------------------------------------------------------

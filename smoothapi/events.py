@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _async_hooks
 from ._async_hooks import defer
 
 if TYPE_CHECKING:
@@ -353,6 +352,3 @@ def _cause(status: int | None, error: BaseException | None) -> str:
     if status is not None:
         return f"status {status}"
     return _type_name(error) or "failure"
-
-
-_async_hooks.set_logger(_logger)

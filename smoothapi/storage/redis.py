@@ -31,9 +31,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisError
 
+from .._runtime import running_trio as _running_trio
 from ..breaker import CircuitState
 from ..config import _number
-from ..engine import _running_trio
 from ..errors import ConfigError, ConfigTypeError
 from . import lua
 from .shared import Admission, BreakerStatus, Op, Opening, Report, Snapshot

@@ -56,9 +56,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
+from .._runtime import running_trio as _running_trio
 from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
-from ..engine import _running_trio
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
 from ..events import logger as smoothapi_logger
