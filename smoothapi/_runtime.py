@@ -1,4 +1,5 @@
-"""Process-wide switches that :mod:`smoothapi.testing` flips.
+"""Process-wide switches that :mod:`smoothapi.testing` flips, and the context a
+running attempt leaves for the mount points called inside it (:class:`Mark`).
 
 Kept in their own module so the engine reads them with one attribute lookup
 on the slow path, and never on the happy path.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 # The clock every breaker without an injected clock reads.
@@ -19,12 +20,65 @@ instant_sleep: bool = False
 # Called with the seconds a sleep would have taken while ``instant_sleep`` is on.
 on_skipped_sleep: Callable[[float], object] | None = None
 
-# The breaker a decorated function holds while its body runs - set only for a
-# breaker passed with `breaker=` (shared).  A transport sharing that breaker,
-# called from inside the body, then leaves the bookkeeping to the decorator:
-# one attempt is counted once, and the decorator's probe is not rejected by
-# its own transport.
-held: ContextVar[object | None] = ContextVar("smoothapi_held_breaker", default=None)
+
+class Mark:
+    """What a mount point making an attempt tells the mount points called inside it.
+
+    ``breakers``: the breakers whose books it keeps - a transport given one of
+    them (``breaker=``) leaves the bookkeeping to it: one attempt is counted
+    once, and the outer probe is not rejected by its own transport.
+    ``retries``: it will retry a failed attempt, so an inner mount point makes
+    one attempt per request (its breaker still counts and rejects): nested
+    mount points do not multiply retries.
+    """
+
+    __slots__ = ("breakers", "retries")
+
+    def __init__(self, breakers: tuple[object, ...], retries: bool) -> None:
+        self.breakers = breakers
+        self.retries = retries
+
+    def under(self, outer: Mark) -> Mark:
+        """This mark inside ``outer``'s attempt: both keep their books, either retries."""
+        return Mark(self.breakers + outer.breakers, self.retries or outer.retries)
+
+
+# The mark of the mount point whose attempt is running, in a one-item list that the
+# attempt empties ([None]) when it ends.  Tasks and threads started inside the attempt
+# inherit the context, hence the list: they see it empty once the attempt is over,
+# so a mark never outlives the call that set it.
+scope: ContextVar[list[Mark | None] | None] = ContextVar("smoothapi_scope", default=None)
+
+
+def live_mark() -> Mark | None:
+    """The mark of the outer mount point whose attempt is running here, if any."""
+    current = scope.get()
+    return None if current is None else current[0]
+
+
+def holds(breaker: object) -> bool:
+    """Whether an outer mount point's running attempt keeps ``breaker``'s books."""
+    current = scope.get()
+    if current is None:
+        return False
+    mark = current[0]
+    return mark is not None and breaker in mark.breakers
+
+
+def enter(mark: Mark) -> tuple[list[Mark | None], Token[list[Mark | None] | None]]:
+    """Mark an attempt as running in this context (inside any live outer one); see :func:`leave`."""
+    outer = scope.get()
+    if outer is not None and outer[0] is not None:
+        mark = mark.under(outer[0])
+    current: list[Mark | None] = [mark]
+    return current, scope.set(current)
+
+
+def leave(current: list[Mark | None], token: Token[list[Mark | None] | None]) -> None:
+    """End :func:`enter`: the mark is dead for every context that inherited it."""
+    current[0] = None
+    scope.reset(token)
+
 
 # Set by smoothapi.otel.instrument(): wraps each transport attempt in a client span.
 # None (the default) costs a transport one attribute read per call.

@@ -288,7 +288,11 @@ class CircuitBreaker:
             self._probe_active = True
             ticket = self._probe
         if changed is not None:
-            emit(changed, self._hooks)
+            try:
+                emit(changed, self._hooks)
+            except BaseException:  # a hook interrupted us (KeyboardInterrupt): free the probe
+                self.release(ticket)
+                raise
         return ticket
 
     def check(self) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _runtime
+from ._runtime import Mark
 from .breaker import CircuitBreaker
 from .budget import shared_budget
 from .classify import classify_exception
@@ -31,6 +32,7 @@ R = TypeVar("R")
 _P2 = ParamSpec("_P2")
 _S = TypeVar("_S")
 _R_co = TypeVar("_R_co", covariant=True)
+_T = TypeVar("_T")
 
 
 class ResilientFunction(Protocol[P, R]):
@@ -39,7 +41,10 @@ class ResilientFunction(Protocol[P, R]):
     At run time a call also accepts ``fallback=`` (unless the function
     declares a ``fallback`` parameter of its own): it overrides the
     configured fallback for that call and is not passed to the function.
-    ``fn.with_fallback(value)(*args)`` does the same and type-checks.
+    ``fn.with_fallback(value)(*args)`` does the same and type-checks: the
+    fallback is a value of the function's return type, or a callable of the
+    error returning one (for an ``async def``: the awaited type, or a
+    callable returning it or an awaitable of it).
     """
 
     breaker: CircuitBreaker
@@ -47,9 +52,17 @@ class ResilientFunction(Protocol[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def with_fallback(self, fallback: object, /) -> Callable[P, R]:
-        """The function with this call-time fallback (``None``: none): the typed per-call form."""
-        ...
+    # The function with this call-time fallback (None: none), the typed per-call form.
+    @overload
+    def with_fallback(
+        self, fallback: R | Callable[[BaseException], R] | None, /
+    ) -> Callable[P, R]: ...
+    @overload
+    def with_fallback(
+        self: ResilientFunction[P, Coroutine[Any, Any, _T]],
+        fallback: _T | Callable[[BaseException], _T | Awaitable[_T]] | None,
+        /,
+    ) -> Callable[P, Coroutine[Any, Any, _T]]: ...
 
     # A function is a descriptor: looked up on an instance, a method binds `self`.
     @overload
@@ -99,28 +112,25 @@ def _declares_fallback(fn: Callable[..., Any]) -> bool:
     )
 
 
-def _holding(fn: Callable[..., Any], breaker: CircuitBreaker, is_async: bool) -> Callable[..., Any]:
-    """``fn``, marking ``breaker`` as held by this call while it runs (see ``_runtime.held``)."""
-    held = _runtime.held
-    if is_async:
-
-        async def hold_async(*args: Any, **kwargs: Any) -> Any:
-            token = held.set(breaker)
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                held.reset(token)
-
-        return hold_async
-
-    def hold(*args: Any, **kwargs: Any) -> Any:
-        token = held.set(breaker)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            held.reset(token)
-
-    return hold
+def _refuse_generators(fn: Callable[..., Any]) -> None:
+    """A generator function returns at once: nothing it does could be retried or counted."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if inspect.isasyncgenfunction(fn):
+        raise ConfigTypeError(
+            f"@resilient_api cannot protect the async generator function {name}: calling it "
+            "only creates the generator, so its requests would run after the call returned, "
+            "unretried and uncounted by the breaker. Decorate an async def that consumes it "
+            "and returns the result (e.g. `return [item async for item in gen()]`), or "
+            "decorate the function that fetches each item"
+        )
+    if inspect.isgeneratorfunction(fn):
+        raise ConfigTypeError(
+            f"@resilient_api cannot protect the generator function {name}: calling it only "
+            "creates the generator, so its requests would run after the call returned, "
+            "unretried and uncounted by the breaker. Decorate a function that consumes it "
+            "and returns the result (e.g. `return list(gen())`), or decorate the function "
+            "that fetches each item"
+        )
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -178,6 +188,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
 ) -> ResilientFunction[P, R]:
     if not callable(fn):
         raise ConfigTypeError(f"@resilient_api decorates a callable, got {fn!r}")
+    _refuse_generators(fn)
     shared = breaker is not None
     if breaker is None:
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -212,9 +223,12 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
 
     is_async = _is_async(fn)
     original = fn
-    if shared:
-        fn = _holding(fn, br, is_async)
     afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
+    # While the happy-path attempt runs, mount points called inside it see this mark:
+    # a transport given our breaker leaves the books to us, any other makes one
+    # attempt when we retry (the engine marks the attempts it makes the same way).
+    scope = _runtime.scope
+    mark = policy.mark
     if is_async:
 
         @functools.wraps(original)
@@ -224,6 +238,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 fallback = fallback_function(kwargs.pop("fallback"))
             ticket = br._healthy
             if ticket and fast:
+                outer = scope.get()
+                current: list[Mark | None] = [
+                    mark if outer is None or outer[0] is None else mark.under(outer[0])
+                ]
+                token = scope.set(current)
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
@@ -234,6 +253,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                     if budget is not None:
                         budget.deposit()
                     return result
+                finally:
+                    current[0] = None  # dead for tasks and threads that inherited it
+                    scope.reset(token)
                 return await run_async(
                     policy,
                     functools.partial(afn, *args, **kwargs),
@@ -253,6 +275,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 fallback = fallback_function(kwargs.pop("fallback"))
             ticket = br._healthy
             if ticket and fast:
+                outer = scope.get()
+                current: list[Mark | None] = [
+                    mark if outer is None or outer[0] is None else mark.under(outer[0])
+                ]
+                token = scope.set(current)
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -263,6 +290,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                     if budget is not None:
                         budget.deposit()
                     return result
+                finally:
+                    current[0] = None  # dead for tasks and threads that inherited it
+                    scope.reset(token)
                 return run_sync(
                     policy,
                     functools.partial(fn, *args, **kwargs),

@@ -243,7 +243,9 @@ class Policy:
     ``open_error(name, retry_after)`` builds the rejection error;
     ``fallback_midway`` says whether a breaker that opens while a call is
     retrying yields the fallback (the decorator) or the last result (the
-    transports, whose fallback answers only calls rejected up front).
+    transports, whose fallback answers only calls rejected up front);
+    ``mark`` is what this mount point's attempts tell the mount points called
+    inside them (its breaker, whether it retries: see ``_runtime.Mark``).
     """
 
     __slots__ = (
@@ -257,6 +259,7 @@ class Policy:
         "discard",
         "fallback_midway",
         "hooks",
+        "mark",
         "open_error",
         "rand",
         "sleep_cap",
@@ -291,6 +294,7 @@ class Policy:
         if budget is None and config.retry_budget is not None:
             budget = RetryBudget(config.retry_budget)
         self.budget = budget
+        self.mark = _runtime.Mark((breaker,), config.backoff.max_retries > 0)
 
 
 def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one place
@@ -301,18 +305,23 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
     open_error: Callable[[str, float], BaseException] | None = None,
     first_ticket: int = 0,
     started: float | None = None,
+    *,
+    one_attempt: bool = False,
 ) -> Flow:
     """The one retry loop, as decisions.
 
     ``first`` is an attempt the mount point already made on its happy path,
     holding ``first_ticket`` (the breaker's ``_healthy`` value it read);
     ``fallback`` maps the final error to a value, or is None;
-    ``open_error`` overrides the policy's rejection error for this call.
+    ``open_error`` overrides the policy's rejection error for this call;
+    ``one_attempt``: an outer mount point retries this call, so make one
+    attempt whatever ``max_retries`` says (the breaker still counts it).
     """
     breaker = policy.breaker
     name = breaker.name
     hooks = policy.hooks
     backoff = policy.backoff
+    max_retries = 0 if one_attempt else backoff.max_retries
 
     if open_error is None:
         open_error = policy.open_error
@@ -376,8 +385,13 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
         retryable = outcome.retryable and (
             resend is Resend.ALWAYS or (resend is Resend.IF_NOT_SENT and not outcome.sent)
         )
-        if not retryable or attempts > backoff.max_retries:
-            reason = "retries exhausted" if retryable else "not safe to resend"
+        if not retryable or attempts > max_retries:
+            if not retryable:
+                reason = "not safe to resend"
+            elif attempts > backoff.max_retries:
+                reason = "retries exhausted"
+            else:
+                reason = "outer mount point retries"
             emit(RetriesExhausted(name, attempts, outcome.status, last_error, reason), hooks)
             yield Finish(outcome.value, last_error, attempts)
             return
@@ -493,32 +507,36 @@ def run_sync(
     ``attempt_within(seconds)`` makes an attempt bounded by the deadline's time
     left (see :class:`Within`); without it, ``attempt()`` is used.
     """
-    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket, started)
+    mark, one_attempt = _marks(policy)
+    flow = retry_flow(
+        policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
+    )
     breaker = policy.breaker
     last = first
+    # The ticket this call holds and has not reported yet: given back on any way out.
+    held: int | None = first_ticket if first is not None else None
     try:
         decision = next(flow)
         while True:
             if decision is ATTEMPT or isinstance(decision, Within):
                 _discard(policy, last, final=True)  # admitted again: now let it go
-                try:
-                    if attempt_within is not None and isinstance(decision, Within):
-                        value = attempt_within(decision.seconds)
-                    else:
-                        value = attempt()
-                except BaseException as exc:
-                    last = policy.classify_error(exc)
+                if attempt_within is not None and isinstance(decision, Within):
+                    last = _attempt(policy, mark, attempt_within, decision.seconds)
                 else:
-                    last = policy.classify_value(value)
+                    last = _attempt(policy, mark, attempt)
                 decision = flow.send(last)
             elif decision is ACQUIRE:
-                decision = flow.send(breaker.acquire())
+                ticket = breaker.acquire()
+                held = None if ticket == REJECTED else ticket  # nothing else is held here
+                decision = flow.send(ticket)
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method)
                 if decision.retry_after is None:
-                    decision = flow.send(report(decision.ticket))
+                    state = report(decision.ticket)
                 else:
-                    decision = flow.send(report(decision.ticket, retry_after=decision.retry_after))
+                    state = report(decision.ticket, retry_after=decision.retry_after)
+                held = None
+                decision = flow.send(state)
             elif isinstance(decision, Sleep):
                 # Free the connection for the sleep, but keep the response whole: if the
                 # breaker opens meanwhile, it is what the caller gets back.
@@ -528,6 +546,10 @@ def run_sync(
             else:
                 assert isinstance(decision, Finish)
                 return _finish(policy, decision, last)  # type: ignore[no-any-return]
+    except BaseException:
+        if held is not None:  # interrupted, or a hook or the flow raised: never strand a probe
+            breaker.release(held)
+        raise
     finally:
         flow.close()
 
@@ -545,9 +567,13 @@ async def run_async(
     started: float | None = None,
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
-    flow = retry_flow(policy, fallback, first, resend, open_error, first_ticket, started)
+    mark, one_attempt = _marks(policy)
+    flow = retry_flow(
+        policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
+    )
     breaker = policy.breaker
     last = first
+    held: int | None = first_ticket if first is not None else None
     # Events are sent from sync code (the flow, the breaker); async hooks' awaitables
     # land in `hooks` and are awaited here, before the call takes its next step.
     hooks, token = collect()
@@ -555,28 +581,26 @@ async def run_async(
         decision = next(flow)
         while True:
             if hooks:
-                await flush(hooks)
+                await flush(hooks)  # may be cancelled while we hold the probe
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
-                try:
-                    if attempt_within is not None and isinstance(decision, Within):
-                        value = await attempt_within(decision.seconds)
-                    else:
-                        value = await attempt()
-                except BaseException as exc:
-                    last = policy.classify_error(exc)
+                if attempt_within is not None and isinstance(decision, Within):
+                    last = await _attempt_async(policy, mark, attempt_within, decision.seconds)
                 else:
-                    last = policy.classify_value(value)
+                    last = await _attempt_async(policy, mark, attempt)
                 decision = flow.send(last)
             elif decision is ACQUIRE:
-                decision = flow.send(await breaker.acquire_async())
+                ticket = await breaker.acquire_async()
+                held = None if ticket == REJECTED else ticket  # nothing else is held here
+                decision = flow.send(ticket)
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method + "_async")
                 if decision.retry_after is None:
-                    decision = flow.send(await report(decision.ticket))
+                    state = await report(decision.ticket)
                 else:
                     state = await report(decision.ticket, retry_after=decision.retry_after)
-                    decision = flow.send(state)
+                held = None
+                decision = flow.send(state)
             elif isinstance(decision, Sleep):
                 await _async_discard(policy, last, final=False)
                 await async_sleep(decision.seconds)
@@ -589,9 +613,62 @@ async def run_async(
                 if decision.fallback and inspect.isawaitable(result):
                     result = await result
                 return result  # type: ignore[no-any-return]
+    except BaseException as exc:
+        if held is not None:  # cancelled, or a hook or the flow raised: never strand a probe
+            await _give_back(breaker, held, exc)
+        raise
     finally:
         flow.close()
         stop_collecting(hooks, token)
+
+
+def _attempt(policy: Policy, mark: _runtime.Mark, make: Callable[..., Any], *args: Any) -> Outcome:
+    """Make one attempt under ``mark`` (see ``_runtime.scope``) and classify its result."""
+    current: list[_runtime.Mark | None] = [mark]
+    token = _runtime.scope.set(current)
+    try:
+        value = make(*args)
+    except BaseException as exc:
+        return policy.classify_error(exc)
+    finally:
+        current[0] = None
+        _runtime.scope.reset(token)
+    return policy.classify_value(value)
+
+
+async def _attempt_async(
+    policy: Policy, mark: _runtime.Mark, make: Callable[..., Awaitable[Any]], *args: Any
+) -> Outcome:
+    """:func:`_attempt` for the async driver."""
+    current: list[_runtime.Mark | None] = [mark]
+    token = _runtime.scope.set(current)
+    try:
+        value = await make(*args)
+    except BaseException as exc:
+        return policy.classify_error(exc)
+    finally:
+        current[0] = None
+        _runtime.scope.reset(token)
+    return policy.classify_value(value)
+
+
+def _marks(policy: Policy) -> tuple[_runtime.Mark, bool]:
+    """The mark this call's attempts carry, and whether an outer mount point retries it."""
+    outer = _runtime.live_mark()
+    if outer is None:
+        return policy.mark, False
+    return policy.mark.under(outer), outer.retries
+
+
+async def _give_back(breaker: CircuitBreaker, ticket: int, exc: BaseException) -> None:
+    """Free the permit of a ticket the call holds but never reported."""
+    if isinstance(exc, GeneratorExit):
+        # The coroutine is being closed and must not wait: only a breaker kept in memory
+        # can be released at once (a shared breaker's probe lease runs out by itself).
+        if type(breaker).release_async is CircuitBreaker.release_async:
+            breaker.release(ticket)
+        return
+    await breaker.release_async(ticket)
 
 
 def _discard(policy: Policy, outcome: Outcome | None, *, final: bool) -> None:

@@ -245,8 +245,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._shared is not None and _runtime.held.get() is self._shared:
-            # A decorated function sharing our breaker is calling: it keeps the books.
+        if self._shared is not None and _runtime.holds(self._shared):
+            # A mount point sharing our breaker is making this attempt: it keeps the books.
             inner = self.transport
             if _runtime.tracing is not None:
                 inner = _runtime.tracing.httpx(inner)
@@ -263,6 +263,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
+            scope = _runtime.enter(policy.mark)  # an inner mount point makes one attempt
             try:
                 response = inner.handle_request(request)
             except BaseException as exc:
@@ -276,6 +277,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
+            finally:
+                _runtime.leave(*scope)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
@@ -334,7 +337,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._shared is not None and _runtime.held.get() is self._shared:
+        if self._shared is not None and _runtime.holds(self._shared):
             inner = self.transport
             if _runtime.tracing is not None:
                 inner = _runtime.tracing.httpx(inner)
@@ -351,6 +354,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
+            scope = _runtime.enter(policy.mark)  # an inner mount point makes one attempt
             try:
                 response = await inner.handle_async_request(request)
             except BaseException as exc:
@@ -364,6 +368,8 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                     response.extensions[ATTEMPTS] = 1
                     return response
                 first = self._classify_response(response)
+            finally:
+                _runtime.leave(*scope)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0

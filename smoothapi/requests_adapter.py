@@ -189,8 +189,8 @@ class ResilientAdapter(HTTPAdapter):
         send = super().send
         if _runtime.tracing is not None:
             send = _runtime.tracing.requests(send)
-        if self._shared is not None and _runtime.held.get() is self._shared:
-            # A decorated function sharing our breaker is calling: it keeps the books.
+        if self._shared is not None and _runtime.holds(self._shared):
+            # A mount point sharing our breaker is making this attempt: it keeps the books.
             response = send(request, stream, timeout, verify, cert, proxies)
             response.smoothapi_attempts = 1  # type: ignore[attr-defined]
             return response

@@ -75,3 +75,31 @@ assert_type(Client().fetch("/x"), bytes)
 assert_type(Client().fetch.breaker, CircuitBreaker)
 assert_type(Client.fetch.breaker, CircuitBreaker)
 assert_type(get_user.with_fallback({"id": 0})("1"), dict[str, int])
+
+# with_fallback is checked against the return type: a value of it, or a callable of the error.
+assert_type(get_user.with_fallback(lambda error: {"error": 1})("1"), dict[str, int])
+assert_type(get_user.with_fallback(None)("1", verbose=True), dict[str, int])
+assert_type(bare.with_fallback(0)(1), int)
+
+
+def default_user(error: BaseException) -> dict[str, int]:
+    return {"id": -1}
+
+
+async def default_names(error: BaseException) -> list[str]:
+    return []
+
+
+assert_type(get_user.with_fallback(default_user)("1"), dict[str, int])
+
+
+async def use_async_fallbacks() -> None:
+    # An async def's fallback is of the awaited type, or a callable returning it or an awaitable.
+    assert_type(await get_user_async.with_fallback(["none"])("1"), list[str])
+    assert_type(await get_user_async.with_fallback(lambda error: ["none"])("1"), list[str])
+    assert_type(await get_user_async.with_fallback(default_names)("1"), list[str])
+
+
+# A fallback of another type is an error (warn_unused_ignores: these ignores must be needed).
+get_user.with_fallback("not a dict")  # type: ignore[arg-type]
+bare.with_fallback(default_user)  # type: ignore[arg-type]
