@@ -65,19 +65,24 @@ def holds(breaker: object) -> bool:
     return mark is not None and breaker in mark.breakers
 
 
-def enter(mark: Mark) -> tuple[list[Mark | None], Token[list[Mark | None] | None]]:
+def enter(mark: Mark) -> tuple[list[Mark | None], Token[list[Mark | None] | None] | None]:
     """Mark an attempt as running in this context (inside any live outer one); see :func:`leave`."""
     outer = scope.get()
-    if outer is not None and outer[0] is not None:
-        mark = mark.under(outer[0])
-    current: list[Mark | None] = [mark]
-    return current, scope.set(current)
+    outer_mark = None if outer is None else outer[0]
+    current: list[Mark | None] = [mark if outer_mark is None else mark.under(outer_mark)]
+    token = scope.set(current)
+    return current, None if outer_mark is None else token
 
 
-def leave(current: list[Mark | None], token: Token[list[Mark | None] | None]) -> None:
-    """End :func:`enter`: the mark is dead for every context that inherited it."""
+def leave(current: list[Mark | None], token: Token[list[Mark | None] | None] | None) -> None:
+    """End :func:`enter`: the mark is dead for every context that inherited it.
+
+    The outer mark, if there was a live one, is restored; otherwise the dead
+    mark stays, which reads as none (and saves a reset on the happy path).
+    """
     current[0] = None
-    scope.reset(token)
+    if token is not None:
+        scope.reset(token)
 
 
 # Set by smoothapi.otel.instrument(): wraps each transport attempt in a client span.

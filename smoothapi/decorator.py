@@ -227,6 +227,8 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     # While the happy-path attempt runs, mount points called inside it see this mark:
     # a transport given our breaker leaves the books to us, any other makes one
     # attempt when we retry (the engine marks the attempts it makes the same way).
+    # Outside any other mount point's attempt the mark is not reset, only killed:
+    # a dead mark reads as none, and a reset would double the cost of the marking.
     scope = _runtime.scope
     mark = policy.mark
     if is_async:
@@ -239,8 +241,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             ticket = br._healthy
             if ticket and fast:
                 outer = scope.get()
+                outer_mark = None if outer is None else outer[0]
                 current: list[Mark | None] = [
-                    mark if outer is None or outer[0] is None else mark.under(outer[0])
+                    mark if outer_mark is None else mark.under(outer_mark)
                 ]
                 token = scope.set(current)
                 try:
@@ -254,8 +257,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                         budget.deposit()
                     return result
                 finally:
-                    current[0] = None  # dead for tasks and threads that inherited it
-                    scope.reset(token)
+                    current[0] = None  # dead, also for tasks and threads that inherited it
+                    if outer_mark is not None:  # else there is nothing live to restore
+                        scope.reset(token)
                 return await run_async(
                     policy,
                     functools.partial(afn, *args, **kwargs),
@@ -276,8 +280,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             ticket = br._healthy
             if ticket and fast:
                 outer = scope.get()
+                outer_mark = None if outer is None else outer[0]
                 current: list[Mark | None] = [
-                    mark if outer is None or outer[0] is None else mark.under(outer[0])
+                    mark if outer_mark is None else mark.under(outer_mark)
                 ]
                 token = scope.set(current)
                 try:
@@ -291,8 +296,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                         budget.deposit()
                     return result
                 finally:
-                    current[0] = None  # dead for tasks and threads that inherited it
-                    scope.reset(token)
+                    current[0] = None  # dead, also for tasks and threads that inherited it
+                    if outer_mark is not None:  # else there is nothing live to restore
+                        scope.reset(token)
                 return run_sync(
                     policy,
                     functools.partial(fn, *args, **kwargs),

@@ -509,6 +509,72 @@ async def test_async_nested_mount_points_send_four_requests(
     assert down.count("/decorated") == 4
 
 
+def test_the_outer_mark_survives_inner_decorated_calls(
+    down: ScriptedServer, instant: FakeClock
+) -> None:
+    """Inside a retrying decorated call: a decorated helper that returned before the request,
+    and one that does not retry around it, do not hide the outer retries from the adapter:
+    still 4 requests, not 16."""
+    session = requests.Session()
+    session.mount("http://", ResilientAdapter(FOUR_ATTEMPTS))
+
+    @resilient_api(FOUR_ATTEMPTS)
+    def helper() -> int:
+        return 1
+
+    @resilient_api(replace(FOUR_ATTEMPTS, backoff=BackoffConfig(max_retries=0)))
+    def once(path: str) -> int:
+        response = session.get(down.url + path, timeout=5)
+        response.raise_for_status()
+        return response.status_code
+
+    @resilient_api(FOUR_ATTEMPTS)
+    def fetch(path: str) -> int:
+        helper()
+        helper()
+        if path == "/direct":
+            response = session.get(down.url + path, timeout=5)
+            response.raise_for_status()
+            return response.status_code
+        return once(path)
+
+    try:
+        for path in ("/direct", "/through-once"):
+            with pytest.raises(requests.HTTPError):
+                fetch(path)
+            assert down.count(path) == 4, path
+    finally:
+        session.close()
+
+
+def test_a_breaker_shared_with_the_outer_call_is_not_hidden_by_an_inner_one(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """decorator(breaker=B) -> another decorated function -> transport(breaker=B): the
+    transport still leaves B's books to the outer call (each request counts once)."""
+    # Counted twice per request, 3 failed requests would open it (6 >= 5).
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=5), name="outer-shared")
+    server.script("/u", Reply(503), Reply(503), Reply(503))
+    counted: list[int] = []
+    with httpx.Client(transport=ResilientTransport(FOUR_ATTEMPTS, breaker=breaker)) as client:
+
+        @resilient_api(replace(FOUR_ATTEMPTS, backoff=BackoffConfig(max_retries=0)))
+        def inner() -> int:
+            response = client.get(server.url + "/u")
+            counted.append(breaker.failure_count)
+            response.raise_for_status()
+            return response.status_code
+
+        @resilient_api(FOUR_ATTEMPTS, breaker=breaker)
+        def outer() -> int:
+            return inner()
+
+        assert outer() == 200
+    assert server.count("/u") == 4
+    assert counted == [0, 1, 2, 3]  # only the outer call counts, after each failed attempt
+    assert breaker.state == "CLOSED"
+
+
 def test_an_inner_mount_point_retries_on_its_own_outside_the_outer_call(
     down: ScriptedServer, instant: FakeClock
 ) -> None:
