@@ -575,6 +575,48 @@ def test_a_breaker_shared_with_the_outer_call_is_not_hidden_by_an_inner_one(
     assert breaker.state == "CLOSED"
 
 
+def test_a_transport_given_the_decorators_own_breaker_leaves_it_the_books(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """``fn.breaker`` passed to a transport used inside ``fn``: each request counts once."""
+    server.script("/u", Reply(503), Reply(503), Reply(503))
+    counted: list[int] = []
+    session = requests.Session()
+
+    @resilient_api(
+        replace(FOUR_ATTEMPTS, circuit_breaker=CircuitBreakerConfig(failure_threshold=5))
+    )
+    def fetch() -> int:
+        response = session.get(server.url + "/u", timeout=5)
+        counted.append(fetch.breaker.failure_count)
+        response.raise_for_status()
+        return response.status_code
+
+    session.mount("http://", ResilientAdapter(FOUR_ATTEMPTS, breaker=fetch.breaker))
+    try:
+        assert fetch() == 200
+    finally:
+        session.close()
+    assert counted == [0, 1, 2, 3]
+    assert server.count("/u") == 4
+
+
+def test_a_transport_wrapping_one_that_shares_its_breaker_counts_each_request_once(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """Counted twice, two 503s would open a breaker with threshold 3 before the 200."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3), name="both")
+    server.script("/u", Reply(503), Reply(503))
+    inner = ResilientTransport(FOUR_ATTEMPTS, breaker=breaker)
+    outer = ResilientTransport(FOUR_ATTEMPTS, inner, breaker=breaker)
+    with httpx.Client(transport=outer) as client:
+        response = client.get(server.url + "/u")
+    assert response.status_code == 200
+    assert response.extensions["smoothapi_attempts"] == 3
+    assert server.count("/u") == 3
+    assert breaker.state == "CLOSED"
+
+
 def test_an_inner_mount_point_retries_on_its_own_outside_the_outer_call(
     down: ScriptedServer, instant: FakeClock
 ) -> None:
