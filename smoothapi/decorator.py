@@ -228,7 +228,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     # a transport given our breaker leaves the books to us, any other makes one
     # attempt when we retry (the engine marks the attempts it makes the same way).
     # Outside any other mount point's attempt the mark is not reset, only killed:
-    # a dead mark reads as none, and a reset would double the cost of the marking.
+    # a dead mark reads as none, so the happy path saves the reset.
     scope = _runtime.scope
     mark = policy.mark
     if is_async:
