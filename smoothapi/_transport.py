@@ -9,6 +9,8 @@ attempt, reading a response's status, draining a response.
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +19,7 @@ from .budget import shared_budget
 from .config import ResilientConfig
 from .engine import FAILURE, SUCCESS, Outcome, Policy, Resend
 from .errors import ConfigError, ConfigTypeError
+from .events import StateChanged
 from .retry_after import parse_retry_after
 
 _A = TypeVar("_A")
@@ -47,6 +50,23 @@ def drain_plan(content_length: str | None, final: bool) -> str:
     return "bounded" if final else "keep"
 
 
+def _tracker(core: TransportCore) -> Callable[[Any], None]:
+    """The hook that tells ``core`` its per-origin breakers' transitions.
+
+    Weak on the core: a breaker that outlives its mount point (a caller kept
+    it) does not keep the mount point and all its other breakers alive.
+    """
+    ref = weakref.ref(core)
+
+    def track(event: Any) -> None:
+        if type(event) is StateChanged:
+            core = ref()
+            if core is not None:
+                core._moved(event.name)
+
+    return track
+
+
 def origin_name(scheme: str, host: str, port: int | None) -> str:
     """``scheme://host:port`` - never userinfo, path or query."""
     scheme = scheme.lower()
@@ -65,6 +85,12 @@ class TransportCore:
     breaker is evicted.  A breaker that is OPEN or HALF_OPEN is never evicted
     (forgetting it would let traffic through to a dead origin), so the
     registry may exceed the bound while more origins than that are failing.
+
+    Eviction costs O(1) amortised whatever the states: the origins whose
+    breaker may be CLOSED wait in :attr:`_evictable` (oldest first), those
+    found OPEN or HALF_OPEN are parked in :attr:`_held` and come back only
+    when their breaker reports a transition (a hook on each in-memory
+    per-origin breaker), so no failing origin is looked at twice per failure.
     """
 
     def __init__(
@@ -104,13 +130,19 @@ class TransportCore:
         self._async_discard = async_discard
         self._lock = threading.Lock()
         self._policies: dict[str, Policy] = {}  # by normalised origin
+        # Every origin of _policies is in exactly one of these two (see the class doc).
+        self._evictable: OrderedDict[str, None] = OrderedDict()
+        self._held: set[str] = set()
+        self._track = _tracker(self)
         # By the mount point's cheap per-request key; read without the lock.
         self.aliases: dict[Hashable, Policy] = {}
         self._shared: Policy | None = None
         self._shared_given = breaker is not None
         if breaker is not None:
-            for hook in config.hooks:  # a shared breaker reports to every config using it
-                breaker.add_hook(hook)
+            # A shared breaker reports to every config using it - while that config's
+            # mount point lives: a transport that goes away leaves no hook behind.
+            for hook in config.hooks:
+                breaker.add_hook(hook, owner=self)
             self._shared = self._make_policy(breaker)
 
     def _make_policy(self, breaker: CircuitBreaker) -> Policy:
@@ -147,9 +179,12 @@ class TransportCore:
                 breaker = CircuitBreaker(
                     self.config.circuit_breaker, name=origin, hooks=self.config.hooks
                 )
+                if type(breaker) is CircuitBreaker:  # its state lives here: watch it
+                    breaker.add_hook(self._track)
                 policy = self._make_policy(breaker)
                 self._evict()
                 self._policies[origin] = policy
+                self._evictable[origin] = None
             self._remember(alias, policy)
             return policy
 
@@ -167,20 +202,35 @@ class TransportCore:
             return {p.breaker.name: p.breaker for p in self._policies.values()}
 
     def _evict(self) -> None:
+        """Make room for one more origin (called with the lock held)."""
         excess = len(self._policies) + 1 - self.max_breakers
-        if excess <= 0:
-            return
-        for key, policy in list(self._policies.items()):
-            breaker = policy.breaker
+        evictable = self._evictable
+        while excess > 0 and evictable:
+            origin, _ = evictable.popitem(last=False)
+            breaker = self._policies[origin].breaker
             # A shared breaker's state lives in its store: forgetting the local object
             # loses nothing (and reading its state here would be a round trip under
             # our lock).  An in-process breaker is forgotten only while CLOSED.
-            if type(breaker) is not CircuitBreaker or breaker.state is CircuitState.CLOSED:
-                del self._policies[key]
-                self.aliases.clear()  # no alias may keep a forgotten breaker alive
-                excess -= 1
-                if excess <= 0:
-                    return
+            if type(breaker) is CircuitBreaker and breaker.state is not CircuitState.CLOSED:
+                self._held.add(origin)  # back in _evictable when it reports a transition
+                continue
+            del self._policies[origin]
+            self.aliases.clear()  # no alias may keep a forgotten breaker alive
+            excess -= 1
+
+    def _moved(self, origin: str) -> None:
+        """``origin``'s breaker changed state: file it where its state says."""
+        with self._lock:
+            policy = self._policies.get(origin)
+            if policy is None:  # evicted meanwhile (an in-flight call still reports)
+                return
+            if policy.breaker.state is CircuitState.CLOSED:
+                if origin in self._held:
+                    self._held.discard(origin)
+                    self._evictable[origin] = None
+            elif origin in self._evictable:
+                del self._evictable[origin]
+                self._held.add(origin)
 
     def resend(self, method: str, headers: Mapping[str, str], replayable: bool) -> Resend:
         """Which failed attempts of this request may be sent again."""

@@ -38,6 +38,7 @@ Transitions, as data (state x event -> state)::
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import threading
@@ -127,6 +128,37 @@ def reset_all() -> None:
 REJECTED = -1
 
 
+class _HookTable:
+    """A breaker's hooks once some are registered per owner (``add_hook(owner=...)``).
+
+    ``fixed``: the breaker's own hooks; ``owned``: registration key -> (weak
+    reference to the owner, hook), each removed by a finalizer when its owner
+    goes; ``version`` changes on every change (see ``_refresh_hooks``).
+    """
+
+    __slots__ = ("fixed", "owned", "version")
+
+    def __init__(self, fixed: tuple[Hook, ...]) -> None:
+        self.fixed = fixed
+        self.owned: dict[int, tuple[weakref.ref[object], Hook]] = {}
+        self.version = next(_VERSIONS)
+
+
+_HOOKS_LOCK = threading.Lock()  # serialises add_hook; finalizers never take it
+_VERSIONS = itertools.count(1)  # next() is atomic: keys and versions, never repeated
+
+
+def _drop_hook(breaker_ref: weakref.ref[CircuitBreaker], key: int) -> None:
+    """An owner went: forget the hook it registered (a ``weakref.finalize`` callback)."""
+    breaker = breaker_ref()
+    table = None if breaker is None else getattr(breaker, "_hook_table", None)
+    if breaker is None or table is None:
+        return
+    if table.owned.pop(key, None) is not None:
+        table.version = next(_VERSIONS)
+        breaker._refresh_hooks(table)
+
+
 class CircuitBreaker:
     """A thread-safe and asyncio-safe circuit breaker.
 
@@ -152,6 +184,7 @@ class CircuitBreaker:
         "_failures",
         "_growth",
         "_healthy",
+        "_hook_table",
         "_hooks",
         "_lock",
         "_open_until",
@@ -393,12 +426,65 @@ class CircuitBreaker:
         """:meth:`release` for the async driver."""
         return self.release(ticket)
 
-    def add_hook(self, hook: Hook) -> None:
-        """Also send this breaker's :class:`~smoothapi.events.StateChanged` events to ``hook``."""
+    def add_hook(self, hook: Hook, *, owner: object = None) -> None:
+        """Also send this breaker's :class:`~smoothapi.events.StateChanged` events to ``hook``.
+
+        With ``owner``, only while ``owner`` is alive: the hook is dropped when
+        ``owner`` is garbage-collected.  Transports and decorated functions given
+        a shared breaker register their config's hooks this way, so one that
+        goes away leaves nothing behind.  A hook registered more than once (by
+        several owners, or also without one) is called once per event.
+        """
         if not callable(hook):
             raise TypeError(f"add_hook() needs a callable, got {hook!r}")
-        if hook not in self._hooks:
-            self._hooks = (*self._hooks, hook)
+        if owner is None:
+            with _HOOKS_LOCK:
+                table = getattr(self, "_hook_table", None)
+                if table is None:
+                    if hook not in self._hooks:
+                        self._hooks = (*self._hooks, hook)
+                    return
+                if hook not in table.fixed:
+                    table.fixed = (*table.fixed, hook)
+                    table.version = next(_VERSIONS)
+                    self._refresh_hooks(table)
+            return
+        try:
+            owner_ref = weakref.ref(owner)
+        except TypeError:
+            raise TypeError(
+                f"add_hook(owner=...) needs an object that supports weak references, "
+                f"got a {type(owner).__name__}"
+            ) from None
+        with _HOOKS_LOCK:
+            table = getattr(self, "_hook_table", None)
+            if table is None:
+                table = _HookTable(self._hooks)
+                self._hook_table = table
+            for ref, registered in list(table.owned.values()):
+                if ref() is owner and registered == hook:
+                    return
+            key = next(_VERSIONS)
+            table.owned[key] = (owner_ref, hook)
+            table.version = next(_VERSIONS)
+            # Weak on the breaker too: a finalizer must not keep a breaker alive.
+            finalizer = weakref.finalize(owner, _drop_hook, weakref.ref(self), key)
+            finalizer.atexit = False
+            self._refresh_hooks(table)
+
+    def _refresh_hooks(self, table: _HookTable) -> None:
+        # Lock-free, because a finalizer may run it while this very thread holds
+        # _HOOKS_LOCK (a collection inside add_hook): rebuilt until no change
+        # happened meanwhile, so the last writer always writes the latest table.
+        while True:
+            version = table.version
+            hooks = list(table.fixed)
+            for _ref, hook in list(table.owned.values()):
+                if hook not in hooks:
+                    hooks.append(hook)
+            self._hooks = tuple(hooks)
+            if table.version == version:
+                return
 
     # -- manual control ----------------------------------------------------
 

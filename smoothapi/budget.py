@@ -11,6 +11,7 @@ locked, so two retries can never both take the last token.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from .config import ResilientConfig, RetryBudgetConfig
@@ -52,9 +53,9 @@ class RetryBudget:
 
 
 # Budgets of breakers passed with `breaker=`: every mount point sharing a breaker
-# shares its budget too.  Keyed by id() with the breaker kept alive beside it, so
-# an id is never reused while its entry exists (shared breakers live long).
-_shared: dict[int, tuple[CircuitBreaker, RetryBudget]] = {}
+# shares its budget too.  Weak on the breaker: a budget goes when its breaker does
+# (and the breaker, once no mount point uses it, is not kept alive by its budget).
+_shared: weakref.WeakKeyDictionary[CircuitBreaker, RetryBudget] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
 
@@ -63,8 +64,8 @@ def shared_budget(breaker: CircuitBreaker, config: ResilientConfig) -> RetryBudg
     if config.retry_budget is None:
         return None
     with _shared_lock:
-        entry = _shared.get(id(breaker))
-        if entry is None or entry[0] is not breaker:
-            entry = (breaker, RetryBudget(config.retry_budget))
-            _shared[id(breaker)] = entry
-        return entry[1]
+        budget = _shared.get(breaker)
+        if budget is None:
+            budget = RetryBudget(config.retry_budget)
+            _shared[breaker] = budget
+        return budget

