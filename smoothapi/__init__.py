@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._transport import attempts
 from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .decorator import ResilientFunction, resilient_api
@@ -70,6 +71,7 @@ __all__ = [
     "StoreUnavailable",
     "__version__",
     "add_hook",
+    "attempts",
     "live_breakers",
     "remove_hook",
     "reset_all",
@@ -94,9 +96,24 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'smoothapi' has no attribute {name!r}")
     from importlib import import_module  # noqa: PLC0415
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    try:
+        loaded = import_module(f".{module}", __name__)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get(module)
+        if extra is None or "smoothapi-py[" in str(exc):  # already says what to install
+            raise
+        raise ModuleNotFoundError(
+            f"smoothapi.{name} needs the {extra!r} extra ({exc}): "
+            f"pip install 'smoothapi-py[{extra}]'",
+            name=exc.name,
+        ) from exc
+    value = getattr(loaded, name)
     globals()[name] = value
     return value
+
+
+# What to install when a lazily loaded module's client library is missing.
+_EXTRAS = {"requests_adapter": "requests", "httpx_transport": "httpx", "storage.redis": "redis"}
 
 
 def __dir__() -> list[str]:

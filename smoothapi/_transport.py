@@ -24,11 +24,45 @@ from .retry_after import parse_retry_after
 
 _A = TypeVar("_A")
 
-__all__ = ["DEFAULT_PORTS", "DRAIN_LIMIT", "TransportCore", "drain_plan", "parse_retry_after"]
+__all__ = [
+    "ATTEMPTS",
+    "DEFAULT_PORTS",
+    "DRAIN_LIMIT",
+    "TransportCore",
+    "attempts",
+    "drain_plan",
+    "parse_retry_after",
+]
+
+#: Where the mount points record a response's attempt count: the attribute of a
+#: requests ``Response``, the key of an httpx ``Response.extensions``.
+ATTEMPTS = "smoothapi_attempts"
 
 #: A retried response's body is read (to keep the connection) only up to this size.
 DRAIN_LIMIT = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def attempts(response: object) -> int:
+    """How many attempts a smoothapi mount point made for ``response``.
+
+    Works for a ``requests.Response`` from :class:`~smoothapi.ResilientAdapter`
+    and an ``httpx.Response`` from :class:`~smoothapi.ResilientTransport` or
+    :class:`~smoothapi.AsyncResilientTransport` alike: ``1`` when the first
+    attempt answered, ``3`` after two retries, ``0`` for a fallback response
+    served while the breaker rejected the request.  Raises ``ValueError`` for
+    a response that did not come through a smoothapi mount point.
+    """
+    extensions = getattr(response, "extensions", None)
+    count = extensions.get(ATTEMPTS) if isinstance(extensions, Mapping) else None
+    if count is None:
+        count = getattr(response, ATTEMPTS, None)
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    raise ValueError(
+        f"{type(response).__name__} did not come through a smoothapi transport: no attempt "
+        "count recorded (mount ResilientAdapter or ResilientTransport to get one)"
+    )
 
 
 def drain_plan(content_length: str | None, final: bool) -> str:

@@ -18,19 +18,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subprocess
+    raise ModuleNotFoundError(
+        f"smoothapi's httpx transports need httpx ({_missing}): pip install 'smoothapi-py[httpx]'",
+        name=_missing.name,
+    ) from _missing
 
 from . import _runtime
-from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
+from ._transport import ATTEMPTS, DRAIN_LIMIT, TransportCore, drain_plan, origin_name
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
 from .config import ResilientConfig
 from .engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
-from .errors import CircuitOpenError, ConfigError
+from .errors import CircuitOpenError, ConfigError, ConfigTypeError
 
 __all__ = ["AsyncResilientTransport", "CircuitOpenTransportError", "ResilientTransport"]
-
-ATTEMPTS = "smoothapi_attempts"
 
 #: ``fallback(request, error)`` builds the response served while the breaker rejects.
 HTTPXFallback = Callable[[httpx.Request, BaseException], httpx.Response]
@@ -159,6 +163,46 @@ def _replayable(request: httpx.Request) -> bool:
     return True
 
 
+def _refuse_retries(owner: str, kwargs: dict[str, Any]) -> None:
+    # httpx's own connect retries would multiply ours: retries=2 under max_retries=3
+    # makes 9 connect attempts instead of 4.
+    if "retries" in kwargs:
+        raise ConfigError(
+            f"{owner} does its own retries: set BackoffConfig.max_retries instead of "
+            f"retries={kwargs['retries']!r} (httpx's connect retries would multiply them)"
+        )
+
+
+def _check_inner(transport: object, *, is_async: bool) -> None:
+    """Refuse an inner transport of the wrong kind now, not at the first request."""
+    if transport is None:
+        return
+    if is_async:
+        if callable(getattr(transport, "handle_async_request", None)):
+            return
+        if callable(getattr(transport, "handle_request", None)):
+            raise ConfigTypeError(
+                f"AsyncResilientTransport needs an async inner transport "
+                f"(httpx.AsyncBaseTransport), got the sync {type(transport).__name__}: "
+                "use ResilientTransport with it, or pass httpx.AsyncHTTPTransport(...)"
+            )
+        raise ConfigTypeError(
+            f"AsyncResilientTransport(transport=...) needs an httpx.AsyncBaseTransport, "
+            f"got {transport!r}"
+        )
+    if callable(getattr(transport, "handle_request", None)):
+        return
+    if callable(getattr(transport, "handle_async_request", None)):
+        raise ConfigTypeError(
+            f"ResilientTransport needs a sync inner transport (httpx.BaseTransport), "
+            f"got the async {type(transport).__name__}: use AsyncResilientTransport with it "
+            "(and httpx.AsyncClient), or pass httpx.HTTPTransport(...)"
+        )
+    raise ConfigTypeError(
+        f"ResilientTransport(transport=...) needs an httpx.BaseTransport, got {transport!r}"
+    )
+
+
 class _Base:
     def __init__(
         self,
@@ -237,10 +281,12 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         max_breakers: int = 1024,
         **kwargs: Any,
     ) -> None:
+        _refuse_retries("ResilientTransport", kwargs)
         if transport is not None and kwargs:
             raise ConfigError(
                 f"pass either transport= or HTTPTransport options, not both (got {sorted(kwargs)})"
             )
+        _check_inner(transport, is_async=False)
         super().__init__(config, breaker, max_breakers, fallback, is_async=False)
         self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
 
@@ -328,11 +374,13 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         max_breakers: int = 1024,
         **kwargs: Any,
     ) -> None:
+        _refuse_retries("AsyncResilientTransport", kwargs)
         if transport is not None and kwargs:
             raise ConfigError(
                 f"pass either transport= or AsyncHTTPTransport options, not both "
                 f"(got {sorted(kwargs)})"
             )
+        _check_inner(transport, is_async=True)
         super().__init__(config, breaker, max_breakers, fallback, is_async=True)
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
 

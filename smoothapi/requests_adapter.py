@@ -17,8 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
-import urllib3
+try:
+    import requests
+    import urllib3
+except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subprocess
+    raise ModuleNotFoundError(
+        f"smoothapi's ResilientAdapter needs requests ({_missing}): "
+        "pip install 'smoothapi-py[requests]'",
+        name=_missing.name,
+    ) from _missing
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 from requests.utils import rewind_body

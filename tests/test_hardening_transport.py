@@ -16,18 +16,26 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
+import requests
+from httpserver import Reply, ScriptedServer
 
 import smoothapi
 from smoothapi import (
+    AsyncResilientTransport,
     BackoffConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitState,
+    ConfigError,
+    ConfigTypeError,
     Event,
     ResilientAdapter,
     ResilientConfig,
@@ -37,6 +45,7 @@ from smoothapi import (
     live_breakers,
     resilient_api,
 )
+from smoothapi.testing import FakeClock
 
 # -- defect 5: eviction is O(1) amortised ---------------------------------------------------------
 
@@ -279,3 +288,123 @@ def test_add_hook_without_owner_is_permanent_and_owner_must_be_weakly_referencea
     assert len(owned.events) == 1
     with pytest.raises(TypeError, match="weak references"):
         breaker.add_hook(hook, owner=42)
+
+
+# -- stacked retries: httpx's own retries are refused --------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ResilientTransport, AsyncResilientTransport])
+def test_httpx_retries_option_is_refused(cls: type[Any]) -> None:
+    """retries=2 under max_retries=3 used to make 9 connect attempts instead of 4."""
+    with pytest.raises(ConfigError, match=r"BackoffConfig\.max_retries instead of retries=2"):
+        cls(ResilientConfig(), retries=2)
+    with pytest.raises(ConfigError, match="retries=0"):
+        cls(retries=0)  # even zero: the config says how many retries there are
+
+
+# -- mistakes found late: reported at construction / import -------------------------------------
+
+
+def test_sync_transport_refuses_an_async_inner_transport() -> None:
+    with pytest.raises(ConfigTypeError, match="AsyncResilientTransport"):
+        ResilientTransport(ResilientConfig(), httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(ConfigTypeError, match=r"needs an httpx\.BaseTransport"):
+        ResilientTransport(ResilientConfig(), object())  # type: ignore[arg-type]
+
+
+def test_async_transport_refuses_a_sync_inner_transport() -> None:
+    with pytest.raises(ConfigTypeError, match="use ResilientTransport"):
+        AsyncResilientTransport(ResilientConfig(), httpx.HTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(ConfigTypeError, match="use ResilientTransport"):
+        AsyncResilientTransport(transport=ResilientTransport())  # type: ignore[arg-type]
+
+
+def test_transports_that_are_both_still_work_either_way() -> None:
+    """MockTransport (and respx's) handles sync and async: accepted by both."""
+    ResilientTransport(transport=httpx.MockTransport(_failing))
+    AsyncResilientTransport(transport=httpx.MockTransport(_failing))
+
+
+_BLOCKED = """
+import sys
+sys.modules[{module!r}] = None  # `import {module}` now raises ModuleNotFoundError
+import smoothapi
+try:
+    {access}
+except ModuleNotFoundError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "access", "extra"),
+    [
+        ("httpx", "smoothapi.ResilientTransport", "httpx"),
+        ("httpx", "import smoothapi.httpx_transport", "httpx"),
+        ("httpx", "from smoothapi import AsyncResilientTransport", "httpx"),
+        ("requests", "smoothapi.ResilientAdapter", "requests"),
+        ("urllib3", "from smoothapi.requests_adapter import ResilientAdapter", "requests"),
+        ("redis", "smoothapi.RedisStore", "redis"),
+    ],
+)
+def test_a_missing_client_library_names_the_extra(module: str, access: str, extra: str) -> None:
+    result = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _BLOCKED.format(module=module, access=access)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"pip install 'smoothapi-py[{extra}]'" in result.stdout
+
+
+# -- typing: smoothapi.attempts(response) ---------------------------------------------------------
+
+
+def _flaky(server: ScriptedServer) -> None:
+    server.script("/flaky", Reply(503), Reply(503), Reply(200, b"ok"))
+
+
+def test_attempts_of_a_requests_response(server: ScriptedServer, instant: FakeClock) -> None:
+    _flaky(server)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter())
+        response = session.get(server.url + "/flaky", timeout=5)
+        assert smoothapi.attempts(response) == 3
+        assert smoothapi.attempts(session.get(server.url + "/ok", timeout=5)) == 1
+
+
+def test_attempts_of_an_httpx_response(server: ScriptedServer, instant: FakeClock) -> None:
+    _flaky(server)
+    with httpx.Client(transport=ResilientTransport()) as client:
+        assert smoothapi.attempts(client.get(server.url + "/flaky")) == 3
+        assert smoothapi.attempts(client.get(server.url + "/ok")) == 1
+
+
+@pytest.mark.anyio
+async def test_attempts_of_an_async_httpx_response(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    _flaky(server)
+    async with httpx.AsyncClient(transport=AsyncResilientTransport()) as client:
+        assert smoothapi.attempts(await client.get(server.url + "/flaky")) == 3
+
+
+def test_attempts_of_a_fallback_response_is_zero() -> None:
+    config = ResilientConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+    transport = ResilientTransport(
+        config,
+        httpx.MockTransport(_failing),
+        fallback=lambda request, error: httpx.Response(200, text="cached"),
+    )
+    transport.breaker_for("http://down.test/").force_open()
+    with httpx.Client(transport=transport) as client:
+        assert smoothapi.attempts(client.get("http://down.test/")) == 0
+
+
+def test_attempts_of_a_foreign_response_says_why() -> None:
+    with pytest.raises(ValueError, match="did not come through a smoothapi transport"):
+        smoothapi.attempts(httpx.Response(200))
+    with pytest.raises(ValueError, match="did not come through a smoothapi transport"):
+        smoothapi.attempts(requests.Response())
