@@ -9,6 +9,10 @@ min(max_delay, base_delay * 2**n)``:
   ``previous`` starting at ``base_delay`` (the AWS architecture blog's variant)
 * ``none``: ``cap(n)``
 
+``base_delay`` may exceed ``max_delay`` (as in the seed): every delay is then
+``max_delay`` for ``none`` and ``decorrelated``, and jittered below it for the
+others.
+
 ``rand`` returns a float in ``[0, 1)``; tests inject their own.
 """
 
@@ -40,8 +44,12 @@ def next_delay(
     """Seconds to wait before retry ``n``; ``previous`` is the last delay (decorrelated mode)."""
     jitter = config.jitter
     if jitter is Jitter.DECORRELATED:
-        prev = config.base_delay if previous is None else previous
         low = config.base_delay
+        if low >= config.max_delay:
+            # uniform(base_delay, ...) >= max_delay: every delay is the cap (and a huge
+            # base_delay cannot overflow the arithmetic below into inf or nan).
+            return config.max_delay
+        prev = low if previous is None else previous
         high = max(low, prev * 3.0)
         return min(config.max_delay, low + rand() * (high - low))
     cap = capped_exponential(n, config.base_delay, config.max_delay)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .errors import ConfigError, ConfigTypeError
 
@@ -49,9 +49,12 @@ class Jitter(str, Enum):
         return self.value
 
 
-def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> float:
+def _number(
+    owner: str, name: str, value: object, *, minimum: float = 0.0, one_day: bool = True
+) -> float:
+    """A finite number of seconds >= ``minimum`` (at most one day unless ``one_day=False``)."""
     where = f"{owner}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _real(value):
         raise ConfigTypeError(
             f"{where} must be a number of seconds, got {value!r} ({type(value).__name__})"
         )
@@ -59,7 +62,7 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
         raise ConfigError(f"{where} must be finite, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {value!r}")
-    if value > MAX_DELAY_SECONDS:
+    if one_day and value > MAX_DELAY_SECONDS:
         # A longer wait is a unit mistake (ms for s?), and past ~292 years the OS
         # sleep itself overflows.
         raise ConfigError(
@@ -68,7 +71,29 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
     return float(value)
 
 
-def _finite(value: float) -> bool:
+def _real(value: object) -> TypeGuard[float]:
+    """A real number that is not a bool: int, float, or any numbers.Real (numpy's, Fraction)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    import numbers  # noqa: PLC0415 - only for exotic number types, off the import path
+
+    return isinstance(value, numbers.Real)
+
+
+def _integral(value: object) -> TypeGuard[int]:
+    """An integer that is not a bool: int or any numbers.Integral (numpy's)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    import numbers  # noqa: PLC0415 - only for exotic number types, off the import path
+
+    return isinstance(value, numbers.Integral)
+
+
+def _finite(value: Any) -> bool:
     try:
         return math.isfinite(value)
     except OverflowError:  # an int too large for a float
@@ -77,11 +102,12 @@ def _finite(value: float) -> bool:
 
 def _integer(owner: str, name: str, value: object, *, minimum: int) -> int:
     where = f"{owner}.{name}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not _integral(value):
         raise ConfigTypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
+    number = int(value)
+    if number < minimum:
         raise ConfigError(f"{where} must be >= {minimum}, got {value!r}")
-    return value
+    return number
 
 
 def _flag(owner: str, name: str, value: object) -> bool:
@@ -99,6 +125,10 @@ class BackoffConfig:
     is ``uniform(0, min(max_delay, base_delay * 2**n))`` with the default
     ``jitter="full"``; ``"equal"``, ``"decorrelated"`` and ``"none"`` are the
     other modes.
+
+    As in the seed, ``max_delay`` caps every delay: ``base_delay`` may exceed
+    it (every delay is then capped).  The only bound on the two is on what
+    the schedule can actually ask for: no single wait over one day.
     """
 
     base_delay: float = 0.1
@@ -107,17 +137,41 @@ class BackoffConfig:
     jitter: Jitter | str = Jitter.FULL
 
     def __post_init__(self) -> None:
-        base = _number("BackoffConfig", "base_delay", self.base_delay)
-        cap = _number("BackoffConfig", "max_delay", self.max_delay)
-        if base > cap:
-            raise ConfigError(
-                f"BackoffConfig.base_delay ({base!r}) must not exceed "
-                f"BackoffConfig.max_delay ({cap!r})"
-            )
+        # Neither delay is bounded on its own: the seed's formula caps every wait at
+        # max_delay, so max_delay=sys.maxsize ("no cap") or base_delay above max_delay
+        # are well defined.  What is bounded is the longest wait the schedule asks for.
+        base = _number("BackoffConfig", "base_delay", self.base_delay, one_day=False)
+        cap = _number("BackoffConfig", "max_delay", self.max_delay, one_day=False)
         object.__setattr__(self, "base_delay", base)
         object.__setattr__(self, "max_delay", cap)
-        _integer("BackoffConfig", "max_retries", self.max_retries, minimum=0)
-        object.__setattr__(self, "jitter", _jitter(self.jitter))
+        retries = _integer("BackoffConfig", "max_retries", self.max_retries, minimum=0)
+        object.__setattr__(self, "max_retries", retries)
+        jitter = _jitter(self.jitter)
+        object.__setattr__(self, "jitter", jitter)
+        longest = _longest_wait(base, cap, retries, jitter)
+        if longest > MAX_DELAY_SECONDS:
+            # A wait over a day is a unit mistake (ms for s?); past ~292 years the OS
+            # sleep itself overflows.
+            raise ConfigError(
+                f"BackoffConfig(base_delay={self.base_delay!r}, max_delay={self.max_delay!r}, "
+                f"max_retries={retries}, jitter={jitter.value!r}) would wait up to "
+                f"{longest:g} seconds before one retry; a single wait may be at most "
+                f"{MAX_DELAY_SECONDS:g} seconds (one day). Lower BackoffConfig.max_delay "
+                "(it caps every wait) or BackoffConfig.base_delay - seconds, not milliseconds"
+            )
+
+
+def _longest_wait(base: float, cap: float, retries: int, jitter: Jitter) -> float:
+    """The longest single backoff wait ``retries`` retries can ask for (0 if none)."""
+    if retries == 0:
+        return 0.0
+    if jitter is Jitter.DECORRELATED:
+        # Each delay is at most 3x the previous one, starting from base_delay * 3; a
+        # float power past 3**600 would overflow, and by then any finite cap is reached.
+        return min(cap, base * 3.0 ** min(retries, 600))
+    from .backoff import capped_exponential  # noqa: PLC0415 - backoff imports this module
+
+    return capped_exponential(retries - 1, base, cap)
 
 
 def _jitter(value: object) -> Jitter:
@@ -156,12 +210,35 @@ def check_store(where: str, store: object) -> None:
     """Raise ConfigTypeError unless ``store`` is None or has every BreakerStore method."""
     if store is None:
         return
+    if isinstance(store, (str, bytes, bytearray, memoryview)):
+        # A URL: never shown, it may carry a password.
+        raise ConfigTypeError(
+            f"{where} must be a breaker store, not a {type(store).__name__} (a URL?): build "
+            "one from the URL with store=smoothapi.RedisStore.from_url(url), or from a "
+            "client with store=smoothapi.RedisStore(redis.Redis(...))"
+        )
     missing = [m for m in _STORE_METHODS if not callable(getattr(store, m, None))]
-    if missing:
+    if not missing:
+        return
+    kind = type(store)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if kind.__module__.split(".")[0] in ("redis", "valkey"):
+        raise ConfigTypeError(
+            f"{where} must be a breaker store, not a Redis client ({name}): wrap the client "
+            "as store=smoothapi.RedisStore(client), or use smoothapi.RedisStore.from_url(url)"
+        )
+    if len(missing) == len(_STORE_METHODS):
+        # Not an attempt at a store at all: listing eleven method names would not help.
         raise ConfigTypeError(
             f"{where} must be a breaker store such as smoothapi.RedisStore (or None for an "
-            f"in-process breaker), got {store!r}, which lacks {', '.join(missing)}"
+            f"in-process breaker), got a {name} object. For Redis or Valkey use "
+            "store=smoothapi.RedisStore.from_url(url)"
         )
+    raise ConfigTypeError(
+        f"{where} must be a breaker store such as smoothapi.RedisStore (or None for an "
+        f"in-process breaker), got a {name} object, which lacks {', '.join(missing)} "
+        "(see smoothapi.storage.BreakerStore)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +282,12 @@ class CircuitBreakerConfig:
     cooldown_reset_ms: float | None = None
 
     def __post_init__(self) -> None:
-        _integer("CircuitBreakerConfig", "failure_threshold", self.failure_threshold, minimum=1)
-        cooldown = self.cooldown_ms
-        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)):
+        threshold = _integer(
+            "CircuitBreakerConfig", "failure_threshold", self.failure_threshold, minimum=1
+        )
+        object.__setattr__(self, "failure_threshold", threshold)
+        cooldown: object = self.cooldown_ms
+        if not _real(cooldown):
             raise ConfigTypeError(
                 "CircuitBreakerConfig.cooldown_ms must be a number of milliseconds, "
                 f"got {cooldown!r} ({type(cooldown).__name__})"
@@ -216,9 +296,12 @@ class CircuitBreakerConfig:
             raise ConfigError(
                 f"CircuitBreakerConfig.cooldown_ms must be a finite number >= 0, got {cooldown!r}"
             )
+        if type(cooldown) is not int:  # ints stay as given; numpy's, Fraction: a plain float
+            cooldown = float(cooldown)
+            object.__setattr__(self, "cooldown_ms", cooldown)
         check_store("CircuitBreakerConfig.store", self.store)
         multiplier = self.cooldown_multiplier
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
+        if not _real(multiplier):
             raise ConfigTypeError(
                 "CircuitBreakerConfig.cooldown_multiplier must be a number, "
                 f"got {multiplier!r} ({type(multiplier).__name__})"
@@ -268,7 +351,7 @@ class CircuitBreakerConfig:
 def _millis(name: str, value: object) -> float:
     """A CircuitBreakerConfig duration in milliseconds: a finite number, 0 to one day."""
     where = f"CircuitBreakerConfig.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _real(value):
         raise ConfigTypeError(
             f"{where} must be a number of milliseconds or None, "
             f"got {value!r} ({type(value).__name__})"
@@ -298,14 +381,14 @@ class RetryBudgetConfig:
 
     def __post_init__(self) -> None:
         tokens = self.max_tokens
-        if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
+        if not _real(tokens):
             raise ConfigTypeError(f"RetryBudgetConfig.max_tokens must be a number, got {tokens!r}")
         if not _finite(tokens) or not 1 <= tokens <= 1_000_000:
             raise ConfigError(
                 f"RetryBudgetConfig.max_tokens must be between 1 and 1,000,000, got {tokens!r}"
             )
         ratio = self.token_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        if not _real(ratio):
             raise ConfigTypeError(f"RetryBudgetConfig.token_ratio must be a number, got {ratio!r}")
         if not _finite(ratio) or not 0 < ratio <= 1:
             raise ConfigError(f"RetryBudgetConfig.token_ratio must be > 0 and <= 1, got {ratio!r}")
@@ -325,7 +408,8 @@ def _min_schedule(backoff: BackoffConfig) -> float:
         elif backoff.jitter is Jitter.EQUAL:
             total += cap / 2
         elif backoff.jitter is Jitter.DECORRELATED:
-            total += backoff.base_delay
+            # Never below base_delay, but capped: base_delay may exceed max_delay.
+            total += min(backoff.base_delay, backoff.max_delay)
     return total
 
 
@@ -336,7 +420,7 @@ def _status_codes(value: object) -> frozenset[int]:
         )
     codes: set[int] = set()
     for code in value:
-        if isinstance(code, bool) or not isinstance(code, int):
+        if not _integral(code):
             raise ConfigTypeError(
                 f"ResilientConfig.retry_on must hold ints, got {code!r} ({type(code).__name__})"
             )
@@ -345,7 +429,7 @@ def _status_codes(value: object) -> frozenset[int]:
                 f"ResilientConfig.retry_on holds {code!r}, which is not an HTTP status code "
                 "(100-599)"
             )
-        codes.add(code)
+        codes.add(int(code))
     return frozenset(codes)
 
 
@@ -357,12 +441,19 @@ def _methods(value: object) -> frozenset[str]:
         )
     methods: set[str] = set()
     for method in value:
-        if not isinstance(method, str) or not method.isalpha():
+        if not isinstance(method, str) or not method or not _TCHARS.issuperset(method):
             raise ConfigError(
-                f"ResilientConfig.idempotent_methods holds {method!r}, which is not an HTTP method"
+                f"ResilientConfig.idempotent_methods holds {method!r}, which is not an HTTP "
+                "method (RFC 9110: a token of letters, digits and !#$%&'*+-.^_`|~)"
             )
+        # requests and httpx upper-case the method they send; compare the same way.
         methods.add(method.upper())
     return frozenset(methods)
+
+
+# RFC 9110, 5.6.2: method = token; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
+# "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA (ASCII only).
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +467,8 @@ class ResilientConfig:
       want returned as-is in a lambda.
     * ``retry_on`` - status codes that count as failures and are retried.
     * ``retry_after_cap`` - the longest ``Retry-After`` the transports will
-      sleep (default: ``backoff.max_delay``); a longer one returns the
-      response at once.
+      sleep (default: ``backoff.max_delay``, at most one day); a longer one
+      returns the response at once.
     * ``idempotent_methods`` / ``retry_non_idempotent`` - which requests the
       transports may resend after they may have reached the server.
     * ``hooks`` - callables sent every :mod:`smoothapi.events` event.
@@ -449,6 +540,10 @@ class ResilientConfig:
 
     @property
     def sleep_cap(self) -> float:
-        """The longest single wait: ``retry_after_cap`` or ``backoff.max_delay``."""
+        """The longest single wait: ``retry_after_cap``, else ``backoff.max_delay`` up to a day."""
         cap = self.retry_after_cap
-        return self.backoff.max_delay if cap is None else cap
+        if cap is None:
+            # max_delay may be huge ("no cap": the schedule never reaches it); what a
+            # server's Retry-After can make us sleep stays within a day all the same.
+            return min(self.backoff.max_delay, MAX_DELAY_SECONDS)
+        return cap
