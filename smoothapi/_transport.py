@@ -28,9 +28,14 @@ __all__ = [
     "ATTEMPTS",
     "DEFAULT_PORTS",
     "DRAIN_LIMIT",
+    "DRAIN_TIME",
+    "LEFT",
+    "Left",
     "TransportCore",
     "attempts",
+    "deadline_left",
     "drain_plan",
+    "drain_time",
     "parse_retry_after",
 ]
 
@@ -38,8 +43,14 @@ __all__ = [
 #: requests ``Response``, the key of an httpx ``Response.extensions``.
 ATTEMPTS = "smoothapi_attempts"
 
-#: A retried response's body is read (to keep the connection) only up to this size.
+#: A retried response's body is read (to keep the connection) only up to this size...
 DRAIN_LIMIT = 64 * 1024
+#: ... and only for this many seconds (less if the call's deadline is nearer): a body
+#: that trickles in slower is dropped with its connection rather than waited for.
+DRAIN_TIME = 0.5
+#: The attribute a mount point sets on an attempt's response when the call has a
+#: deadline: a callable returning the seconds left of it.
+LEFT = "_smoothapi_left"
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -99,6 +110,36 @@ def _tracker(core: TransportCore) -> Callable[[Any], None]:
                 core._moved(event.name)
 
     return track
+
+
+class Left:
+    """Seconds left of one call's deadline (on its breaker's clock), when called.
+
+    ``started`` is when the call began: the engine counts the deadline from it.
+    """
+
+    __slots__ = ("at", "now", "started")
+
+    def __init__(self, breaker: CircuitBreaker, deadline: float) -> None:
+        self.now = breaker.now
+        self.started = breaker.now()
+        self.at = self.started + deadline
+
+    def __call__(self) -> float:
+        return self.at - self.now()
+
+
+def deadline_left(policy: Policy) -> Left | None:
+    """A new call's :class:`Left`, or None when the policy has no deadline."""
+    return None if policy.deadline is None else Left(policy.breaker, policy.deadline)
+
+
+def drain_time(response: object) -> float:
+    """Seconds the drain of ``response`` may take: :data:`DRAIN_TIME`, or less."""
+    left = getattr(response, LEFT, None)
+    if left is None:
+        return DRAIN_TIME
+    return max(0.0, min(DRAIN_TIME, float(left())))
 
 
 def origin_name(scheme: str, host: str, port: int | None) -> str:

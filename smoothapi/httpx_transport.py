@@ -8,14 +8,16 @@
 Each wraps an inner transport (default ``httpx.HTTPTransport(**kwargs)``, so
 ``limits=``, ``verify=``, ``proxy=`` work) and so composes with ``respx`` and
 ``httpx.MockTransport``.  Statuses are read from responses; a retried
-response is drained (up to 64 KiB) or closed before the retry, so its
-connection goes back to the pool.  ``response.extensions["smoothapi_attempts"]``
-says how many attempts the response took.
+response is drained (up to 64 KiB, for up to 0.5 s) or closed before the
+retry, so its connection goes back to the pool.  With a deadline, the body
+of the response returned must be read within it too.
+``smoothapi.attempts(response)`` says how many attempts the response took.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 try:
@@ -27,7 +29,17 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
     ) from _missing
 
 from . import _runtime
-from ._transport import ATTEMPTS, DRAIN_LIMIT, TransportCore, drain_plan, origin_name
+from ._transport import (
+    ATTEMPTS,
+    DRAIN_LIMIT,
+    LEFT,
+    Left,
+    TransportCore,
+    deadline_left,
+    drain_plan,
+    drain_time,
+    origin_name,
+)
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
 from .config import ResilientConfig
@@ -67,30 +79,70 @@ def _read_into(response: httpx.Response, chunks: list[bytes], ok: bool) -> None:
     response.stream = httpx.ByteStream(b"".join(chunks) if ok else b"")
 
 
+def _request_of(response: httpx.Response) -> httpx.Request | None:
+    try:
+        return response.request
+    except RuntimeError:  # an inner transport's response that nobody gave its request
+        return None
+
+
+def _cap_read(request: httpx.Request | None, seconds: float) -> Callable[[], None]:
+    """Cap the read timeout of the body reads about to start at ``seconds``; returns the undo.
+
+    httpcore reads a request's timeouts when the body's reading starts, so this
+    bounds each read of that body; a total is checked between reads.
+    """
+    if request is None:
+        return lambda: None
+    extensions = request.extensions
+    before = extensions.get("timeout")
+    capped = dict(before) if isinstance(before, dict) else {}
+    read = capped.get("read")
+    capped["read"] = seconds if read is None else min(read, seconds)
+    extensions["timeout"] = capped
+
+    def undo() -> None:
+        if before is None:
+            extensions.pop("timeout", None)
+        else:
+            extensions["timeout"] = before
+
+    return undo
+
+
 def _drain(response: httpx.Response, final: bool) -> None:
-    """Give a retried response's connection back to the pool, in bounded memory."""
+    """Give a retried response's connection back to the pool, in bounded memory and time.
+
+    A body not read within :func:`~smoothapi._transport.drain_time` (one that
+    trickles or stalls) is dropped with its connection, and reads as empty.
+    """
     stream = response.stream
     if isinstance(stream, httpx.ByteStream):  # read already
         return
     plan = drain_plan(response.headers.get("Content-Length"), final)
     if plan == "keep":
         return
+    assert isinstance(stream, httpx.SyncByteStream)
     chunks: list[bytes] = []
-    size = 0
-    ok = plan != "close"
+    seconds = drain_time(response)
+    ok = plan != "close" and seconds > 0
     try:
         if ok:
-            assert isinstance(stream, httpx.SyncByteStream)
-            for chunk in stream:
-                size += len(chunk)
-                if size > DRAIN_LIMIT:
-                    ok = False
-                    break
-                chunks.append(chunk)
-    except Exception:  # a broken connection: closing drops it
+            until = time.monotonic() + seconds
+            undo = _cap_read(_request_of(response), seconds)
+            size = 0
+            try:
+                for chunk in stream:
+                    size += len(chunk)
+                    if size > DRAIN_LIMIT or time.monotonic() > until:
+                        ok = False  # too large, or too slow: drop the connection instead
+                        break
+                    chunks.append(chunk)
+            finally:
+                undo()
+    except Exception:  # a broken connection, or the read cap hit: closing drops it
         ok = False
     finally:
-        assert isinstance(stream, httpx.SyncByteStream)
         stream.close()  # fully read: back to the pool; otherwise the connection is dropped
     _read_into(response, chunks, ok)
 
@@ -103,24 +155,132 @@ async def _adrain(response: httpx.Response, final: bool) -> None:
     plan = drain_plan(response.headers.get("Content-Length"), final)
     if plan == "keep":
         return
+    assert isinstance(stream, httpx.AsyncByteStream)
+    import anyio  # noqa: PLC0415 - httpx depends on it; loaded on the slow path only
+
     chunks: list[bytes] = []
-    size = 0
-    ok = plan != "close"
+    seconds = drain_time(response)
+    ok = plan != "close" and seconds > 0
     try:
         if ok:
-            assert isinstance(stream, httpx.AsyncByteStream)
-            async for chunk in stream:
-                size += len(chunk)
-                if size > DRAIN_LIMIT:
-                    ok = False
-                    break
-                chunks.append(chunk)
+            # Stopped by cancelling the read in progress, never by leaving the loop:
+            # the stream's async generators then end (trio warns about abandoned ones).
+            with anyio.move_on_after(seconds) as scope:
+                size = 0
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > DRAIN_LIMIT:
+                        ok = False
+                        scope.cancel()  # too large: the next read is cancelled
+                    elif ok:
+                        chunks.append(chunk)
+            if scope.cancelled_caught:
+                ok = False
     except Exception:
         ok = False
     finally:
-        assert isinstance(stream, httpx.AsyncByteStream)
         await stream.aclose()
     _read_into(response, chunks, ok)
+
+
+class _BoundedStream(httpx.SyncByteStream):
+    """A response body that must be read within the call's deadline.
+
+    Each read is capped by the time left when the body's reading starts, and
+    once the deadline has passed the next read raises ``httpx.ReadTimeout``
+    (the connection is closed).  A body read whole in time is untouched.
+    """
+
+    def __init__(
+        self, stream: httpx.SyncByteStream, request: httpx.Request, left: Callable[[], float]
+    ) -> None:
+        self._stream = stream
+        self._request = request
+        self._left = left
+
+    def __iter__(self) -> Iterator[bytes]:
+        undo = _cap_read(self._request, max(self._left(), _MIN_READ))
+        try:
+            for chunk in self._stream:
+                if self._left() <= 0:
+                    self._stream.close()
+                    raise _expired(self._request)
+                yield chunk
+        finally:
+            undo()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _AsyncBoundedStream(httpx.AsyncByteStream):
+    """The async twin of :class:`_BoundedStream`: a read still waiting at the
+    deadline is cancelled (so a stalled read is cut at the deadline too)."""
+
+    def __init__(
+        self, stream: httpx.AsyncByteStream, request: httpx.Request, left: Callable[[], float]
+    ) -> None:
+        self._stream = stream
+        self._request = request
+        self._left = left
+
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # An iterator, not an async generator: one more generator to abandon would
+        # make trio warn when a caller stops reading early.
+        return self
+
+    async def __anext__(self) -> bytes:
+        import anyio  # noqa: PLC0415 - httpx depends on it; loaded on the slow path only
+
+        if self._chunks is None:
+            self._chunks = self._stream.__aiter__()
+        # The read in progress is cancelled at the deadline: the stream's own async
+        # generators then end, rather than being left suspended.
+        with anyio.move_on_after(max(self._left(), 0.0)):
+            return await self._chunks.__anext__()
+        await self._stream.aclose()
+        raise _expired(self._request)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+# A read timeout of 0 would make the socket non-blocking: the shortest cap is this.
+_MIN_READ = 0.001
+
+
+def _attempted(
+    response: httpx.Response, request: httpx.Request, left: Left | None
+) -> httpx.Response:
+    """An attempt's response, told what its drain needs: its request, the deadline."""
+    response.request = request  # the drain caps the body's reads through it
+    if left is not None:
+        setattr(response, LEFT, left)  # the drain stops at the deadline
+    return response
+
+
+def _bounded(
+    response: httpx.Response, request: httpx.Request, left: Left, *, is_async: bool
+) -> httpx.Response:
+    """The response a call with a deadline returns: its body must be read within it."""
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):  # in memory already (drained, or built)
+        return response
+    if is_async and isinstance(stream, httpx.AsyncByteStream):
+        response.stream = _AsyncBoundedStream(stream, request, left)
+    elif not is_async and isinstance(stream, httpx.SyncByteStream):
+        response.stream = _BoundedStream(stream, request, left)
+    return response
+
+
+def _expired(request: httpx.Request) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(
+        "the response body was not read within the call's deadline "
+        "(ResilientConfig.deadline); the connection was closed",
+        request=request,
+    )
 
 
 def _shrink(timeout: Any, seconds: float) -> dict[str, float | None]:
@@ -322,6 +482,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                         policy.budget.deposit()
                     response.extensions[ATTEMPTS] = 1
                     return response
+                response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
                 _runtime.leave(*scope)
@@ -329,10 +490,12 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
 
+        left = deadline_left(policy)
+
         def attempt() -> httpx.Response:
             nonlocal attempts
             attempts += 1
-            return inner.handle_request(request)
+            return _attempted(inner.handle_request(request), request, left)
 
         timeout = request.extensions.get("timeout")
 
@@ -350,9 +513,10 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             open_error=self._open_error(request),
             first_ticket=first_ticket,
             attempt_within=attempt_within,
+            started=None if left is None else left.started,
         )
         response.extensions[ATTEMPTS] = attempts
-        return response
+        return response if left is None else _bounded(response, request, left, is_async=False)
 
     def close(self) -> None:
         self.transport.close()
@@ -415,6 +579,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                         policy.budget.deposit()
                     response.extensions[ATTEMPTS] = 1
                     return response
+                response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
                 _runtime.leave(*scope)
@@ -422,10 +587,12 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
 
+        left = deadline_left(policy)
+
         async def attempt() -> httpx.Response:
             nonlocal attempts
             attempts += 1
-            return await inner.handle_async_request(request)
+            return _attempted(await inner.handle_async_request(request), request, left)
 
         timeout = request.extensions.get("timeout")
 
@@ -443,9 +610,10 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             open_error=self._open_error(request),
             first_ticket=first_ticket,
             attempt_within=attempt_within,
+            started=None if left is None else left.started,
         )
         response.extensions[ATTEMPTS] = attempts
-        return response
+        return response if left is None else _bounded(response, request, left, is_async=True)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -14,6 +14,8 @@ before the retry, so its connection goes back to the pool.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +33,16 @@ from requests.models import PreparedRequest, Response
 from requests.utils import rewind_body
 
 from . import _runtime
-from ._transport import DRAIN_LIMIT, TransportCore, drain_plan, origin_name
+from ._transport import (
+    DRAIN_LIMIT,
+    LEFT,
+    Left,
+    TransportCore,
+    deadline_left,
+    drain_plan,
+    drain_time,
+    origin_name,
+)
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
 from .config import ResilientConfig
@@ -78,33 +89,140 @@ def _classify_error(exc: BaseException) -> Outcome:
 
 
 def _drain(response: Response, final: bool) -> None:
-    """Give a retried response's connection back to the pool, in bounded memory.
+    """Give a retried response's connection back to the pool, in bounded memory and time.
 
     See :func:`smoothapi._transport.drain_plan`: a small body is read and kept
     (``response.content`` still works); a large one is left whole until the
-    retry is certain, then its connection is closed rather than read.
+    retry is certain, then its connection is closed rather than read.  A body
+    not read within :func:`~smoothapi._transport.drain_time` (one that
+    trickles or stalls) is dropped with its connection, and reads as empty.
     """
     if getattr(response, "_content_consumed", False):  # requests' own flag: already read
         return
     plan = drain_plan(response.headers.get("Content-Length"), final)
     if plan == "keep":
         return
-    data = b""
-    if plan != "close":
+    data: bytes | None = None
+    seconds = drain_time(response)
+    if plan != "close" and seconds > 0:
         try:
-            data = response.raw.read(DRAIN_LIMIT + 1, decode_content=True)
+            data = _read_within(response.raw, seconds, DRAIN_LIMIT)
         except Exception:  # a broken connection or a bad encoding: drop the connection
-            plan, data = "close", b""
-        if len(data) > DRAIN_LIMIT:
-            plan = "close"
-    if plan == "close":
+            data = None
+    if data is None:
         response.close()  # closes the socket and frees the pool slot
         data = b""
-    response._content = data  # what requests' own .content sets
+    _keep(response, data)
+
+
+def _keep(response: Response, data: bytes) -> None:
+    """``data`` is the response's whole body: as requests' own ``.content`` leaves it."""
+    response._content = data
     setattr(response, "_content_consumed", True)  # noqa: B010 - not in the type stubs
     release = getattr(response.raw, "release_conn", None)
     if release is not None:
         release()
+
+
+# A socket timeout of 0 would make the socket non-blocking: the shortest wait is this.
+_MIN_READ = 0.001
+_CHUNK = 64 * 1024
+
+
+def _read_within(
+    raw: Any, seconds: float, limit: int | None = None, read_timeout: float | None = None
+) -> bytes | None:
+    """Read urllib3's response ``raw`` to its end within ``seconds`` (and ``limit`` bytes).
+
+    None when the body did not end in time (or in size): the caller drops the
+    connection.  Each read returns what has arrived (``read1``) and the socket
+    waits at most the time left, so neither a trickling nor a stalled body
+    holds the caller longer.  ``read_timeout`` (the caller's own, if shorter)
+    raises as requests' reads do.  A urllib3 without ``read1`` (1.x) reads in
+    one call, each socket read bounded by the time left.
+    """
+    until = time.monotonic() + seconds
+    connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    before = sock.gettimeout() if sock is not None else None
+    read1 = getattr(raw, "read1", None)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            left = until - time.monotonic()
+            wait = max(left, _MIN_READ)
+            by_deadline = read_timeout is None or wait <= read_timeout
+            if sock is not None:
+                sock.settimeout(wait if by_deadline else read_timeout)
+            want = _CHUNK if limit is None else limit + 1 - size
+            try:
+                if read1 is None:
+                    chunk = raw.read(None if limit is None else want, decode_content=True)
+                    return None if limit is not None and len(chunk) > limit else chunk
+                chunk = read1(want, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                if by_deadline:
+                    return None
+                raise
+            if not chunk:
+                return b"".join(chunks)
+            if left <= 0:  # the last look (a minimal wait) found more: too slow
+                return None
+            size += len(chunk)
+            if limit is not None and size > limit:
+                return None
+            chunks.append(chunk)
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(before)
+
+
+def _read_body(response: Response, left: Left, timeout: Any) -> None:
+    """Read a non-streamed body within the call's deadline (requests reads it after us).
+
+    Past the deadline the connection is closed and ``requests.exceptions.ReadTimeout``
+    raised; other errors are requests' own, as its ``.content`` raises them.
+    """
+    raw = response.raw
+    if getattr(response, "_content_consumed", False) or not callable(getattr(raw, "read1", None)):
+        return  # read already (drained, a fallback's), or a urllib3 1.x: requests reads it
+    try:
+        data = _read_within(raw, max(left(), 0.0), read_timeout=_read_timeout(timeout))
+    except BaseException as exc:
+        response.close()
+        for urllib3_error, requests_error in _REQUESTS_ERRORS:
+            if isinstance(exc, urllib3_error):
+                raise requests_error(exc) from exc
+        raise
+    if data is None:
+        response.close()
+        raise requests.exceptions.ReadTimeout(
+            "the response body was not read within the call's deadline "
+            "(ResilientConfig.deadline); the connection was closed",
+            request=response.request,
+            response=response,
+        )
+    _keep(response, data)
+
+
+# How requests' own body reads (Response.iter_content) report urllib3's errors.
+_REQUESTS_ERRORS: tuple[tuple[type[Exception], type[requests.exceptions.RequestException]], ...] = (
+    (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError),
+    (urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError),
+    (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ConnectionError),
+    (urllib3.exceptions.SSLError, requests.exceptions.SSLError),
+)
+
+
+def _read_timeout(timeout: Any) -> float | None:
+    """The read part of requests' ``timeout`` (None, seconds, a pair or a urllib3 Timeout)."""
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        timeout = timeout[1]
+    elif not isinstance(timeout, (int, float)) and timeout is not None:
+        timeout = getattr(timeout, "read_timeout", None)
+    return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
 def _replayable(request: PreparedRequest) -> bool:
@@ -223,13 +341,17 @@ class ResilientAdapter(HTTPAdapter):
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
         rewind = getattr(request, "_body_position", None) is not None
+        left = deadline_left(policy)
 
         def attempt(limit: Any = timeout) -> Response:
             nonlocal attempts
             if attempts and rewind:
                 rewind_body(request)
             attempts += 1
-            return send(request, stream, limit, verify, cert, proxies)
+            response = send(request, stream, limit, verify, cert, proxies)
+            if left is not None:
+                setattr(response, LEFT, left)  # its drain stops at the deadline
+            return response
 
         def attempt_within(seconds: float) -> Response:
             return attempt(_shrink(timeout, seconds))
@@ -247,8 +369,11 @@ class ResilientAdapter(HTTPAdapter):
             ),
             first_ticket=first_ticket,
             attempt_within=attempt_within,
+            started=None if left is None else left.started,
         )
         response.smoothapi_attempts = attempts  # type: ignore[attr-defined]
+        if left is not None and not stream:
+            _read_body(response, left, timeout)  # the deadline covers the body too
         return response
 
 

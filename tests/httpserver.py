@@ -40,6 +40,7 @@ __all__ = [
     "Recorded",
     "Reply",
     "ScriptedServer",
+    "Trickle",
     "Truncate",
     "free_port",
     "refused_url",
@@ -102,14 +103,34 @@ class Delay:
 
 @dataclass(frozen=True)
 class BigBody:
-    """Reply with a ``size``-byte body (Content-Length set), written in 64 KiB chunks."""
+    """Reply with a ``size``-byte body (Content-Length set), written in 64 KiB chunks.
+
+    ``chunked=True``: no Content-Length, one HTTP chunk per 64 KiB instead.
+    """
 
     status: int
     size: int
     headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False
 
 
-Action = Reply | Json | Drop | Truncate | Delay | BigBody
+@dataclass(frozen=True)
+class Trickle:
+    """Reply with a ``size``-byte body sent one byte every ``interval`` seconds.
+
+    The headers go out at once, declaring the whole length (Content-Length), or
+    with ``chunked=True`` no length at all (one chunk per byte).  ``stop()``
+    cuts the trickle short; a client that goes away ends it.
+    """
+
+    status: int
+    size: int
+    interval: float
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False
+
+
+Action = Reply | Json | Drop | Truncate | Delay | BigBody | Trickle
 
 
 @dataclass(frozen=True)
@@ -302,16 +323,50 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             self._perform(action.then if action.then is not None else owner.default)
         elif isinstance(action, BigBody):
-            self._head(action.status, action.headers, action.size)
+            if action.chunked:
+                self._chunked_head(action.status, action.headers)
+            else:
+                self._head(action.status, action.headers, action.size)
             if not _no_body(action.status, self.command):
                 remaining = action.size
                 block = b"x" * min(_CHUNK, max(remaining, 0))
                 while remaining > 0:
                     piece = block if remaining >= len(block) else block[:remaining]
-                    self.wfile.write(piece)
+                    if action.chunked:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    else:
+                        self.wfile.write(piece)
                     remaining -= len(piece)
+                if action.chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+        elif isinstance(action, Trickle):
+            self._trickle(action)
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"unknown action {action!r}")
+
+    def _chunked_head(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _trickle(self, action: Trickle) -> None:
+        if action.chunked:
+            self._chunked_head(action.status, action.headers)
+        else:
+            self._head(action.status, action.headers, action.size)
+        self.wfile.flush()
+        stopping = self.server.owner._stopping
+        for _ in range(action.size):
+            if stopping.wait(action.interval):
+                self.close_connection = True
+                return
+            self.wfile.write(b"1\r\nx\r\n" if action.chunked else b"x")
+            self.wfile.flush()
+        if action.chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         if _no_body(status, "GET"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from httpserver import Reply, ScriptedServer
+from httpserver import BigBody, Reply, ScriptedServer, Trickle, Truncate
 
 import smoothapi
 from smoothapi import (
@@ -408,3 +409,208 @@ def test_attempts_of_a_foreign_response_says_why() -> None:
         smoothapi.attempts(httpx.Response(200))
     with pytest.raises(ValueError, match="did not come through a smoothapi transport"):
         smoothapi.attempts(requests.Response())
+
+
+# -- defect 7: the deadline bounds a trickled body; a drain is bounded in time --------------------
+
+# 20 bytes, one every 0.15 s: the body takes 3 s, the deadline is 1 s.  Before the fix
+# every mount point returned the whole body after 3 s (the read timeout is per read).
+SLOW_BODY = Trickle(200, 20, 0.15)
+WITHIN = 2.5  # generous: "did not read the whole trickle", not a performance claim
+
+
+def _deadline(seconds: float = 1.0, retries: int = 3) -> ResilientConfig:
+    return ResilientConfig(
+        deadline=seconds,
+        backoff=BackoffConfig(max_retries=retries, base_delay=0.01, max_delay=0.05),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+    )
+
+
+def _retrying() -> ResilientConfig:
+    return ResilientConfig(
+        backoff=BackoffConfig(max_retries=3, base_delay=0.01, max_delay=0.05),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+    )
+
+
+def test_deadline_bounds_a_trickled_body_httpx(server: ScriptedServer) -> None:
+    server.script("/slow", SLOW_BODY)
+    with httpx.Client(transport=ResilientTransport(_deadline())) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            client.get(server.url + "/slow")
+        assert time.monotonic() - started < WITHIN
+
+
+def test_deadline_bounds_a_trickled_body_requests(server: ScriptedServer) -> None:
+    server.script("/slow", SLOW_BODY)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline()))
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout, match="deadline"):
+            session.get(server.url + "/slow", timeout=5)
+        assert time.monotonic() - started < WITHIN
+
+
+@pytest.mark.anyio
+async def test_deadline_bounds_a_trickled_body_async_httpx(server: ScriptedServer) -> None:
+    server.script("/slow", SLOW_BODY)
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(_deadline())) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            await client.get(server.url + "/slow")
+        assert time.monotonic() - started < WITHIN
+
+
+def test_deadline_bounds_a_streamed_httpx_body_too(server: ScriptedServer) -> None:
+    """httpx reads every body through the transport: a streamed one is bounded as well."""
+    server.script("/slow", SLOW_BODY)
+    with httpx.Client(transport=ResilientTransport(_deadline())) as client:
+        started = time.monotonic()
+        with client.stream("GET", server.url + "/slow") as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.ReadTimeout):
+                for _ in response.iter_bytes():
+                    pass
+        assert time.monotonic() - started < WITHIN
+
+
+def test_a_streamed_requests_body_is_the_callers(server: ScriptedServer) -> None:
+    """requests with stream=True: the deadline covers the call up to the headers only."""
+    server.script("/slow", Trickle(200, 5, 0.3))  # 1.5 s of body, deadline 1 s
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline()))
+        with session.get(server.url + "/slow", timeout=5, stream=True) as response:
+            assert response.content == b"x" * 5
+
+
+@pytest.mark.parametrize("size", [0, 10, 100_000, 3_000_000])
+def test_bodies_read_in_time_are_whole(server: ScriptedServer, size: int) -> None:
+    """Bounding the body changes nothing for one that arrives in time."""
+    server.script("/body", BigBody(200, size), BigBody(200, size))
+    with httpx.Client(transport=ResilientTransport(_deadline(5.0))) as client:
+        assert client.get(server.url + "/body").content == b"x" * size
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline(5.0)))
+        response = session.get(server.url + "/body", timeout=5)
+        assert response.content == b"x" * size
+    with requests.Session() as session:  # the connection went back to the pool, reusable
+        session.mount("http://", ResilientAdapter(_deadline(5.0)))
+        for _ in range(3):
+            assert session.get(server.url + "/ok", timeout=5).content == b"ok"
+
+
+def test_requests_errors_keep_their_type_under_a_deadline(server: ScriptedServer) -> None:
+    """A body cut short raises what requests' own .content raises."""
+    server.script("/cut", Truncate(200, declared=100, sent=10))
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline(retries=0)))
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session.get(server.url + "/cut", timeout=5)
+
+
+# A retried 503 whose body trickles: 60 bytes, one every 50 ms (3 s each).  The old
+# drain read each whole (3 retries: about 9 s); now each drain stops after 0.5 s.
+def _trickled_503s(server: ScriptedServer, *, chunked: bool = False) -> None:
+    server.script(
+        "/busy", *[Trickle(503, 60, 0.05, chunked=chunked) for _ in range(3)], Reply(200, b"ok")
+    )
+
+
+DRAINS_WITHIN = 4.5  # three bounded drains plus backoff, generously (whole trickles: 9 s)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_drain_of_a_trickled_retry_is_bounded_httpx(server: ScriptedServer, chunked: bool) -> None:
+    _trickled_503s(server, chunked=chunked)
+    with httpx.Client(transport=ResilientTransport(_retrying())) as client:
+        started = time.monotonic()
+        response = client.get(server.url + "/busy")
+        assert time.monotonic() - started < DRAINS_WITHIN
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 4
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_drain_of_a_trickled_retry_is_bounded_requests(
+    server: ScriptedServer, chunked: bool
+) -> None:
+    _trickled_503s(server, chunked=chunked)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_retrying()))
+        started = time.monotonic()
+        response = session.get(server.url + "/busy", timeout=5)
+        assert time.monotonic() - started < DRAINS_WITHIN
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 4
+
+
+@pytest.mark.anyio
+async def test_drain_of_a_trickled_retry_is_bounded_async_httpx(server: ScriptedServer) -> None:
+    _trickled_503s(server)
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(_retrying())) as client:
+        started = time.monotonic()
+        response = await client.get(server.url + "/busy")
+        assert time.monotonic() - started < DRAINS_WITHIN
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 4
+
+
+def test_trickled_retries_under_a_deadline_end_near_it(server: ScriptedServer) -> None:
+    """With a deadline, the drains share it: the whole call ends near the deadline.
+
+    The last 503's own body is still trickling when the deadline passes, so reading
+    it raises the documented read timeout (or, if it happened to end, a 503 returns).
+    """
+    _trickled_503s(server)
+    with httpx.Client(transport=ResilientTransport(_deadline())) as client:
+        started = time.monotonic()
+        try:
+            status = client.get(server.url + "/busy").status_code
+        except httpx.ReadTimeout:
+            status = 0
+        assert time.monotonic() - started < WITHIN
+    assert status in (0, 503)
+    server.reset()
+    _trickled_503s(server)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline()))
+        started = time.monotonic()
+        try:
+            status = session.get(server.url + "/busy", timeout=5).status_code
+        except requests.exceptions.ReadTimeout:
+            status = 0
+        assert time.monotonic() - started < WITHIN
+    assert status in (0, 503)
+
+
+def _large_unknown_503s(server: ScriptedServer) -> None:
+    big = BigBody(503, 1_000_000, chunked=True)  # no length: drained up to 64 KiB, then cut
+    server.script("/big", big, big, Reply(200, b"ok"))
+
+
+def test_drain_of_a_large_unknown_length_body_is_cut(server: ScriptedServer) -> None:
+    _large_unknown_503s(server)
+    with httpx.Client(transport=ResilientTransport(_retrying())) as client:
+        response = client.get(server.url + "/big")
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 3
+    server.reset()
+    _large_unknown_503s(server)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_retrying()))
+        answer = session.get(server.url + "/big", timeout=5)
+    assert answer.status_code == 200
+    assert smoothapi.attempts(answer) == 3
+
+
+@pytest.mark.anyio
+async def test_async_drain_cut_short_leaves_no_generator_behind(server: ScriptedServer) -> None:
+    """Under trio an abandoned async generator warns (an error here): drains cancel instead."""
+    _large_unknown_503s(server)
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(_retrying())) as client:
+        response = await client.get(server.url + "/big")
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 3
+    gc.collect()
