@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-from ._runtime import running_trio
+from ._runtime import at_fork_child, running_trio
 
 __all__ = ["Pending", "collect", "defer", "flush", "stop_collecting"]
 
@@ -206,6 +206,18 @@ _lock = threading.Lock()
 _runners: dict[object, _Runner] = {}
 # The asyncio tasks running runners: held, since a loop keeps only weak references.
 _tasks: set[Any] = set()
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child, and the loops of the
+    # other threads never run there (see _runtime): keep only this thread's runner.
+    global _lock
+    _lock = threading.Lock()
+    here = _running_asyncio_loop()
+    for key in [key for key in _runners if key is not here]:
+        del _runners[key]
+    _tasks.difference_update([task for task in _tasks if task.get_loop() is not here])
 
 
 def _runner(key: object, start: Callable[[_Runner], None]) -> _Runner:

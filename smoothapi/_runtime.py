@@ -102,3 +102,46 @@ def running_trio() -> bool:
         return sniffio.current_async_library() == "trio"
     except sniffio.AsyncLibraryNotFoundError:
         return False
+
+
+# -- fork safety --------------------------------------------------------------------------
+# A child of os.fork() (gunicorn's and multiprocessing's "fork") gets a copy of every lock
+# in the state it had, but only the thread that forked: a lock another thread held at that
+# moment stays held for ever in the child, and the child's first call would hang on it.
+# Every module of ours that owns a lock (or per-process state such as a runner task)
+# registers here what to re-create in the child; one os.register_at_fork runs them all,
+# in registration order, before the child runs anything else of ours.
+
+_before_fork: list[Callable[[], object]] = []
+_after_fork_child: list[Callable[[], object]] = []
+
+
+def before_fork(callback: Callable[[], object]) -> Callable[[], object]:
+    """Run ``callback`` in the forking thread just before ``os.fork()`` (keep it short)."""
+    _before_fork.append(callback)
+    return callback
+
+
+def at_fork_child(callback: Callable[[], object]) -> Callable[[], object]:
+    """Run ``callback`` in a forked child to re-create the locks and state it owns."""
+    _after_fork_child.append(callback)
+    return callback
+
+
+def _run(callbacks: list[Callable[[], object]]) -> None:
+    for callback in list(callbacks):
+        try:
+            callback()
+        except Exception:  # noqa: S112 - one failing callback must not stop the rest, nor the fork
+            continue
+
+
+def _register_at_fork() -> None:
+    import os  # noqa: PLC0415 - always loaded already; kept out of the module's namespace
+
+    register = getattr(os, "register_at_fork", None)
+    if register is not None:  # not on Windows, which cannot fork
+        register(before=lambda: _run(_before_fork), after_in_child=lambda: _run(_after_fork_child))
+
+
+_register_at_fork()

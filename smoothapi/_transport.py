@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
+from ._runtime import at_fork_child
 from .breaker import CircuitBreaker, CircuitState
 from .budget import shared_budget
 from .config import ResilientConfig
@@ -153,6 +154,16 @@ def origin_name(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+_LIVE_CORES: weakref.WeakSet[TransportCore] = weakref.WeakSet()  # for the fork hook below
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child (see _runtime).
+    for core in list(_LIVE_CORES):
+        core._lock = threading.Lock()
+
+
 class TransportCore:
     """One mount point's per-origin policies (or one shared breaker), bounded in number.
 
@@ -204,6 +215,7 @@ class TransportCore:
         }
         self._async_discard = async_discard
         self._lock = threading.Lock()
+        _LIVE_CORES.add(self)
         self._policies: dict[str, Policy] = {}  # by normalised origin
         # Every origin of _policies is in exactly one of these two (see the class doc).
         self._evictable: OrderedDict[str, None] = OrderedDict()

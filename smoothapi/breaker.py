@@ -148,6 +148,16 @@ _HOOKS_LOCK = threading.Lock()  # serialises add_hook; finalizers never take it
 _VERSIONS = itertools.count(1)  # next() is atomic: keys and versions, never repeated
 
 
+@_runtime.at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child (see _runtime).
+    global _HOOKS_LOCK
+    _HOOKS_LOCK = threading.Lock()
+    for breaker in list(_LIVE):
+        if getattr(breaker, "_lock", None) is not None:
+            breaker._lock = threading.Lock()
+
+
 def _drop_hook(breaker_ref: weakref.ref[CircuitBreaker], key: int) -> None:
     """An owner went: forget the hook it registered (a ``weakref.finalize`` callback)."""
     breaker = breaker_ref()
@@ -503,7 +513,7 @@ class CircuitBreaker:
             changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
             self._healthy = self._period
         if changed is not None:
-            emit(changed, self._hooks)
+            emit(changed, self._hooks, cause="reset")
 
     def force_open(self, cooldown_ms: float | None = None) -> None:
         """Open the breaker now, for ``cooldown_ms`` (default: the configured cooldown)."""
@@ -520,7 +530,7 @@ class CircuitBreaker:
             old = self._state
             changed = self._move(_FORCE_OPEN, now)
         if changed is not None and old is not OPEN:
-            emit(changed, self._hooks)
+            emit(changed, self._hooks, cause="forced open")
 
     # -- internals (called with the lock held) ---------------------------------
 

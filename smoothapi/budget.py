@@ -14,6 +14,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from ._runtime import at_fork_child
 from .config import ResilientConfig, RetryBudgetConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ __all__ = ["RetryBudget", "shared_budget"]
 class RetryBudget:
     """A live token bucket built from a :class:`~smoothapi.config.RetryBudgetConfig`."""
 
-    __slots__ = ("_lock", "config", "floor", "max_tokens", "ratio", "tokens")
+    __slots__ = ("__weakref__", "_lock", "config", "floor", "max_tokens", "ratio", "tokens")
 
     def __init__(self, config: RetryBudgetConfig) -> None:
         self.config = config
@@ -34,6 +35,7 @@ class RetryBudget:
         self.floor = config.max_tokens / 2.0
         self.tokens = config.max_tokens
         self._lock = threading.Lock()
+        _LIVE_BUDGETS.add(self)
 
     def __repr__(self) -> str:
         return f"<RetryBudget {self.tokens:.2f}/{self.max_tokens:g} tokens>"
@@ -57,6 +59,16 @@ class RetryBudget:
 # (and the breaker, once no mount point uses it, is not kept alive by its budget).
 _shared: weakref.WeakKeyDictionary[CircuitBreaker, RetryBudget] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
+_LIVE_BUDGETS: weakref.WeakSet[RetryBudget] = weakref.WeakSet()  # for the fork hook below
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child (see _runtime).
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for budget in list(_LIVE_BUDGETS):
+        budget._lock = threading.Lock()
 
 
 def shared_budget(breaker: CircuitBreaker, config: ResilientConfig) -> RetryBudget | None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._async_hooks import defer
+from ._runtime import at_fork_child, before_fork
 
 if TYPE_CHECKING:
     from .breaker import CircuitState
@@ -176,29 +177,55 @@ def remove_hook(hook: Hook) -> None:
 
 # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
 # decided at the first event, so a process whose calls all succeed never imports it.
+# The setup imports prometheus_client (~30 ms) and registers the counters.  No lock is
+# held across it: Python's import machinery already serialises the import, and
+# prometheus.auto_instrument() registers once under its own lock, so a thread's first
+# event still waits until the counters exist.  _setup_lock guards only the bookkeeping
+# below, which lets a fork wait for a setup in progress (see _before_fork).
 _auto_pending = True
-_auto_lock = threading.Lock()
+_setup_lock = threading.Lock()
+_setting_up: set[int] = set()  # the threads running the first-event setup now
+_setup_idle = threading.Event()
+_setup_idle.set()
+# How long a fork waits for another thread's first-event setup to finish.
+_FORK_WAIT = 2.0
 
 
-def emit(event: Event, hooks: tuple[Hook, ...] = ()) -> None:
+def emit(event: Event, hooks: tuple[Hook, ...] = (), *, cause: str | None = None) -> None:
     """Send ``event`` to the given hooks and the global ones, and log it; a raising hook is
-    logged and the call goes on."""
-    global _auto_pending
+    logged and the call goes on.  ``cause``: why a breaker moved, when it was not the
+    usual reason for that move (``"reset"``, ``"forced open"``), for the log line."""
     if _auto_pending:
-        with _auto_lock:  # other threads' first events wait until the counters exist
-            if _auto_pending:
-                _auto_instrument()
-                _auto_pending = False
+        _first_event()
     for hook in (*hooks, *_global_hooks):
         try:
             result = hook(event)
         except Exception:
-            _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+            _logger().exception("hook %r raised on %s; the call goes on", hook, event)
         else:
             # `hasattr` rather than `inspect.isawaitable`: inspect costs milliseconds to import.
             if result is not None and hasattr(result, "__await__"):
                 defer(hook, event, result)
-    _log(event)
+    _log(event, cause)
+
+
+def _first_event() -> None:
+    global _auto_pending
+    me = threading.get_ident()
+    with _setup_lock:
+        if not _auto_pending or me in _setting_up:  # done, or a hook of the setup's own
+            return
+        _setting_up.add(me)
+        _setup_idle.clear()
+    try:
+        _logger()  # imports logging, which a fork must not catch half done either
+        _auto_instrument()
+        _auto_pending = False
+    finally:
+        with _setup_lock:
+            _setting_up.discard(me)
+            if not _setting_up:
+                _setup_idle.set()
 
 
 def _auto_instrument() -> None:
@@ -215,7 +242,31 @@ def _auto_instrument() -> None:
 
         auto_instrument()
     except Exception:
-        _logger().exception("smoothapi could not register its Prometheus metrics; calls go on")
+        _logger().exception("could not register the Prometheus metrics; calls go on")
+
+
+@before_fork
+def _before_fork() -> None:
+    # A child forked while another thread imports prometheus_client (or registers the
+    # counters) would hang at its first event on that module's import lock (or on the
+    # registry's lock), held for ever by a thread the child does not have.  So the fork
+    # waits for that setup to finish: tens of milliseconds, once per process, bounded.
+    if threading.get_ident() not in _setting_up:
+        _setup_idle.wait(_FORK_WAIT)
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    global _auto_pending, _setup_lock, _setting_up, _setup_idle
+    if _setting_up:
+        # The wait above timed out: the setup is half done here and cannot finish, and
+        # importing prometheus_client again would hang.  This child goes without the
+        # automatic metrics rather than hang (instrument() would meet the same module).
+        _auto_pending = False
+    _setup_lock = threading.Lock()
+    _setting_up = set()
+    _setup_idle = threading.Event()
+    _setup_idle.set()
 
 
 _LOGGER: Any = None
@@ -242,33 +293,50 @@ def _logger() -> Any:
 
 _DEBUG, _INFO, _WARNING = 10, 20, 30
 
+# Why a breaker makes each move, unless it was made by hand (reset(), force_open()), which
+# the breaker says with emit(cause=...).  CLOSED -> OPEN says its count of failures; with
+# none counted, only force_open() makes that move.
+_REASONS = {
+    ("OPEN", "HALF_OPEN"): "cooldown elapsed, probing",
+    ("HALF_OPEN", "CLOSED"): "probe succeeded",
+    ("HALF_OPEN", "OPEN"): "probe failed",
+    ("OPEN", "CLOSED"): "reset",
+}
 
-def _log(event: Event) -> None:
+
+def _log(event: Event, cause: str | None = None) -> None:
     """One line per event on the ``smoothapi`` logger, with the fields in ``extra=``.
 
     A retry, a rejection, a fallback, a refusal of the retry budget and a give-up
-    are DEBUG; a breaker opening is WARNING and its other moves INFO.  Store
-    outages are logged where they are detected (``smoothapi.storage``).  Errors
-    appear by type only.
+    are DEBUG; a breaker opening is WARNING and its other moves INFO, each line
+    saying why the breaker moved.  Store outages are logged where they are detected
+    (``smoothapi.storage``).  Errors appear by type only.
     """
     logger = _logger()
     if isinstance(event, StateChanged):
         level = _WARNING if event.new == "OPEN" else _INFO
         if not logger.isEnabledFor(level):
             return
+        old, new = event.old.value, event.new.value
+        if cause is None and (old, new) == ("CLOSED", "OPEN") and event.failures:
+            reason, joint = f"after {event.failures} consecutive failures", " "
+        else:
+            reason, joint = cause or _REASONS.get((old, new), "forced open"), ": "
         logger.log(
             level,
-            "breaker %s: %s -> %s (%d consecutive failures)",
+            "breaker %s: %s -> %s%s%s",
             event.name,
-            event.old.value,
-            event.new.value,
-            event.failures,
+            old,
+            new,
+            joint,
+            reason,
             extra={
                 "smoothapi_event": "state_changed",
                 "breaker": event.name,
-                "old_state": event.old.value,
-                "new_state": event.new.value,
+                "old_state": old,
+                "new_state": new,
                 "failures": event.failures,
+                "reason": reason,
             },
         )
         return

@@ -50,6 +50,13 @@ _lock = threading.Lock()
 _active: _Instrumentation | None = None
 
 
+@_runtime.at_fork_child
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock when the process forked (see _runtime).
+    global _lock
+    _lock = threading.Lock()
+
+
 def instrument(
     meter_provider: metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,

@@ -39,13 +39,20 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import _telemetry
+from . import _runtime, _telemetry
 from ._telemetry import Counter, Gauge, Subscription
 
 __all__ = ["instrument", "uninstrument"]
 
 _lock = threading.Lock()
 _active: _Instrumentation | None = None
+
+
+@_runtime.at_fork_child
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock when the process forked (see _runtime).
+    global _lock
+    _lock = threading.Lock()
 
 
 # True once the application called instrument() or uninstrument(): from then on

@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 
 from . import _runtime
 
 __all__ = ["FakeClock", "set_testing"]
+
+_LIVE_CLOCKS: weakref.WeakSet[FakeClock] = weakref.WeakSet()  # for the fork hook below
+
+
+@_runtime.at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child (see _runtime).
+    for clock in list(_LIVE_CLOCKS):
+        clock._lock = threading.Lock()
 
 
 class FakeClock:
@@ -37,6 +47,7 @@ class FakeClock:
     def __init__(self, start: float = 1_000.0) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
+        _LIVE_CLOCKS.add(self)
 
     def __call__(self) -> float:
         return self._now

@@ -85,7 +85,7 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "span:    GET 200 resend_count=2 url=",
             "/users/1?api_key=REDACTED",
             "log:     DEBUG http://127.0.0.1:",
-            ": CLOSED -> OPEN (3 consecutive failures)",
+            ": CLOSED -> OPEN after 3 consecutive failures",
             "hook:    CallRejected(name='http://127.0.0.1:",
             "open:    CircuitOpenTransportError",
             'metric:  smoothapi_retries_total{breaker="http://127.0.0.1:PORT",cause="503"} 4.0',

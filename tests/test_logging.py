@@ -41,13 +41,13 @@ def test_a_scripted_outage_logs_these_lines(
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "smoothapi"]
     assert lines == [
         ("DEBUG", "users-api: attempt 1 failed (ConnectionError); retry in 0.500s"),
-        ("WARNING", "breaker users-api: CLOSED -> OPEN (2 consecutive failures)"),
+        ("WARNING", "breaker users-api: CLOSED -> OPEN after 2 consecutive failures"),
         ("DEBUG", "users-api: giving up after 2 attempts (ConnectionError): breaker open"),
         ("DEBUG", "users-api: fallback served (ConnectionError)"),
         ("DEBUG", "users-api: call rejected, breaker open (probe in 10.000s)"),
         ("DEBUG", "users-api: fallback served (CircuitOpenError)"),
-        ("INFO", "breaker users-api: OPEN -> HALF_OPEN (2 consecutive failures)"),
-        ("INFO", "breaker users-api: HALF_OPEN -> CLOSED (0 consecutive failures)"),
+        ("INFO", "breaker users-api: OPEN -> HALF_OPEN: cooldown elapsed, probing"),
+        ("INFO", "breaker users-api: HALF_OPEN -> CLOSED: probe succeeded"),
     ]
     assert all("SECRET" not in message for _, message in lines)
     opened = next(r for r in caplog.records if r.levelname == "WARNING")
@@ -70,3 +70,74 @@ def test_the_library_prints_nothing_without_logging_configured() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_each_breaker_move_says_its_own_reason(
+    caplog: pytest.LogCaptureFixture, instant: FakeClock
+) -> None:
+    """A failed probe, a reset and a forced opening each say why the breaker moved; the
+    cooldown's line does not quote the failures, which did not cause the probe."""
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1_000),
+        fallback=0,
+    )
+
+    @resilient_api(config, name="orders")
+    def call() -> int:
+        raise ConnectionError
+
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    call()  # CLOSED -> OPEN
+    instant.advance(1)
+    call()  # the probe fails
+    instant.advance(10)
+    call()  # the next probe: OPEN -> HALF_OPEN, then fails again
+    call.breaker.reset()  # OPEN -> CLOSED, by hand
+    call.breaker.force_open()  # CLOSED -> OPEN, by hand
+    records = [r for r in caplog.records if r.name == "smoothapi"]
+    assert [r.getMessage() for r in records] == [
+        "breaker orders: CLOSED -> OPEN after 1 consecutive failures",
+        "breaker orders: OPEN -> HALF_OPEN: cooldown elapsed, probing",
+        "breaker orders: HALF_OPEN -> OPEN: probe failed",
+        "breaker orders: OPEN -> HALF_OPEN: cooldown elapsed, probing",
+        "breaker orders: HALF_OPEN -> OPEN: probe failed",
+        "breaker orders: OPEN -> CLOSED: reset",
+        "breaker orders: CLOSED -> OPEN: forced open",
+    ]
+    # The fields stay in extra=, with the reason alongside.
+    assert [(r.old_state, r.new_state, r.reason) for r in records[-2:]] == [  # type: ignore[attr-defined]
+        ("OPEN", "CLOSED", "reset"),
+        ("CLOSED", "OPEN", "forced open"),
+    ]
+    assert [r.failures for r in records[:3]] == [1, 1, 2]  # type: ignore[attr-defined]
+
+
+def test_no_message_repeats_the_logger_name(
+    caplog: pytest.LogCaptureFixture, instant: FakeClock
+) -> None:
+    """Under a ``%(name)s: %(message)s`` format a line never reads ``smoothapi: smoothapi ...``:
+    a raising hook, a breaker move, a retry."""
+
+    def broken_hook(event: object) -> None:
+        raise RuntimeError("hook bug")
+
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=1, jitter="none"),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
+        fallback=0,
+        hooks=(broken_hook,),
+    )
+
+    @resilient_api(config, name="billing")
+    def call() -> int:
+        raise ConnectionError
+
+    caplog.set_level(logging.DEBUG, logger="smoothapi")
+    call()
+    formatter = logging.Formatter("%(name)s: %(message)s")
+    lines = [formatter.format(r) for r in caplog.records if r.name.startswith("smoothapi")]
+    assert any("hook" in line and "raised" in line for line in lines)
+    assert lines
+    for line in lines:
+        assert not line.split("\n")[0].startswith("smoothapi: smoothapi"), line

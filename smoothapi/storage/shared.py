@@ -56,6 +56,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
+from .._runtime import at_fork_child
 from .._runtime import running_trio as _running_trio
 from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
@@ -304,6 +305,19 @@ class _Health:
 
 _healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
 _healths_lock = threading.Lock()
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child (see _runtime).
+    global _healths_lock
+    _healths_lock = threading.Lock()
+    for health in list(_healths.values()):
+        health.lock = threading.Lock()
+    for breaker in list(_LIVE):
+        if isinstance(breaker, SharedCircuitBreaker):  # its local one is not in _LIVE
+            breaker._local._lock = threading.Lock()
+            breaker._health.lock = threading.Lock()
 
 
 def _health_of(store: object) -> _Health:
