@@ -84,14 +84,14 @@ async def guarded(hook: Callable[..., object], event: object, awaitable: Awaitab
     try:
         await awaitable
     except Exception:
-        _logger().exception("smoothapi hook %r raised on %s; the call goes on", hook, event)
+        _logger().exception("hook %r raised on %s; the call goes on", hook, event)
     except BaseException:
         _cancelled(hook, event)
         raise
 
 
 def _cancelled(hook: object, event: object) -> None:
-    _logger().warning("smoothapi async hook %r was cancelled before it finished on %s", hook, event)
+    _logger().warning("async hook %r was cancelled before it finished on %s", hook, event)
 
 
 def defer(hook: Callable[..., object], event: object, awaitable: Awaitable[object]) -> None:

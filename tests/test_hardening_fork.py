@@ -55,7 +55,7 @@ from smoothapi.engine import FAILURE, IGNORED
 from smoothapi.storage import shared
 from smoothapi.testing import FakeClock
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 # -- 2. classification never raises --------------------------------------------------------
 
@@ -280,6 +280,7 @@ def _held(locks: dict[str, Callable[[], threading.Lock]]) -> Iterator[None]:
         thread.join(10)
 
 
+@needs_fork
 def test_a_child_forked_while_another_thread_holds_every_lock_makes_its_calls(
     server: ScriptedServer,
 ) -> None:
@@ -362,6 +363,7 @@ def test_a_child_forked_while_another_thread_holds_every_lock_makes_its_calls(
     assert steps[-1] == "done"
 
 
+@needs_fork
 def test_forking_while_other_threads_make_failing_calls_never_hangs_a_child() -> None:
     """A hundred forks while two threads hammer one breaker, its retry budget and the hook
     table: every child makes a decorated call with a failed attempt and exits 0."""
@@ -488,6 +490,7 @@ _IMPORT_RACE = textwrap.dedent(
 )
 
 
+@needs_fork
 def test_a_child_forked_during_the_first_events_prometheus_import_makes_its_call() -> None:
     """Forty times, in a fresh process: a thread's first event imports prometheus_client
     while the main thread forks at a random moment of it; the child's call (with a failed

@@ -117,16 +117,19 @@ def test_no_message_repeats_the_logger_name(
     caplog: pytest.LogCaptureFixture, instant: FakeClock
 ) -> None:
     """Under a ``%(name)s: %(message)s`` format a line never reads ``smoothapi: smoothapi ...``:
-    a raising hook, a breaker move, a retry."""
+    a raising hook (sync or async), a breaker move, a retry."""
 
     def broken_hook(event: object) -> None:
         raise RuntimeError("hook bug")
+
+    async def broken_async_hook(event: object) -> None:
+        raise RuntimeError("async hook bug")
 
     config = ResilientConfig(
         backoff=BackoffConfig(max_retries=1, jitter="none"),
         circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
         fallback=0,
-        hooks=(broken_hook,),
+        hooks=(broken_hook, broken_async_hook),
     )
 
     @resilient_api(config, name="billing")
@@ -137,7 +140,8 @@ def test_no_message_repeats_the_logger_name(
     call()
     formatter = logging.Formatter("%(name)s: %(message)s")
     lines = [formatter.format(r) for r in caplog.records if r.name.startswith("smoothapi")]
-    assert any("hook" in line and "raised" in line for line in lines)
+    raised = [line for line in lines if "hook" in line and " raised on " in line]
+    assert len(raised) == 2 * 3  # two hooks, three events: a retry, the opening, the give-up
     assert lines
     for line in lines:
         assert not line.split("\n")[0].startswith("smoothapi: smoothapi"), line
