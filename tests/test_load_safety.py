@@ -82,7 +82,11 @@ def test_total_outage_with_many_concurrent_callers(
         assert server.count("/down") == calls + 5
         assert server.count("/down") <= (1 + budget.token_ratio) * calls
         reasons = [e.reason for e in events if isinstance(e, RetriesExhausted)]
-        assert reasons == ["retry budget exhausted"] * calls  # every call ends on the budget
+        assert len(reasons) == calls
+        # Every call ends on the budget, except one that thread timing let take three of
+        # the five retries: it runs out of its own retries first (5 // 3 = at most one).
+        assert set(reasons) <= {"retry budget exhausted", "retries exhausted"}
+        assert reasons.count("retries exhausted") <= 1
 
 
 def test_successes_refill_the_budget(instant: FakeClock) -> None:
