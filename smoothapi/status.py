@@ -20,9 +20,20 @@ its lease ran out), so the next call probes.  Names are printed with control
 characters escaped, so a name cannot move the cursor or recolour the
 terminal.  ``--json`` prints the same records as a JSON list.
 
-Exit status 0 when the store was read (even with no breakers in it), 2 when
-it could not be (a malformed URL, an unreachable or refusing server), with a
-one-line message on stderr.
+A key shaped like a breaker's whose hash holds something no script writes (a
+state such as ``AJAR``, a count that is not a number) does not stop the
+listing: the table shows it as ``MALFORMED`` and stderr says what is wrong
+with it, one line each (``--json`` leaves it out of the list and reports it
+on stderr the same way).
+
+A Redis Cluster is recognised by itself (``INFO cluster``): the URL names any
+node, and every primary is read.
+
+Exit status 0 when the store was read (even with no breakers in it), 1 when
+it was read but held malformed entries, 2 when it could not be read (a
+malformed URL, an unreachable or refusing server), with a one-line message
+on stderr.  No message quotes the URL's user name or password (anything
+between ``//`` and the last ``@``).
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from typing import IO, Any
 
 from .breaker import CircuitState
 from .errors import ConfigError
-from .storage.shared import BreakerStatus
+from .storage.shared import BreakerStatus, MalformedBreaker
 
 __all__ = ["ENV_URL", "format_json", "format_table", "run_cli", "status_label"]
 
@@ -56,11 +67,19 @@ def status_label(breaker: BreakerStatus) -> str:
     return breaker.state.value
 
 
-def format_table(breakers: Sequence[BreakerStatus], *, where: str) -> str:
-    """The breakers as an aligned table under a line naming ``where`` they were read."""
-    if not breakers:
+def format_table(
+    breakers: Sequence[BreakerStatus],
+    *,
+    where: str,
+    malformed: Sequence[MalformedBreaker] = (),
+) -> str:
+    """The breakers as an aligned table under a line naming ``where`` they were read;
+    ``malformed`` entries are listed after them as ``MALFORMED``."""
+    if not breakers and not malformed:
         return f"No breakers are stored {where}."
     count = f"{len(breakers)} breaker{'s' if len(breakers) != 1 else ''}"
+    if malformed:
+        count += f" and {len(malformed)} malformed entr{'ies' if len(malformed) != 1 else 'y'}"
     rows = [_HEADERS]
     rows += [
         (
@@ -73,6 +92,7 @@ def format_table(breakers: Sequence[BreakerStatus], *, where: str) -> str:
         )
         for b in sorted(breakers, key=_by_name)
     ]
+    rows += [(_malformed_name(m), "MALFORMED", "-", "-") for m in malformed]
     widths = [max(_width(row[i]) for row in rows) for i in range(len(_HEADERS))]
     lines = [f"{count} stored {where}:", ""]
     for name, state, failures, open_for in rows:
@@ -100,48 +120,69 @@ def format_json(breakers: Sequence[BreakerStatus], *, ensure_ascii: bool = False
 
 
 def run_cli(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """``smoothapi status``: returns the exit status (2 when the store cannot be read)."""
+    """``smoothapi status``: returns the exit status (1: malformed entries, 2: unreadable)."""
     url = args.redis or os.environ.get(ENV_URL)
     if not url:
         err.write(f"smoothapi status: error: no Redis to read: pass --redis URL or set {ENV_URL}\n")
         return 2
     try:
-        from .storage.redis import RedisStore  # noqa: PLC0415 - redis-py only for this command
+        from .storage.redis import RedisStore, redact  # noqa: PLC0415 - redis-py only here
     except ImportError:
         err.write(
             "smoothapi status: error: reading a Redis store needs redis-py, which is not "
             "installed (pip install 'smoothapi-py[redis]')\n"
         )
         return 2
-    from redis.exceptions import RedisError  # noqa: PLC0415
 
     options: dict[str, Any] = {"timeout": args.timeout}
     if args.prefix is not None:
         options["prefix"] = args.prefix
     try:
         store = RedisStore.from_url(url, **options)
-    except ConfigError as exc:  # never echoes the URL: it may hold a password
-        err.write(f"smoothapi status: error: {_one_line(exc)}\n")
+    except ConfigError as exc:  # never echoes the URL's credentials: see from_url
+        err.write(f"smoothapi status: error: {redact(_one_line(exc), url)}\n")
         return 2
     where = f"under prefix {store.prefix!r} on {store.label}"
     try:
-        breakers = store.breakers()
-    except (RedisError, OSError) as exc:
+        if _in_cluster(store):
+            store.close()
+            store = RedisStore.from_url(url, cluster=True, **options)
+            where = f"under prefix {store.prefix!r} on {store.label} (every primary)"
+        survey = store.survey()
+    except Exception as exc:
         err.write(
             f"smoothapi status: error: cannot read the breakers {where}: "
-            f"{type(exc).__name__}: {_one_line(exc)}\n"
+            f"{type(exc).__name__}: {redact(_one_line(exc), url)}\n"
         )
         return 2
     finally:
         store.close()
+    breakers, malformed = survey
     if args.json:
         text = format_json(breakers)
         fallback = format_json(breakers, ensure_ascii=True)
     else:
-        text = format_table(breakers, where=where)
+        text = format_table(breakers, where=where, malformed=malformed)
         fallback = None
     _write(out, text + "\n", None if fallback is None else fallback + "\n")
-    return 0
+    for entry in malformed:
+        line = (
+            f"smoothapi status: warning: {_malformed_name(entry)} does not hold a breaker's "
+            f"state ({_one_line_text(entry.problem)}); the other breakers are listed\n"
+        )
+        _write(err, line, line.encode("ascii", "backslashreplace").decode("ascii"))
+    return 1 if malformed else 0
+
+
+def _in_cluster(store: Any) -> bool:
+    """Whether the server behind a (non-cluster) store is a Redis Cluster node."""
+    from redis.exceptions import ResponseError  # noqa: PLC0415 - redis-py only here
+
+    try:
+        info = store.client.info("cluster")
+    except ResponseError:  # a server or proxy without INFO cluster: not a cluster
+        return False
+    return str(info.get("cluster_enabled", "0")) == "1"
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -205,6 +246,18 @@ def _duration(seconds: float) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _one_line_text(text: str) -> str:
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def _malformed_name(entry: MalformedBreaker) -> str:
+    if entry.name is None:
+        return f"(no name) {entry.key}"
+    return f"{_one_line_text(entry.name)[:_NAME_COLUMN]} ({entry.key})"
 
 
 def _write(out: IO[str], text: str, fallback: str | None) -> None:

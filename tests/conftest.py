@@ -10,7 +10,16 @@ from typing import NoReturn
 
 import pytest
 from httpserver import ScriptedServer
-from redisserver import BINARIES, ENV_URL, RedisServer, env_url, find_binary
+from redisserver import (
+    BINARIES,
+    CLI_BINARIES,
+    ENV_URL,
+    RedisCluster,
+    RedisServer,
+    env_url,
+    find_binary,
+    find_cli,
+)
 
 from smoothapi.testing import FakeClock, set_testing
 
@@ -116,3 +125,35 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def _start_redis_cluster() -> RedisCluster:
+    if find_binary() is None:
+        _redis_unavailable(f"none of {', '.join(BINARIES)} is on PATH")
+    if find_cli() is None:
+        _redis_unavailable(
+            f"none of {', '.join(CLI_BINARIES)} is on PATH (it creates the test cluster)"
+        )
+    return RedisCluster().start()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node Redis Cluster on 127.0.0.1 shared by the session (never stopped by tests;
+    they namespace their keys with a prefix of their own).  Fails under CI when it cannot
+    start, like the other Redis fixtures."""
+    cluster = _start_redis_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def private_redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node Redis Cluster for one test, which may ``stop()`` it."""
+    cluster = _start_redis_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

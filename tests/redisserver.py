@@ -34,7 +34,9 @@ from types import TracebackType
 
 __all__ = [
     "BINARIES",
+    "CLI_BINARIES",
     "ENV_URL",
+    "RedisCluster",
     "RedisServer",
     "RedisServerError",
     "env_url",
@@ -44,6 +46,8 @@ __all__ = [
 
 #: Binaries looked up on PATH, in this order.
 BINARIES = ("redis-server", "valkey-server")
+#: The command-line clients, for creating a cluster (:class:`RedisCluster`).
+CLI_BINARIES = ("redis-cli", "valkey-cli")
 #: When set, the session uses this server instead of starting one.
 ENV_URL = "SMOOTHAPI_REDIS_URL"
 
@@ -51,6 +55,7 @@ _HOST = "127.0.0.1"
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _RESERVED_PORT = 6379  # a developer's own Redis lives there: never touch it
+_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000
 
 
 class RedisServerError(RuntimeError):
@@ -66,12 +71,38 @@ def find_binary() -> str | None:
     return None
 
 
+def find_cli() -> str | None:
+    """The path of the first of :data:`CLI_BINARIES` found on PATH, or None."""
+    for name in CLI_BINARIES:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    return None
+
+
 def _free_port() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((_HOST, 0))
             port: int = sock.getsockname()[1]
         if port != _RESERVED_PORT:
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = _free_port()
+        if port + _BUS_OFFSET <= 65535 and _bindable(port + _BUS_OFFSET):
             return port
 
 
@@ -99,12 +130,15 @@ class RedisServer:
     with :attr:`url` reconnect to the restarted server.
     """
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, *, cluster: bool = False, port: int | None = None
+    ) -> None:
         found = binary or find_binary()
         if found is None:
             raise RedisServerError(f"none of {', '.join(BINARIES)} is on PATH")
         self.binary = found
-        self.port: int | None = None
+        self.cluster = cluster
+        self.port: int | None = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="smoothapi-redis-")
         self._log = Path(self._dir.name) / "server.log"
@@ -155,6 +189,15 @@ class RedisServer:
             "--daemonize",
             "no",
         ]
+        if self.cluster:
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(Path(self._dir.name) / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ]
         self._log.write_bytes(b"")
         with self._console.open("wb") as console:
             proc = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH, fixed arguments
@@ -222,6 +265,109 @@ class RedisServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<RedisServer {self.binary} {_HOST}:{self.port} {state}>"
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` primaries (no replicas) on 127.0.0.1, for tests.
+
+    Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``
+    in a temporary directory of its own; ``redis-cli --cluster create`` joins
+    them and assigns the slots, and :meth:`start` returns once every node
+    reports ``cluster_state:ok``.  :meth:`stop` stops every node (clients then
+    get connection errors); :meth:`close` also removes the directories.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        cli = find_cli()
+        if cli is None:
+            raise RedisServerError(f"none of {', '.join(CLI_BINARIES)} is on PATH")
+        self.cli = cli
+        self.nodes: list[RedisServer] = []
+        self.size = size
+
+    def start(self) -> RedisCluster:
+        """Start the nodes, create the cluster and wait for ``cluster_state:ok``."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        for _ in range(self.size):
+            node = RedisServer(cluster=True, port=_cluster_port())
+            self.nodes.append(node)
+            node.start()
+        addresses = [f"{_HOST}:{node.port}" for node in self.nodes]
+        created = subprocess.run(  # noqa: S603 - a fixed binary found on PATH
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RedisServerError(
+                f"{self.cli} --cluster create failed (exit code {created.returncode}):\n"
+                f"{created.stdout.decode(errors='replace')[-2000:]}"
+                f"{created.stderr.decode(errors='replace')[-2000:]}"
+            )
+        deadline = time.monotonic() + 30
+        while not all(self._ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RedisServerError("the cluster did not reach cluster_state:ok in 30 s")
+            time.sleep(0.05)
+
+    def _ok(self, node: RedisServer) -> bool:
+        assert node.port is not None
+        reply = subprocess.run(  # noqa: S603 - a fixed binary found on PATH
+            [self.cli, "-h", _HOST, "-p", str(node.port), "cluster", "info"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return b"cluster_state:ok" in reply.stdout
+
+    def stop(self) -> None:
+        """Stop every node (their data and cluster configuration stay until :meth:`close`)."""
+        for node in self.nodes:
+            node.stop()
+
+    def close(self) -> None:
+        """Stop every node and remove their temporary directories."""
+        for node in self.nodes:
+            node.close()
+
+    @property
+    def ports(self) -> list[int]:
+        """The nodes' ports."""
+        return [node.port for node in self.nodes if node.port is not None]
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` of the first node (a cluster client finds the rest)."""
+        return self.nodes[0].url
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def env_url() -> str | None:

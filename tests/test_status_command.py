@@ -277,11 +277,13 @@ def test_each_state_reads_as_the_next_call_will_find_it(
     other = shared(RedisStore(store.client, prefix=store.prefix), case)
     ticket = other.acquire()
     if due:
-        assert ticket > 0  # the probe
+        assert ticket > 0
+        assert ticket % 2 == 1
     elif in_flight or is_open:
         assert ticket == REJECTED
     else:
-        assert ticket in (0, -2)  # an ordinary call (CLEAN when nothing is counted)
+        assert ticket >= 0
+        assert ticket % 2 == 0
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -368,18 +370,45 @@ def test_glob_characters_in_the_prefix_match_only_themselves(
     assert [b.name for b in lookalike.breakers()] == ["lookalike"]
 
 
-def test_a_corrupt_breaker_is_an_error_naming_its_key(
+def test_a_corrupt_breaker_is_reported_and_the_others_are_listed(
     store: RedisStore, client: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A breaker hash with a state no script writes is reported (exit 2, its key named)."""
+    """A breaker hash with a state no script writes is reported as malformed, naming its key
+    and what is wrong; every other breaker is still listed (exit 1: read, with problems)."""
+    fail(shared(store, "healthy"), 1)
     key = store.key("corrupt")
     client.hset(key, mapping={"state": "AJAR", "name": "corrupt"})
-    with pytest.raises(redis.exceptions.DataError, match=re.escape(key)):
-        store.breakers()
+    bad_count = store.key("bad count")
+    client.hset(bad_count, mapping={"state": "CLOSED", "failures": "many", "name": "bad count"})
+    survey = store.survey()
+    assert [b.name for b in survey.breakers] == ["healthy"]
+    assert store.breakers() == survey.breakers
+    assert [(m.name, m.key) for m in survey.malformed] == [
+        ("bad count", bad_count),
+        ("corrupt", key),
+    ]
+    assert "AJAR" in survey.malformed[1].problem
+    assert "state" in survey.malformed[1].problem
+    assert "'failures'" in survey.malformed[0].problem
+
     status, out, err = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
-    assert (status, out) == (2, "")
+    assert status == 1
+    rows = table_rows(out)
+    assert rows["healthy"] == ["CLOSED", "1", "-"]
+    assert "1 breaker and 2 malformed entries stored" in out
+    flagged = [line.split("  ")[0] for line in out.splitlines() if "MALFORMED" in line]
+    assert flagged == [f"bad count ({bad_count})", f"corrupt ({key})"]
+    assert err.count("\n") == 2
     assert key in err
-    assert err.count("\n") == 1
+    assert bad_count in err
+    assert "AJAR" in err
+
+    status, out, err = run_main(
+        ["status", "--redis", redis_url, "--prefix", store.prefix, "--json"], capsys
+    )
+    assert status == 1
+    assert [r["name"] for r in json.loads(out)] == ["healthy"]
+    assert key in err
 
 
 # -- errors: exit 2, one line, no traceback --------------------------------------------------

@@ -65,9 +65,10 @@ WAIT = 10.0  # bound on every polling loop; a passing run never comes near it
 POLL = 0.005
 EPSILON = 1e-9  # float noise of a FakeClock reading
 
-#: What the Redis breaker's acquire() hands an ordinary call in CLOSED: 0, or CLEAN when no
-#: failure is counted.  (The memory breaker hands out its CLOSED period's even ticket.)
-ORDINARY = (0, CLEAN)
+
+def _ordinary(ticket: int) -> bool:
+    """An ordinary call's ticket: its CLOSED period's even number, for both breakers."""
+    return ticket >= 0 and ticket % 2 == 0
 
 
 def _prefix() -> str:
@@ -110,9 +111,7 @@ class Subject:
 
     def ordinary(self, ticket: int) -> bool:
         """Whether ``ticket`` admits an ordinary call (not the probe, not a rejection)."""
-        if isinstance(self.breaker, SharedCircuitBreaker):
-            return ticket in ORDINARY
-        return ticket >= 0 and ticket % 2 == 0
+        return _ordinary(ticket)
 
     def probe(self, ticket: int) -> bool:
         """Whether ``ticket`` is the HALF_OPEN probe's."""
@@ -162,7 +161,7 @@ def make(request: pytest.FixtureRequest) -> Iterator[Make]:
 # A scenario is a list of (action, expected state, expected failure_count or None = unpinned).
 #   "fail" / "ok"        report the held ticket (0 unless a probe is held); a probe is consumed
 #   "fail0" / "ok0"      report ticket 0 whatever is held (admitted before the breaker opened)
-#   "acquire=call"       acquire() admits an ordinary call (0, or CLEAN for the Redis breaker)
+#   "acquire=call"       acquire() admits an ordinary call (an even ticket: its CLOSED period)
 #   "acquire=probe"      acquire() returns a positive ticket, held from then on
 #   "acquire=rejected"   acquire() returns REJECTED
 #   "release"            release the held ticket
@@ -696,7 +695,7 @@ def test_scripts_are_reloaded_after_script_flush(store: RedisStore) -> None:
     )
     br.record_failure(br.acquire())
     store.client.script_flush()
-    assert br.acquire() == 0  # one failure counted, so an ordinary (not CLEAN) ticket
+    assert _ordinary(br.acquire())
     store.client.script_flush()
     assert br.record_failure(0) is OPEN
     store.client.script_flush()
@@ -706,17 +705,21 @@ def test_scripts_are_reloaded_after_script_flush(store: RedisStore) -> None:
 
 
 def test_clean_ticket_only_when_closed_with_no_failure_counted(store: RedisStore) -> None:
-    """acquire() hands CLEAN only when nothing needs resetting; its success costs nothing and
-    its failure counts like ticket 0."""
+    """An ordinary ticket's success resets a counted failure; CLEAN (the old ticket of a call
+    admitted with nothing counted) still reads as an ordinary call of the current period."""
     br = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3), name="clean", store=store)
-    assert br.acquire() == CLEAN
+    ticket = br.acquire()
+    assert _ordinary(ticket)
+    assert br.record_success(ticket) is CLOSED
+    assert br.release(ticket) is CLOSED
     assert br.record_success(CLEAN) is CLOSED
     assert br.release(CLEAN) is CLOSED
     assert br.record_failure(br.acquire()) is CLOSED
     assert br.failure_count == 1
-    assert br.acquire() == 0
-    br.record_success(0)
-    assert (br.failure_count, br.acquire()) == (0, CLEAN)
+    br.record_success(br.acquire())
+    assert br.failure_count == 0
+    assert br.record_failure(CLEAN) is CLOSED
+    assert br.failure_count == 1
 
 
 def test_a_crashed_probers_lease_expires_and_its_late_report_is_ignored(
@@ -1141,7 +1144,7 @@ def test_outage_then_recovery_resumes_the_shared_state(
         assert len(heard.of(StoreUnavailable)) == 1
 
         redis_server.start()  # same port, empty data set
-        _until(lambda: br.acquire() in ORDINARY, "the store to be used again")
+        _until(lambda: _ordinary(br.acquire()), "the store to be used again")
         assert len(heard.of(StoreRecovered)) == 1
         assert heard.of(StoreRecovered)[0].down_for > 0
         assert len(heard.of(StoreUnavailable)) == 1
@@ -1154,7 +1157,7 @@ def test_outage_then_recovery_resumes_the_shared_state(
         assert br.acquire() == REJECTED
         assert br.state is OPEN
         other.reset()
-        assert br.acquire() == CLEAN
+        assert _ordinary(br.acquire())
     finally:
         client.close()
         other_client.close()

@@ -19,9 +19,11 @@ from .shared import (
     Admission,
     BreakerStatus,
     BreakerStore,
+    MalformedBreaker,
     Report,
     SharedCircuitBreaker,
     Snapshot,
+    Survey,
 )
 
 if TYPE_CHECKING:
@@ -32,10 +34,12 @@ __all__ = [
     "Admission",
     "BreakerStatus",
     "BreakerStore",
+    "MalformedBreaker",
     "RedisStore",
     "Report",
     "SharedCircuitBreaker",
     "Snapshot",
+    "Survey",
 ]
 
 
@@ -43,7 +47,16 @@ def __getattr__(name: str) -> Any:
     # RedisStore imports redis-py; load it only when asked for.
     if name != "RedisStore":
         raise AttributeError(f"module 'smoothapi.storage' has no attribute {name!r}")
-    from .redis import RedisStore  # noqa: PLC0415
+    try:
+        from .redis import RedisStore  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if "smoothapi-py[" in str(exc):  # already says what to install
+            raise
+        raise ModuleNotFoundError(
+            f"smoothapi.storage.RedisStore needs redis-py ({exc}): "
+            "pip install 'smoothapi-py[redis]'",
+            name=exc.name,
+        ) from exc
 
     globals()[name] = RedisStore
     return RedisStore

@@ -3,11 +3,21 @@
 State lives in one Redis HASH per breaker (``KEYS[1]``) with the fields
 ``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures``, ``open_until`` and
 ``lease_until`` (milliseconds on the *server's* clock), ``gen`` (the probe
-generation: a probe's ticket), ``growth`` (failed probes in a row: the
+generation: a probe's ticket, odd), ``period`` (the CLOSED period: an
+ordinary call's ticket, even), ``growth`` (failed probes in a row: the
 adaptive open time's level), ``closed_at`` (when a probe last closed it) and
 ``name`` (the readable breaker name, for
 humans; the key itself is a digest).  A missing key or field reads as a
-fresh CLOSED breaker, so nothing has to be created up front.
+fresh CLOSED breaker (period 2), so nothing has to be created up front.
+
+Tickets never repeat for a key, even when the key is lost (FLUSHALL, a
+failover that lost writes, an expiry): a new generation is the server's
+clock in microseconds, times two plus one (and more than the last one the
+key holds, should the clock step back), so a probe admitted before the key
+was lost cannot report under a later probe's generation.  A period is the
+generation that opened it plus one.  Both stay below 2**53, so Lua's
+doubles hold them exactly; they are written with ``%.0f`` so that no
+exponent notation ever reaches the hash.
 
 Time is always ``redis.call('TIME')``: callers never send their clock, so
 hosts whose clocks disagree still agree on when a cooldown ends.  Redis runs
@@ -23,7 +33,7 @@ Replies are flat arrays of integers and state names, decoded by
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "FORCE_OPEN", "RECORD", "RESET"]
+__all__ = ["ACQUIRE", "FORCE_OPEN", "RECORD", "RESET", "SNAPSHOT"]
 
 # Shared prologue: `now` in whole milliseconds of server time.
 _NOW = """
@@ -31,33 +41,54 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# A generation that no earlier one of this key can equal (see the module docstring):
+# odd, from the server's clock in microseconds, above ``prev`` (the key's last one).
+_FRESH = """
+local function fresh(prev)
+  local c = redis.call('TIME')
+  local n = (tonumber(c[1]) * 1000000 + tonumber(c[2])) * 2 + 1
+  prev = tonumber(prev) or 0
+  if n <= prev then
+    n = prev + 1
+    if n % 2 == 0 then n = n + 1 end
+  end
+  return n
+end
+local function int(n)
+  return string.format('%.0f', n)
+end
+"""
+
 #: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms
 #: -> {ticket, retry_after_ms, failures, state, changed}
-#: ticket 0 = an ordinary call (the caller reports it), -1 = rejected, > 0 = the probe.
-#: CLOSED is read-only (the happy path writes nothing).  ``changed`` is 1 when this
-#: call moved OPEN -> HALF_OPEN, so exactly one process reports that transition.
+#: ticket: even = an ordinary call (the CLOSED period it was admitted in), -1 = rejected,
+#: odd = the probe (its generation).  CLOSED is read-only (the happy path writes nothing).
+#: ``changed`` is 1 when this call moved OPEN -> HALF_OPEN, so exactly one process
+#: reports that transition.
 ACQUIRE = (
     """
 local key = KEYS[1]
-local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'gen', 'lease_until')
+local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'gen', 'lease_until',
+                     'period')
 local state = h[1] or 'CLOSED'
 local failures = tonumber(h[2]) or 0
 if state == 'CLOSED' then
-  return {0, 0, failures, state, 0}
+  return {tonumber(h[6]) or 2, 0, failures, state, 0}
 end
 """
     + _NOW
+    + _FRESH
     + """
 local lease = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
-local gen = tonumber(h[4]) or 0
+local gen
 if state == 'OPEN' then
   local open_until = tonumber(h[3]) or 0
   if now < open_until then
     return {-1, open_until - now, failures, state, 0}
   end
-  gen = gen + 1
-  redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', gen, 'lease_until', now + lease)
+  gen = fresh(h[4])
+  redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', int(gen), 'lease_until', now + lease)
   redis.call('PEXPIRE', key, ttl)
   return {gen, 0, failures, 'HALF_OPEN', 1}
 end
@@ -68,8 +99,8 @@ end
 -- The lease ran out (its prober crashed, hung or was killed) or was released:
 -- this caller is the new probe, under a new generation so the old one's late
 -- report is ignored.
-gen = gen + 1
-redis.call('HSET', key, 'gen', gen, 'lease_until', now + lease)
+gen = fresh(h[4])
+redis.call('HSET', key, 'gen', int(gen), 'lease_until', now + lease)
 redis.call('PEXPIRE', key, ttl)
 return {gen, 0, failures, state, 0}
 """
@@ -83,9 +114,11 @@ return {gen, 0, failures, state, 0}
 #: cooldown + rand * (min(max_cooldown, cooldown * multiplier^growth) - cooldown), and at
 #: least the server's Retry-After (capped at max_cooldown); a trip after reset_ms CLOSED
 #: since the last close starts again from growth 0.
-#: Ticket 0 counts only in CLOSED (a call admitted before the breaker opened must not
-#: flip a state it knows nothing about); a probe ticket counts only while it is the
-#: current generation in HALF_OPEN.  Anything else is ignored and changes nothing.
+#: An ordinary ticket (even) counts only in CLOSED and only in the period it was admitted
+#: in (a call admitted before the breaker last opened must not flip or reset a state it
+#: knows nothing about); ticket 0 reads as the current period.  A probe ticket (odd)
+#: counts only while it is the current generation in HALF_OPEN.  Anything else is
+#: ignored and changes nothing.
 RECORD = (
     """
 local key = KEYS[1]
@@ -94,11 +127,12 @@ local ticket = tonumber(ARGV[2])
 local threshold = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at')
+local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at', 'period')
 local state = h[1] or 'CLOSED'
 local failures = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
 local growth = tonumber(h[4]) or 0
+local period = tonumber(h[6]) or 2
 local function open_for(level)
   local open = cooldown
   local cap = tonumber(ARGV[8]) or cooldown
@@ -116,8 +150,8 @@ local function open_for(level)
   end
   return math.floor(open)
 end
-if ticket == 0 then
-  if state ~= 'CLOSED' or op == 'release' then
+if ticket % 2 == 0 then
+  if state ~= 'CLOSED' or op == 'release' or (ticket ~= 0 and ticket ~= period) then
     return {state, state, failures}
   end
   if op == 'success' then
@@ -153,7 +187,8 @@ if op == 'success' then
 """
     + _NOW
     + """
-  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0, 'closed_at', now)
+  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0, 'closed_at', now,
+             'period', string.format('%.0f', gen + 1))
   redis.call('PEXPIRE', key, ttl)
   return {'CLOSED', state, 0}
 end
@@ -175,32 +210,52 @@ return {'OPEN', state, failures}
 )
 
 #: ARGV: ttl_ms, name -> {state, old_state, failures}
-#: A new generation invalidates any probe in flight; the grown open time is forgotten.
-RESET = """
+#: A new generation invalidates any probe in flight, a new period any call admitted
+#: before; the grown open time is forgotten.
+RESET = (
+    """
 local key = KEYS[1]
-local old = redis.call('HGET', key, 'state') or 'CLOSED'
+local h = redis.call('HMGET', key, 'state', 'gen')
+local old = h[1] or 'CLOSED'
+"""
+    + _FRESH
+    + """
+local gen = fresh(h[2])
 redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'open_until', 0, 'lease_until', 0,
-           'growth', 0, 'name', ARGV[2])
+           'growth', 0, 'name', ARGV[2], 'gen', int(gen), 'period', int(gen + 1))
 redis.call('HDEL', key, 'closed_at')
-redis.call('HINCRBY', key, 'gen', 1)
 redis.call('PEXPIRE', key, tonumber(ARGV[1]))
 return {'CLOSED', old, 0}
 """
+)
 
 #: ARGV: cooldown_ms, ttl_ms, name -> {state, old_state, failures}
 FORCE_OPEN = (
     """
 local key = KEYS[1]
-local h = redis.call('HMGET', key, 'state', 'failures')
+local h = redis.call('HMGET', key, 'state', 'failures', 'gen')
 local old = h[1] or 'CLOSED'
 local failures = tonumber(h[2]) or 0
 """
     + _NOW
+    + _FRESH
     + """
 redis.call('HSET', key, 'state', 'OPEN', 'open_until', now + tonumber(ARGV[1]), 'lease_until', 0,
-           'name', ARGV[3])
-redis.call('HINCRBY', key, 'gen', 1)
+           'name', ARGV[3], 'gen', int(fresh(h[3])))
 redis.call('PEXPIRE', key, tonumber(ARGV[2]))
 return {'OPEN', old, failures}
+"""
+)
+
+#: -> {now_ms, state, failures, open_until}: a side-effect-free read on the server's clock
+#: (one key, so it runs in a cluster, where a pipelined TIME has no node to go to).
+#: A key that holds no hash raises WRONGTYPE, as the other scripts do.
+SNAPSHOT = (
+    """
+local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'open_until')
+"""
+    + _NOW
+    + """
+return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0'}
 """
 )

@@ -23,20 +23,40 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-import redis.retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisError
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.retry
+    import redis.cluster
+    import redis.retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import DataError, RedisError
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    if exc.name is None or exc.name.partition(".")[0] != "redis":
+        raise
+    raise ModuleNotFoundError(
+        f"smoothapi.RedisStore needs redis-py, which is not installed ({exc}): "
+        "pip install 'smoothapi-py[redis]'",
+        name=exc.name,
+    ) from exc
 
 from .._runtime import running_trio as _running_trio
 from ..breaker import CircuitState
 from ..config import _number
 from ..errors import ConfigError, ConfigTypeError
 from . import lua
-from .shared import Admission, BreakerStatus, Op, Opening, Report, Snapshot
+from .shared import (
+    Admission,
+    BreakerStatus,
+    MalformedBreaker,
+    Op,
+    Opening,
+    Report,
+    Snapshot,
+    Survey,
+)
 
 __all__ = ["RedisStore"]
 
@@ -46,12 +66,16 @@ T = TypeVar("T")
 _MIN_TTL_MS = 24 * 60 * 60 * 1000
 # The readable name kept beside the state is for humans; the key never holds it.
 _NAME_FIELD_CHARS = 1024
+# The longest open time the scripts hold exactly (about 31 years): the server's clock
+# plus it stays far inside the 2**53 of Lua's numbers, and ten times it (the key's
+# expiry) inside PEXPIRE's range.
+_MAX_OPEN_MS = 10**12
 
 
 class _Scripts:
     """The four scripts registered on one client (no I/O: redis-py only hashes them)."""
 
-    __slots__ = ("acquire", "client", "force_open", "record", "reset")
+    __slots__ = ("acquire", "client", "force_open", "record", "reset", "snapshot")
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -61,14 +85,18 @@ class _Scripts:
         self.record = client.register_script(lua.RECORD)
         self.reset = client.register_script(lua.RESET)
         self.force_open = client.register_script(lua.FORCE_OPEN)
+        self.snapshot = client.register_script(lua.SNAPSHOT)
 
 
 class RedisStore:
     """Breaker state in Redis (or Valkey), shared by every process that uses the same server.
 
     ``client`` is a ``redis.Redis`` (sync) or ``redis.asyncio.Redis`` (async)
-    - or a cluster client; ``async_client`` adds the async flavour to a sync
-    client.  Sync breakers need a sync client; async calls need an async
+    - or a Redis Cluster client (``redis.cluster.RedisCluster``,
+    ``redis.asyncio.cluster.RedisCluster``); ``async_client`` adds the async
+    flavour to a sync client.  In a cluster each breaker's key carries a hash
+    tag, so every script touches one slot and runs on the node that holds it.
+    Sync breakers need a sync client; async calls need an async
     client under asyncio, and a sync client under trio (redis.asyncio runs
     only under asyncio, so under trio the calls run the sync client in a
     worker thread).  A missing flavour raises :class:`ConfigError` at first
@@ -87,6 +115,10 @@ class RedisStore:
 
     #: Grows the open time as the memory breaker does (see ``shared.Opening``).
     adaptive = True
+    #: The longest open time (``cooldown_ms``, ``max_cooldown_ms``, ``force_open``) the
+    #: scripts hold exactly, about 31 years: a breaker asking for more is refused when
+    #: it is built.
+    max_open_ms = _MAX_OPEN_MS
 
     def __init__(
         self,
@@ -146,6 +178,7 @@ class RedisStore:
         prefix: str = "smoothapi",
         retry_interval: float = 1.0,
         lease_ms: float | None = None,
+        cluster: bool = False,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store with a sync and an async client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
@@ -155,24 +188,46 @@ class RedisStore:
         (a restarted server) is retried once at once; a timeout is not
         retried, since a script that timed out may have run.  Other keyword
         arguments go to both ``from_url`` calls (``password=``,
-        ``ssl_ca_certs=``...).
+        ``ssl_ca_certs=``...).  ``cluster=True``: the URL names one node of a
+        Redis Cluster, and the clients are cluster clients.
+
+        No error message quotes the URL's user name or password: everything
+        between ``//`` and the last ``@`` stays out of every message, even
+        when it holds ``/``, ``?`` or ``#`` (which must be percent-encoded
+        there: such a URL is refused, since it cannot be read unambiguously).
         """
         seconds = _number("RedisStore.from_url", "timeout", timeout)
         if seconds <= 0:
             raise ConfigError(f"RedisStore.from_url timeout must be > 0 seconds, got {timeout!r}")
         if not isinstance(url, str):
-            raise ConfigTypeError(f"RedisStore.from_url needs a URL string, got {url!r}")
+            # Never the value: it may be a URL (bytes, say) that holds a password.
+            raise ConfigTypeError(
+                f"RedisStore.from_url needs a URL string, got a {type(url).__name__}"
+            )
+        _check_credentials(url)
         _check_db_path(url)
         options = {"socket_timeout": seconds, "socket_connect_timeout": seconds, **client_kwargs}
         sync_retry = redis.retry.Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         async_retry = redis.asyncio.retry.Retry(
             NoBackoff(), 1, supported_errors=(RedisConnectionError,)
         )
+        if cluster:
+            sync_class: Any = redis.cluster.RedisCluster
+            async_class: Any = redis.asyncio.cluster.RedisCluster
+        else:
+            sync_class, async_class = redis.Redis, redis.asyncio.Redis
         try:
-            sync_client = redis.Redis.from_url(url, **{"retry": sync_retry, **options})
-            async_client = redis.asyncio.Redis.from_url(url, **{"retry": async_retry, **options})
-        except ValueError as exc:  # the URL itself: never echoed, it may hold a password
-            raise ConfigError(f"RedisStore.from_url could not use the URL: {exc}") from exc
+            sync_client = sync_class.from_url(url, **{"retry": sync_retry, **options})
+            async_client = async_class.from_url(url, **{"retry": async_retry, **options})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"RedisStore.from_url could not use the URL: {redact(str(exc), url)}"
+            ) from None  # the original may quote the URL: never chained
+        except RedisError as exc:  # a cluster client asks a node for the slots at once
+            raise ConfigError(
+                f"RedisStore.from_url could not reach the cluster: "
+                f"{type(exc).__name__}: {redact(str(exc), url)}"
+            ) from None
         return cls(
             sync_client,
             async_client=async_client,
@@ -205,8 +260,21 @@ class RedisStore:
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
-        """Errors that mean Redis cannot answer (RuntimeError: an async client on a closed loop)."""
-        return (RedisError, OSError, RuntimeError)
+        """Errors that mean Redis cannot answer: any ``Exception`` but :class:`ConfigError`.
+
+        redis-py raises more than its own ``RedisError`` and ``OSError``: a
+        cluster client's ``RedisClusterException``, ``RuntimeError`` for an
+        async client on a closed loop, an ``AttributeError`` for a server that
+        answers the handshake with something that is not a map.  A breaker
+        must never fail a call because of its store, so all of them mean
+        "unavailable" (SharedCircuitBreaker treats any Exception so anyway).
+        """
+        return (Exception,)
+
+    @property
+    def is_cluster(self) -> bool:
+        """True when the clients are Redis Cluster clients."""
+        return _is_cluster(self.client if self.client is not None else self.async_client)
 
     @property
     def retry_interval(self) -> float:
@@ -265,11 +333,8 @@ class RedisStore:
         return _decode(reply, _report)
 
     def snapshot(self, key: str) -> Snapshot:
-        """HMGET + TIME in one pipelined round trip; changes nothing."""
-        pipe = self._scripts_sync().client.pipeline(transaction=False)
-        pipe.hmget(key, "state", "failures", "open_until")
-        pipe.time()
-        return _decode(pipe.execute(), _snapshot)
+        """A read-only script (the hash and the server's TIME): one round trip, no change."""
+        return _decode(self._scripts_sync().snapshot(keys=[key]), _snapshot)
 
     # -- async operations -------------------------------------------------------------
 
@@ -332,10 +397,8 @@ class RedisStore:
         """:meth:`snapshot` with the async client (the sync one in a thread under trio)."""
         if _running_trio():
             return await self._in_thread(self.snapshot, key)
-        pipe = self._scripts_async().client.pipeline(transaction=False)
-        pipe.hmget(key, "state", "failures", "open_until")
-        pipe.time()
-        return _decode(await pipe.execute(), _snapshot)
+        reply = await self._scripts_async().snapshot(keys=[key])
+        return _decode(reply, _snapshot)
 
     # -- internals --------------------------------------------------------------------
 
@@ -388,11 +451,20 @@ class RedisStore:
     def breakers(self) -> list[BreakerStatus]:
         """Every breaker stored under this prefix, sorted by name; changes nothing.
 
+        :meth:`survey` without the malformed entries (which it skips).
+        """
+        return self.survey().breakers
+
+    def survey(self) -> Survey:
+        """Every breaker stored under this prefix, sorted by name, and the malformed
+        entries found beside them; changes nothing.
+
         For looking from outside the processes that use the breakers (their
         memory is out of reach there).  The keys are found with SCAN, never
         KEYS (which blocks the server while it walks the whole key space),
-        page by page; each page costs one pipelined round trip in which a
-        small read-only script per key reads the hash and the server's TIME
+        page by page - in a Redis Cluster, on every primary; each page costs
+        one pipelined round trip (per node in a cluster) in which a small
+        read-only script per key reads the hash and the server's TIME
         together, so the time left open is measured on the clock the breaker
         itself runs on (in a cluster, that of the node holding the key).
 
@@ -402,15 +474,17 @@ class RedisStore:
         and ``probe_due`` set: its next call is admitted as the probe and
         moves it to HALF_OPEN.  A HALF_OPEN breaker has ``probe_in_flight``
         while a probe's lease is live, else ``probe_due``.  Missing fields
-        read as the scripts read them (a fresh CLOSED breaker).
+        read as the scripts read them (a fresh CLOSED breaker).  A breaker
+        hash that holds nonsense (a state no script writes, a count that is
+        not a number) is listed in ``malformed``, with what is wrong, and the
+        others are read as usual.
 
         Like any SCAN, this is a survey rather than an atomic picture of the
         store: a breaker created or expired meanwhile may or may not be
         listed.  Keys under the prefix that are not breaker hashes are
         skipped.  Raises a ``redis.exceptions.RedisError`` (or ``OSError``)
-        when the server cannot be read, ``DataError`` for a breaker hash that
-        holds nonsense, and :class:`ConfigError` for a store with no sync
-        client.
+        when the server cannot be read, and :class:`ConfigError` for a store
+        with no sync client.
         """
         client = self._scripts_sync().client
         shape = re.compile(rf"{re.escape(self.prefix)}:breaker:\{{[0-9a-f]{{40}}\}}")
@@ -418,6 +492,7 @@ class RedisStore:
         seen: set[str] = set()  # SCAN may return a key twice
         page: list[str] = []
         found: list[BreakerStatus] = []
+        malformed: list[MalformedBreaker] = []
         for raw in client.scan_iter(match=match, count=_SCAN_PAGE):
             key = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
             if key in seen or not shape.fullmatch(key):
@@ -425,11 +500,13 @@ class RedisStore:
             seen.add(key)
             page.append(key)
             if len(page) == _SCAN_PAGE:
-                found += _read_breakers(client, page)
+                _read_breakers(client, page, found, malformed)
                 page = []
         if page:
-            found += _read_breakers(client, page)
-        return sorted(found, key=_by_name)
+            _read_breakers(client, page, found, malformed)
+        return Survey(
+            sorted(found, key=_by_name), sorted(malformed, key=lambda m: (m.name or "", m.key))
+        )
 
 
 def _is_async_client(client: object, where: str) -> bool:
@@ -509,13 +586,12 @@ def _report(reply: Sequence[Any]) -> Report:
 
 
 def _snapshot(reply: Sequence[Any]) -> Snapshot:
-    (state, failures, open_until), (seconds, micros) = reply
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    current = CircuitState(_text(state)) if state is not None else CircuitState.CLOSED
+    now_ms, state, failures, open_until = reply
+    current = CircuitState(_text(state))
     retry = 0.0
-    if current is CircuitState.OPEN and open_until is not None:
-        retry = max(0.0, (float(_text(open_until)) - now_ms) / 1000.0)
-    return Snapshot(current, int(failures or 0), retry)
+    if current is CircuitState.OPEN:
+        retry = max(0.0, (float(_text(open_until)) - int(now_ms)) / 1000.0)
+    return Snapshot(current, int(_text(failures)), retry)
 
 
 def _decode(reply: Any, build: Callable[[Any], T]) -> T:
@@ -524,9 +600,7 @@ def _decode(reply: Any, build: Callable[[Any], T]) -> T:
     except (ValueError, TypeError, IndexError) as exc:
         # Something else holds the key, or a proxy mangled the reply: treat the
         # store as unavailable (DataError is a RedisError) rather than crash a call.
-        raise DataError(
-            f"smoothapi: unexpected reply from Redis for a breaker: {reply!r:.200}"
-        ) from exc
+        raise DataError(f"unexpected reply from Redis for a breaker: {reply!r:.200}") from exc
 
 
 # -- reading every breaker (RedisStore.breakers) -------------------------------------------
@@ -555,22 +629,38 @@ return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0', h[4] or '0',
 )
 
 
-def _read_breakers(client: Any, keys: list[str]) -> list[BreakerStatus]:
-    """One pipelined round trip: the script above for each key."""
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.eval(_READ_BREAKER, 1, key)
-    read: list[BreakerStatus] = []
-    for key, reply in zip(keys, pipe.execute(), strict=True):
+def _read_breakers(
+    client: Any, keys: list[str], found: list[BreakerStatus], malformed: list[MalformedBreaker]
+) -> None:
+    """The script above for each key: one pipelined round trip (one per node in a cluster)."""
+    replies: dict[str, Any] = {}
+    if _is_cluster(client):
+        # A cluster client's pipeline cannot run scripts: pipeline on each node's own
+        # connection instead, and ask the cluster client (which follows MOVED and ASK)
+        # for the keys a node no longer holds (slots moving meanwhile).
+        by_node: dict[str, tuple[Any, list[str]]] = {}
+        for key in keys:
+            node = client.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, []))[1].append(key)
+        for node, node_keys in by_node.values():
+            pipe = client.get_redis_connection(node).pipeline(transaction=False)
+            for key in node_keys:
+                pipe.eval(_READ_BREAKER, 1, key)
+            for key, answer in zip(node_keys, pipe.execute(raise_on_error=False), strict=True):
+                moved = isinstance(answer, redis.exceptions.ResponseError)
+                replies[key] = client.eval(_READ_BREAKER, 1, key) if moved else answer
+    else:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.eval(_READ_BREAKER, 1, key)
+        replies = dict(zip(keys, pipe.execute(), strict=True))
+    for key, reply in replies.items():
         if not reply:  # the key expired since SCAN saw it, or it is not a hash
             continue
         try:
-            read.append(_breaker_status(key, reply))
-        except (ValueError, TypeError) as exc:
-            raise DataError(
-                f"smoothapi: {key} does not hold a breaker's state: {reply!r:.200}"
-            ) from exc
-    return read
+            found.append(_breaker_status(key, reply))
+        except (ValueError, TypeError, IndexError) as exc:
+            malformed.append(MalformedBreaker(key, _stored_name(reply), str(exc)))
 
 
 def _glob_escape(text: str) -> str:
@@ -578,24 +668,53 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
+def _stored_name(reply: Sequence[Any]) -> str | None:
+    try:
+        has_name, name = reply[5], reply[6]
+        if not int(has_name):
+            return None
+    except (ValueError, TypeError, IndexError):
+        return None
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+def _field(name: str, value: Any, read: Callable[[str], T]) -> T:
+    """``read(value)``, or a ValueError saying which field holds what."""
+    text = _text(value)
+    try:
+        return read(text)
+    except (ValueError, TypeError, OverflowError):
+        shown = text[:40].encode("unicode_escape").decode("ascii")
+        raise ValueError(f"field {name!r} holds {shown!r}, which no script writes") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
-    now_ms, state, failures, open_until, lease_until, has_name, name = reply
+    now_ms, state, failures, open_until, lease_until, has_name, _ = reply
     now = int(now_ms)
-    current = CircuitState(_text(state))
+    current = _field("state", state, CircuitState)
+    count = _field("failures", failures, int)
+    if count < 0:
+        raise ValueError(f"field 'failures' holds {count}, which no script writes")
     retry_after, probe_due, probe_in_flight = 0.0, False, False
     if current is CircuitState.OPEN:
-        left_ms = float(_text(open_until)) - now
+        left_ms = _field("open_until", open_until, _finite) - now
         retry_after = max(0.0, left_ms / 1000.0)
         probe_due = left_ms <= 0  # ACQUIRE rejects while now < open_until
     elif current is CircuitState.HALF_OPEN:
-        probe_in_flight = float(_text(lease_until)) > now
+        probe_in_flight = _field("lease_until", lease_until, _finite) > now
         probe_due = not probe_in_flight
-    readable = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
     return BreakerStatus(
-        name=readable if int(has_name) else None,
+        name=_stored_name(reply) if int(has_name) else None,
         key=key,
         state=current,
-        failures=int(_text(failures)),
+        failures=count,
         retry_after=retry_after,
         probe_due=probe_due,
         probe_in_flight=probe_in_flight,
@@ -613,12 +732,69 @@ def _check_db_path(url: str) -> None:
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # never echo the URL: it may hold a password
-        raise ConfigError(f"RedisStore.from_url could not parse the URL: {exc}") from exc
+        raise ConfigError(
+            f"RedisStore.from_url could not parse the URL: {redact(str(exc), url)}"
+        ) from None
     if parts.scheme not in ("redis", "rediss"):
         return  # unix:// takes the database as ?db=
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ConfigError(
             f"RedisStore.from_url: the URL's path names the database and must be a number "
-            f"(redis://host:6379/0), got {path!r}"
+            f"(redis://host:6379/0), got {redact(repr(path), url)}"
         )
+
+
+def _credentials(url: str) -> str:
+    """Everything between the scheme's ``//`` and the last ``@`` (``''`` if none): the part
+    of a URL that may hold a user name and password, however they are written."""
+    start = url.find("//")
+    if start < 0:
+        return ""
+    at = url.rfind("@", start + 2)
+    return url[start + 2 : at] if at >= 0 else ""
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` with ``url``'s credentials part taken out.
+
+    The credentials part (everything between ``//`` and the last ``@``), and
+    the user name and password in it, raw and percent-decoded, are replaced by
+    ``***``.  :func:`_check_credentials` has refused any URL whose credentials
+    a parser could split in the wrong place, so these are the only pieces of
+    them a parser's message can quote.
+    """
+    from urllib.parse import unquote  # noqa: PLC0415 - only on error paths
+
+    secret = _credentials(url)
+    if not secret:
+        return text
+    pieces = {secret, unquote(secret)}
+    for part in secret.split(":", 1):
+        pieces |= {part, unquote(part)}
+    for piece in sorted((p for p in pieces if p), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
+
+
+def _check_credentials(url: str) -> None:
+    """Refuse a URL whose credentials part holds an unencoded ``/``, ``?`` or ``#``.
+
+    A URL parser ends the host at the first of them, so such a URL would be
+    read with part of the password as the host, the path or the fragment: a
+    wrong host, a database "number" that is a piece of the password - or, for
+    ``#``, a connection to localhost with half the password.
+    """
+    secret = _credentials(url)
+    if any(ch in secret for ch in "/?#"):
+        raise ConfigError(
+            "RedisStore.from_url: the URL's user name or password holds a '/', '?' or '#' "
+            "that is not percent-encoded, so the URL cannot be read unambiguously (the URL "
+            "is not shown: it may hold a password). Percent-encode the password, e.g. "
+            "urllib.parse.quote(password, safe=''), or pass it as password=...; if the '@' "
+            "belongs to the path or the query, write it as %40."
+        )
+
+
+def _is_cluster(client: Any) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))

@@ -12,15 +12,28 @@ one breaker: one probe for the fleet in HALF_OPEN, as a lease tagged with a
 generation (the probe's ticket) that expires by itself if its prober dies.
 
 Tickets
-    ``0`` is an ordinary call admitted in CLOSED; a positive ticket is the
-    probe's generation in the store.  :data:`CLEAN` (``-2``) is a call
-    admitted while CLOSED with no failure counted: its success needs no
-    report, so a healthy call costs exactly one store round trip (the
-    ``acquire``).
+    An even ticket is an ordinary call, numbered by the CLOSED period it was
+    admitted in (``0``, or :data:`CLEAN`, reads as the current period); an odd
+    one is the probe's generation in the store.  As in memory, a report from
+    an earlier period or an earlier probe changes nothing.
+
+One round trip for a healthy call
+    A success is reported only when this process knows of a failure
+    counted for the breaker: every reply from the store (an ``acquire``, a
+    report, a read) says how many failures it holds, and the process keeps
+    the last figure per breaker.  While it is 0 a success costs nothing
+    beyond the ``acquire``; once a failure is counted, the next success
+    reports and resets the count fleet-wide, as it would in memory.  The one
+    thing no process can see without asking is a failure another process
+    counted while its own call ran: a success that ends after it, from a call
+    admitted at count 0 by a process that heard of no failure since, does not
+    reset it.
 
 Never worse than no store
-    Any error the store declares in ``errors`` (for Redis: every
-    ``RedisError`` and ``OSError``) is caught here.  The store is then
+    Any exception from the store but a :class:`~smoothapi.errors.ConfigError`
+    (redis-py's own errors, ``OSError``, a cluster client's
+    ``RedisClusterException``, an ``AttributeError`` from a server that
+    answered the handshake with nonsense...) is caught here.  The store is then
     *down*: for ``store.retry_interval`` seconds no store call is attempted
     at all and the breaker runs on a private in-memory breaker (same config,
     same name); after that, one caller tries the store again.  One WARNING
@@ -72,18 +85,21 @@ __all__ = [
     "Admission",
     "BreakerStatus",
     "BreakerStore",
+    "MalformedBreaker",
     "Op",
     "Opening",
     "Report",
     "SharedCircuitBreaker",
     "Snapshot",
+    "Survey",
 ]
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
 HALF_OPEN = CircuitState.HALF_OPEN
 
-#: Ticket for a call admitted while the shared breaker was CLOSED with no failure counted.
+#: An ordinary call of the current CLOSED period (what ``acquire`` handed out before
+#: tickets carried their period; still accepted by the reports).
 CLEAN = -2
 # Tickets from the local fallback breaker: -100 - local ticket (so local 0 is -100).
 _LOCAL = -100
@@ -177,6 +193,23 @@ class BreakerStatus(NamedTuple):
     probe_in_flight: bool
 
 
+class MalformedBreaker(NamedTuple):
+    """A key under the prefix, shaped like a breaker's, whose hash holds something no
+    script writes (``problem`` says what); ``name`` is its stored name, if readable."""
+
+    key: str
+    name: str | None
+    problem: str
+
+
+class Survey(NamedTuple):
+    """What :meth:`RedisStore.survey() <smoothapi.RedisStore.survey>` found: the
+    breakers, sorted by name, and the malformed entries beside them."""
+
+    breakers: list[BreakerStatus]
+    malformed: list[MalformedBreaker]
+
+
 class BreakerStore(Protocol):
     """Where a :class:`SharedCircuitBreaker` keeps its state (e.g. :class:`~smoothapi.RedisStore`).
 
@@ -185,10 +218,17 @@ class BreakerStore(Protocol):
     sets ``adaptive = True`` also takes ``opening=`` (an :class:`Opening`) in
     ``record``/``record_async`` for failures, and grows the open time as the
     memory breaker does; without it, an opening lasts the plain ``cooldown_ms``.  The ``*_async``
-    methods are the same operations for the async driver.  Raise one of
-    ``errors`` when the store cannot answer: the breaker then falls back to
-    local state; raise :class:`~smoothapi.errors.ConfigError` for a misuse
-    that no retry will fix (it reaches the caller).
+    methods are the same operations for the async driver.  Any exception but
+    :class:`~smoothapi.errors.ConfigError` means the store cannot answer: the
+    breaker then falls back to local state; raise ``ConfigError`` for a misuse
+    that no retry will fix (it reaches the caller).  A store may set
+    ``max_open_ms``: the longest open time it holds (a breaker configured for
+    more is refused when it is built).
+
+    Tickets: ``acquire`` answers an ordinary call with an even ticket (the
+    CLOSED period's number) and the probe with an odd one (its generation);
+    neither may ever repeat for a key.  ``record`` with an even ticket counts
+    only in CLOSED and only in that period (``0``: the current one).
     """
 
     @property
@@ -304,6 +344,10 @@ class _Health:
 
 
 _healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
+
+# The failure count each shared breaker last reported to this process, by (store label,
+# key), for the breakers whose count was not 0: whether a success must be reported.
+_counted: dict[tuple[str, str], int] = {}
 _healths_lock = threading.Lock()
 
 
@@ -368,7 +412,7 @@ def _settle_orphan(orphan: Callable[[Any], object] | None, task: asyncio.Future[
         return
     error = task.exception()
     if error is not None:
-        _log.debug("smoothapi: a store call outlived its cancelled caller and failed: %r", error)
+        _log.debug("a store call outlived its cancelled caller and failed: %r", error)
     elif orphan is not None:
         orphan(task.result())
 
@@ -406,7 +450,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         "_max_cooldown_ms",
         "_rejection",
         "_reset_ms",
-        "_store_errors",
+        "_seen_key",
         "_threshold",
         "store",
     )
@@ -441,7 +485,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._threshold = config.failure_threshold
         self._cooldown_ms = math.ceil(config.cooldown_ms)
         self._key = store.key(name)
-        self._store_errors = tuple(store.errors)
+        self._seen_key = (str(store.label), self._key)
         self._health = _health_of(store)
         self._local = CircuitBreaker(
             replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
@@ -450,6 +494,11 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._adaptive = getattr(store, "adaptive", False) is True
         self._max_cooldown_ms = math.ceil(config.max_cooldown * 1000)
         self._reset_ms = math.ceil(config.cooldown_reset * 1000)
+        _check_open_time(store, "CircuitBreakerConfig.cooldown_ms", config.cooldown_ms)
+        if self._adaptive:
+            _check_open_time(
+                store, "CircuitBreakerConfig.max_cooldown_ms", config.max_cooldown * 1000
+            )
         _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._rejection = threading.local()
         # The last state this breaker heard from the store: (state, failures, open
@@ -505,7 +554,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         if self._may_call():
             try:
                 snap = await self.store.snapshot_async(self._key)
-            except self._store_errors as exc:
+            except Exception as exc:
                 self._store_failed(exc)
             else:
                 self._store_ok()
@@ -537,9 +586,11 @@ class SharedCircuitBreaker(CircuitBreaker):
         if ticket <= _LOCAL:
             return self._local.record_success(_LOCAL - ticket)
         if ticket == CLEAN:
-            return CLOSED  # nothing counted, nothing to reset: no round trip
-        if ticket < 0:
+            ticket = 0
+        elif ticket < 0:
             return self._last[0]
+        if ticket % 2 == 0 and self._seen_key not in _counted:
+            return CLOSED  # no failure counted as far as this process knows: no round trip
         return self._record("success", ticket)
 
     def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
@@ -560,7 +611,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         """The attempt ended without a verdict: give back the probe permit it may hold."""
         if ticket <= _LOCAL:
             return self._local.release(_LOCAL - ticket)
-        if ticket <= 0:
+        if ticket <= 0 or ticket % 2 == 0:
             return self._last[0]  # only a probe holds anything to give back
         return self._record("release", ticket)
 
@@ -572,8 +623,12 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     async def record_success_async(self, ticket: int) -> CircuitState:
         """:meth:`record_success` for the async driver."""
-        if ticket < 0:
-            return self.record_success(ticket)  # local, CLEAN or rejected: no store call
+        if ticket == CLEAN:
+            ticket = 0
+        elif ticket < 0:
+            return self.record_success(ticket)  # local or rejected: no store call
+        if ticket % 2 == 0 and self._seen_key not in _counted:
+            return CLOSED  # no failure counted as far as this process knows: no round trip
         return await self._record_async("success", ticket)
 
     async def record_failure_async(
@@ -586,7 +641,7 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     async def release_async(self, ticket: int) -> CircuitState:
         """:meth:`release` for the async driver; completes even while the caller is cancelled."""
-        if ticket <= 0:
+        if ticket <= 0 or ticket % 2 == 0:
             return self.release(ticket)  # only a probe holds anything to give back
         return await self._record_async("release", ticket)
 
@@ -624,8 +679,8 @@ class SharedCircuitBreaker(CircuitBreaker):
                 report = await _shielded(
                     functools.partial(self.store.reset_async, self._key, self.name)
                 )
-            except self._store_errors as exc:
-                self._store_failed(exc)
+            except Exception as exc:
+                self._unavailable(exc)
             else:
                 self._store_ok()
                 self._report(report)
@@ -641,8 +696,8 @@ class SharedCircuitBreaker(CircuitBreaker):
                 report = await _shielded(
                     functools.partial(self.store.force_open_async, self._key, millis, self.name)
                 )
-            except self._store_errors as exc:
-                self._store_failed(exc)
+            except Exception as exc:
+                self._unavailable(exc)
             else:
                 self._store_ok()
                 self._report(report)
@@ -655,6 +710,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         if cooldown_ms is None:
             return self._cooldown_ms
         CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
+        _check_open_time(self.store, "force_open(cooldown_ms)", cooldown_ms)
         return math.ceil(cooldown_ms)
 
     def _local_acquire(self) -> int:
@@ -663,9 +719,10 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     def _admit(self, admission: Admission) -> int:
         ticket, retry_after, failures, state, changed = admission
-        if ticket == 0:
+        self._count(failures)
+        if ticket >= 0 and ticket % 2 == 0:
             self._last = (CLOSED, failures, 0.0)
-            return CLEAN if failures == 0 else 0
+            return ticket
         now = time.monotonic()
         self._last = (state, failures, now + retry_after)
         if ticket < 0:
@@ -675,8 +732,15 @@ class SharedCircuitBreaker(CircuitBreaker):
             emit(StateChanged(self.name, OPEN, HALF_OPEN, failures, self.now()), self._hooks)
         return ticket
 
+    def _count(self, failures: int) -> None:
+        if failures:
+            _counted[self._seen_key] = failures
+        else:
+            _counted.pop(self._seen_key, None)
+
     def _report(self, report: Report) -> CircuitState:
         state, old, failures = report
+        self._count(failures)
         if state is OPEN and old is not OPEN:
             self._last = (state, failures, time.monotonic() + self._cooldown_ms / 1000.0)
         elif state is not OPEN:
@@ -686,6 +750,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         return state
 
     def _seen_snapshot(self, snap: Snapshot) -> Snapshot:
+        self._count(snap.failures)
         self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
         return snap
 
@@ -735,8 +800,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             admission = await self.store.acquire_async(
                 self._key, self._threshold, self._cooldown_ms
             )
-        except self._store_errors as exc:
-            self._store_failed(exc)
+        except Exception as exc:
+            self._unavailable(exc)
             return self._local_acquire()
         self._store_ok()
         return self._admit(admission)
@@ -746,7 +811,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         # it claimed at once, rather than leave the fleet waiting for the lease.
         if ticket <= _LOCAL:
             self._local.release(_LOCAL - ticket)
-        elif ticket > 0:
+        elif ticket > 0 and ticket % 2 == 1:
             import asyncio  # noqa: PLC0415 - orphans exist only under asyncio
 
             task = asyncio.ensure_future(self.release_async(ticket))
@@ -769,8 +834,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             report = await self.store.record_async(
                 self._key, op, ticket, **self._record_options(op, retry_after)
             )
-        except self._store_errors as exc:
-            self._store_failed(exc)
+        except Exception as exc:
+            self._unavailable(exc)
             return self._local_verdict(op, retry_after)
         self._store_ok()
         return self._report(report)
@@ -787,20 +852,33 @@ class SharedCircuitBreaker(CircuitBreaker):
             return None
         try:
             result = fn(*args)
-        except self._store_errors as exc:
-            self._store_failed(exc)
+        except Exception as exc:
+            self._unavailable(exc)
             return None
         self._store_ok()
         return result
+
+    def _unavailable(self, error: Exception) -> None:
+        """The store raised: an outage, unless it is a misuse no retry will fix.
+
+        Not only the errors a store declares: a client library raises more
+        (redis-py: ``RedisClusterException``, ``AttributeError`` for a server
+        that answers its handshake with nonsense, ``RuntimeError`` for a closed
+        event loop...), and a breaker must never fail a call because of its
+        store.  :class:`ConfigError` (no sync client, say) reaches the caller.
+        """
+        if isinstance(error, ConfigError):
+            raise error
+        self._store_failed(error)
 
     def _store_failed(self, error: BaseException) -> None:
         interval = self.store.retry_interval
         label = self.store.label
         if not self._health.mark_down(interval):
-            _log.debug("smoothapi: breaker store %s still unreachable: %r", label, error)
+            _log.debug("breaker store %s still unreachable: %r", label, error)
             return
         _log.warning(
-            "smoothapi: breaker store %s is unreachable (%s: %s); breakers fall back to "
+            "breaker store %s is unreachable (%s: %s); breakers fall back to "
             "in-process state and try the store again every %gs. Check the server, or the "
             "client's address and credentials.",
             label,
@@ -825,9 +903,20 @@ class SharedCircuitBreaker(CircuitBreaker):
             return
         label = self.store.label
         _log.info(
-            "smoothapi: breaker store %s answers again after %.1fs; breakers share its state again",
+            "breaker store %s answers again after %.1fs; breakers share its state again",
             label,
             down_for,
             extra={"smoothapi_event": "store_recovered", "store": label, "down_for": down_for},
         )
         emit(StoreRecovered(label, down_for), self._hooks)
+
+
+def _check_open_time(store: object, field: str, millis: float) -> None:
+    """Refuse an open time the store cannot hold (``store.max_open_ms``), naming the field."""
+    limit = getattr(store, "max_open_ms", None)
+    if isinstance(limit, (int, float)) and millis > limit:
+        raise ConfigError(
+            f"{field} is {millis:g} ms, more than the {limit:g} ms (about "
+            f"{limit / 3.15576e10:.0f} years) that a breaker store such as "
+            f"{type(store).__name__} can hold; lower it"
+        )

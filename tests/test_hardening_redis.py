@@ -1,0 +1,496 @@
+"""Issue 11, the Redis items: what hostile URLs, odd servers, FLUSHALL and a fleet's
+interleaved calls did to the shared breaker, held against a real redis-server.
+
+* 8  - no message quotes anything between a URL's ``//`` and its host;
+* 9  - a server that answers the handshake with nonsense falls back like an outage;
+* 10 - a success resets the fleet's count as in memory; reports from an earlier CLOSED
+  period are ignored;
+* 11 - probe generations never repeat for a key, even after FLUSHALL;
+* smaller: an open time the store cannot hold, log texts, a missing redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+import redis.asyncio
+from httpserver import free_port
+from redisserver import RedisServer
+
+from smoothapi import (
+    BackoffConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    ConfigError,
+    ResilientConfig,
+    resilient_api,
+)
+from smoothapi.__main__ import main
+from smoothapi.breaker import REJECTED
+from smoothapi.storage import RedisStore, SharedCircuitBreaker
+
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+WAIT = 10.0  # bound on every polling loop; a passing run never comes near it
+
+
+def _until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _store(client: redis.Redis) -> RedisStore:
+    return RedisStore(client, prefix=f"t{uuid.uuid4().hex}")
+
+
+# -- 8: nothing between // and the host in any message -----------------------------------------
+
+#: Generated passwords (base64 and the like) with the characters a URL parser stops at.
+PASSWORDS = ["Xk9/aQ7+Zr==", "Pq2#Lm8vTt", "Ab3?Cd4=Ef", "u/v#w?x@yZ", "Zz/0"]
+
+
+def _pieces(secret: str) -> list[str]:
+    """Every run of 3+ characters of ``secret``: none may appear in a message."""
+    return [secret[i:j] for i in range(len(secret)) for j in range(i + 3, len(secret) + 1)]
+
+
+def _assert_no_secret(text: str, secret: str) -> None:
+    leaked = [piece for piece in _pieces(secret) if piece in text]
+    assert not leaked, f"{leaked!r} of the credentials appears in: {text!r}"
+
+
+def _urls(password: str, port: int) -> list[str]:
+    return [
+        f"redis://:{password}@127.0.0.1:{port}/0",
+        f"redis://admin:{password}@127.0.0.1:{port}/0",
+        f"rediss://default:{password}@127.0.0.1:{port}/3",
+        f"redis://:{password}@127.0.0.1:notaport/0",
+        f"redis://:{password}@127.0.0.1:{port}/notadb",
+    ]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_from_url_errors_never_quote_the_credentials(password: str) -> None:
+    """A password with an unencoded '/', '#' or '?' (and an '@' too) is refused with a
+    message that says what to do and holds no piece of it."""
+    for url in _urls(password, 6380):
+        with pytest.raises(ConfigError) as info:
+            RedisStore.from_url(url)
+        message = str(info.value)
+        _assert_no_secret(message, password)
+        _assert_no_secret(repr(info.value), password)
+        assert info.value.__cause__ is None  # a chained parser error could quote it
+        assert "percent-encode" in message.lower() or "could not use the URL" in message
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_status_errors_never_quote_the_credentials(
+    password: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m smoothapi status --redis URL``: exit 2, one line, no piece of the password."""
+    port = free_port()
+    encoded = quote(password, safe="")
+    for url in [*_urls(password, port), f"redis://:{encoded}@127.0.0.1:{port}/0"]:
+        assert main(["status", "--redis", url, "--timeout", "0.5"]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith("smoothapi status: error: ")
+        assert err.count("\n") == 1, err
+        _assert_no_secret(err, url[url.index("//") + 2 : url.rindex("@")])
+        _assert_no_secret(err, password)
+
+
+def test_status_in_a_subprocess_never_quotes_the_credentials() -> None:
+    """The same from a shell: stderr holds no piece of the password, and no traceback."""
+    password = "Xk9/aQ7+Zr=="  # noqa: S105 - a test value
+    proc = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "smoothapi", "status", "--redis", f"redis://:{password}@h:1/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    _assert_no_secret(proc.stderr, password)
+
+
+def test_a_percent_encoded_password_with_slash_hash_and_question_mark_works(
+    redis_server: RedisServer,
+) -> None:
+    """The same password percent-encoded is read as the password: the store authenticates
+    and a breaker works through it."""
+    password = "u/v#w?x@yZ"  # noqa: S105 - a test value
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.config_set("requirepass", password)
+    admin.close()
+    url = f"redis://:{quote(password, safe='')}@127.0.0.1:{redis_server.port}/0"
+    store = RedisStore.from_url(url, timeout=2, prefix=f"t{uuid.uuid4().hex}")
+    try:
+        breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1), name="a", store=store)
+        breaker.record_failure(breaker.acquire())
+        assert breaker.snapshot().state is OPEN
+        assert "@" not in store.label
+        assert "yZ" not in store.label
+    finally:
+        store.close()
+
+
+# -- 9: a server that answers the handshake with nonsense -----------------------------------------
+
+
+class OddServer:
+    """A RESP server on 127.0.0.1 that answers HELLO with ``hello_reply`` and anything else
+    with an error, counting the connections it accepted."""
+
+    def __init__(self, hello_reply: bytes) -> None:
+        self.hello_reply = hello_reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(2)
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(self.hello_reply if b"HELLO" in data.upper() else b"-ERR no\r\n")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("reply", [b"_\r\n", b"*0\r\n", b":1\r\n"], ids=["null", "array", "int"])
+def test_an_odd_handshake_falls_back_to_the_local_breaker(
+    reply: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HELLO answered with null, an empty array or a number makes redis-py raise an
+    AttributeError: calls go on through the local breaker (which counts, opens and rejects),
+    no store exception reaches a caller, and the outage is logged once."""
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    server = OddServer(reply)
+    client = redis.Redis(
+        host="127.0.0.1", port=server.port, protocol=3, socket_timeout=1, socket_connect_timeout=1
+    )
+    store = RedisStore(client, prefix="odd", retry_interval=0.01)
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, cooldown_ms=60_000, store=store),
+    )
+    outcomes: list[str] = []
+
+    @resilient_api(config, name="odd handshake")
+    def call(ok: bool) -> str:
+        if not ok:
+            raise ConnectionError("upstream down")
+        return "fine"
+
+    try:
+        for ok in (True, True, False, False, True):
+            time.sleep(0.02)  # past the retry interval: each call tries the store again
+            try:
+                outcomes.append(call(ok))
+            except ConnectionError:
+                outcomes.append("failed")
+            except CircuitOpenError:
+                outcomes.append("rejected")
+        assert outcomes == ["fine", "fine", "failed", "failed", "rejected"]
+        assert call.breaker.state is OPEN  # the local breaker's, read without an exception
+        assert server.connections >= 2  # the store was tried again, and failed again
+        warnings = [
+            r for r in caplog.records if getattr(r, "smoothapi_event", "") == "store_unavailable"
+        ]
+        assert len(warnings) == 1
+        assert "AttributeError" in warnings[0].getMessage()
+    finally:
+        client.close()
+        server.close()
+
+
+def test_an_odd_handshake_under_asyncio_falls_back_too() -> None:
+    """The async client: the same fallback, no exception from the store."""
+    server = OddServer(b"_\r\n")
+
+    async def scenario() -> list[int]:
+        client = redis.asyncio.Redis(
+            host="127.0.0.1", port=server.port, protocol=3, socket_timeout=1
+        )
+        store = RedisStore(client, prefix="odd", retry_interval=0.0)
+        breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1), name="a", store=store)
+        tickets = [await breaker.acquire_async()]
+        await breaker.record_failure_async(tickets[0])
+        tickets.append(await breaker.acquire_async())
+        snap = await breaker.snapshot_async()
+        await client.aclose()
+        assert snap.state is OPEN
+        return tickets
+
+    try:
+        tickets = asyncio.run(scenario())
+    finally:
+        server.close()
+    assert tickets[0] <= -100  # the local breaker's ticket
+    assert tickets[1] == REJECTED
+
+
+# -- 10: a success resets the fleet's count; stale reports are ignored ---------------------------
+
+
+def _run_interleaving(a: CircuitBreaker, b: CircuitBreaker) -> tuple[CircuitState, int]:
+    """A admitted at count 0; B fails twice; A succeeds; B fails once more."""
+    held = a.acquire()
+    b.record_failure(b.acquire())
+    b.record_failure(b.acquire())
+    a.record_success(held)
+    b.record_failure(b.acquire())
+    return a.state, a.failure_count
+
+
+def test_a_success_after_failures_resets_the_fleet_count_as_in_memory(
+    client: redis.Redis, redis_url: str
+) -> None:
+    """Issue 11, item 10: with threshold 3, the interleaving leaves the memory breaker CLOSED
+    with one failure; so it must leave the shared one - for two breaker objects on one store
+    and for two stores (two clients, as two workers of one process have) alike."""
+    config = CircuitBreakerConfig(failure_threshold=3, cooldown_ms=60_000)
+    memory = CircuitBreaker(config, name="m")
+    assert _run_interleaving(memory, memory) == (CLOSED, 1)
+
+    store = _store(client)
+    a = CircuitBreaker(config, name="svc", store=store)
+    b = CircuitBreaker(config, name="svc", store=store)
+    assert _run_interleaving(a, b) == (CLOSED, 1)
+
+    other_client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        other = RedisStore(other_client, prefix=store.prefix)
+        a = CircuitBreaker(config, name="two stores", store=store)
+        b = CircuitBreaker(config, name="two stores", store=other)
+        assert _run_interleaving(a, b) == (CLOSED, 1)
+    finally:
+        other_client.close()
+
+
+def test_a_success_with_nothing_counted_costs_no_round_trip(client: redis.Redis) -> None:
+    """The healthy path stays one round trip (the acquire); the first success after a
+    failure costs one more, which resets the count, and the next ones none again."""
+    commands: list[str] = []
+    original = client.execute_command
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        commands.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=3), name="svc", store=_store(client)
+    )
+    for _ in range(3):
+        breaker.record_success(breaker.acquire())
+    assert len(commands) == 3
+    breaker.record_failure(breaker.acquire())
+    commands.clear()
+    breaker.record_success(breaker.acquire())
+    assert len(commands) == 2  # the acquire and the success that resets the count
+    commands.clear()
+    breaker.record_success(breaker.acquire())
+    assert len(commands) == 1
+
+
+def _reopen_and_close(breaker: CircuitBreaker, threshold: int) -> None:
+    for _ in range(threshold):
+        breaker.record_failure(breaker.acquire())
+    assert breaker.state is OPEN
+    probe = REJECTED
+    deadline = time.monotonic() + WAIT
+    while probe == REJECTED:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+        probe = breaker.acquire()
+    assert probe % 2 == 1
+    assert breaker.record_success(probe) is CLOSED
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_reports_from_an_earlier_closed_period_are_ignored(kind: str, client: redis.Redis) -> None:
+    """A call admitted before the breaker opened and closed again cannot count (or reset)
+    anything in the new CLOSED period - in memory and in Redis alike."""
+    config = CircuitBreakerConfig(failure_threshold=2, cooldown_ms=30)
+    if kind == "memory":
+        breaker = CircuitBreaker(config, name="svc")
+    else:
+        breaker = CircuitBreaker(config, name="svc", store=_store(client))
+    stale_fail = breaker.acquire()
+    stale_ok = breaker.acquire()
+    assert stale_fail % 2 == 0
+    assert stale_fail >= 0
+    _reopen_and_close(breaker, 2)
+    breaker.record_failure(breaker.acquire())
+    assert breaker.failure_count == 1
+    assert breaker.record_failure(stale_fail) is CLOSED  # would open it, were it counted
+    breaker.record_success(stale_ok)  # would reset the count, were it counted
+    assert (breaker.state, breaker.failure_count) == (CLOSED, 1)
+
+
+# -- 11: generations never repeat, even after FLUSHALL -------------------------------------------
+
+
+def test_a_probe_from_before_a_flushall_cannot_report_under_a_later_probe(
+    redis_server: RedisServer,
+) -> None:
+    """Probe admitted, FLUSHALL, the breaker trips again and a new probe is admitted: the
+    old probe's failure is ignored, the new probe's success closes the breaker."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    try:
+        store = RedisStore(client, prefix="flush")
+        config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=30)
+        breaker = CircuitBreaker(config, name="svc", store=store)
+
+        def probe() -> int:
+            breaker.record_failure(breaker.acquire())
+            held: list[int] = []
+            _until(lambda: held.append(breaker.acquire()) or held[-1] != REJECTED, "a probe")
+            assert held[-1] % 2 == 1
+            return held[-1]
+
+        old = probe()
+        client.flushall()
+        new = probe()
+        assert new != old
+        assert breaker.record_failure(old) is HALF_OPEN  # ignored: not the live probe
+        assert breaker.acquire() == REJECTED  # the new probe still holds the lease
+        assert breaker.record_success(new) is CLOSED
+        assert breaker.state is CLOSED
+    finally:
+        client.close()
+
+
+def test_generations_stay_exact_and_keep_growing_when_the_clock_steps_back(
+    client: redis.Redis,
+) -> None:
+    """A generation is above the key's last one even if the stored one is ahead of the
+    server's clock (a clock stepped back), and is stored without exponent notation."""
+    store = _store(client)
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, cooldown_ms=0), name="svc", store=store
+    )
+    key = store.key("svc")
+    ahead = 2**52 + 1  # far ahead of any clock, still exact in a double
+    client.hset(key, mapping={"state": "OPEN", "open_until": 0, "gen": ahead, "failures": 1})
+    ticket = breaker.acquire()
+    assert ticket == ahead + 2
+    assert client.hget(key, "gen") == str(ahead + 2).encode()
+    assert breaker.record_success(ticket) is CLOSED
+    assert client.hget(key, "period") == str(ahead + 3).encode()
+    assert breaker.acquire() == ahead + 3
+
+
+# -- smaller ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cooldown_ms", [1e13, 1e300])
+def test_an_open_time_redis_cannot_hold_is_refused_when_the_breaker_is_built(
+    cooldown_ms: float, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: PEXPIRE refused the expiry and every call logged a store outage.  Now the
+    breaker (or the decorated function) is refused at once, naming the field and the limit.
+    (max_cooldown_ms is at most one day already.)"""
+    store = _store(client)
+    config = CircuitBreakerConfig(failure_threshold=1, store=store, cooldown_ms=cooldown_ms)
+    with pytest.raises(ConfigError, match="cooldown_ms") as info:
+        CircuitBreaker(config, name="svc")
+    assert f"{RedisStore.max_open_ms:g} ms" in str(info.value)
+    with pytest.raises(ConfigError, match="cooldown_ms"):
+        resilient_api(ResilientConfig(circuit_breaker=config), name="svc")(lambda: None)()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_force_open_for_longer_than_redis_can_hold_is_refused(client: redis.Redis) -> None:
+    breaker = CircuitBreaker(CircuitBreakerConfig(), name="svc", store=_store(client))
+    with pytest.raises(ConfigError, match="force_open"):
+        breaker.force_open(1e13)
+    breaker.force_open(RedisStore.max_open_ms)  # the limit itself is fine
+    assert breaker.state is OPEN
+
+
+def test_store_log_lines_do_not_repeat_the_loggers_name(caplog: pytest.LogCaptureFixture) -> None:
+    """The logger is named smoothapi: its messages must not start with 'smoothapi: '."""
+    caplog.set_level(logging.DEBUG, logger="smoothapi")
+    client = redis.Redis(port=free_port(), socket_timeout=0.05, socket_connect_timeout=0.05)
+    store = RedisStore(client, prefix="logs", retry_interval=0.0)
+    breaker = CircuitBreaker(CircuitBreakerConfig(), name="svc", store=store)
+    for _ in range(2):
+        breaker.record_failure(breaker.acquire())
+    client.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "smoothapi"]
+    assert any("is unreachable" in m for m in messages)
+    assert any("still unreachable" in m for m in messages)
+    assert not [m for m in messages if m.startswith("smoothapi")]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from smoothapi.storage import RedisStore",
+        "import smoothapi.storage.redis",
+        "import smoothapi; smoothapi.RedisStore",
+        "from smoothapi import RedisStore",
+    ],
+)
+def test_a_missing_redis_py_names_the_extra_to_install(statement: str) -> None:
+    code = f"import sys; sys.modules['redis'] = None\n{statement}"
+    proc = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode != 0
+    assert "ModuleNotFoundError" in proc.stderr
+    assert "pip install 'smoothapi-py[redis]'" in proc.stderr
+
+
+def test_a_url_string_as_the_store_points_to_from_url() -> None:
+    with pytest.raises(ConfigError, match=r"RedisStore\.from_url\(url\)") as info:
+        CircuitBreakerConfig(store="redis://:secret@h:6379/0")  # type: ignore[arg-type]
+    assert "secret" not in str(info.value)
+    assert isinstance(CircuitBreaker(CircuitBreakerConfig()), CircuitBreaker)
+    assert not isinstance(CircuitBreaker(CircuitBreakerConfig()), SharedCircuitBreaker)
