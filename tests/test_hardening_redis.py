@@ -41,7 +41,7 @@ from smoothapi import (
 )
 from smoothapi.__main__ import main
 from smoothapi.breaker import REJECTED
-from smoothapi.storage import RedisStore, SharedCircuitBreaker
+from smoothapi.storage import RedisStore, SharedCircuitBreaker, shared
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 WAIT = 10.0  # bound on every polling loop; a passing run never comes near it
@@ -494,3 +494,17 @@ def test_a_url_string_as_the_store_points_to_from_url() -> None:
     assert "secret" not in str(info.value)
     assert isinstance(CircuitBreaker(CircuitBreakerConfig()), CircuitBreaker)
     assert not isinstance(CircuitBreaker(CircuitBreakerConfig()), SharedCircuitBreaker)
+
+
+def test_what_a_process_remembers_of_failure_counts_is_bounded(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-breaker memory of "a failure is counted" never grows without bound (many
+    abandoned failing breakers); forgetting one only skips a success's reset report."""
+    monkeypatch.setattr(shared, "_COUNTED_MAX", 5)
+    store = _store(client)
+    config = CircuitBreakerConfig(failure_threshold=3)
+    for i in range(20):
+        breaker = CircuitBreaker(config, name=f"svc-{i}", store=store)
+        breaker.record_failure(breaker.acquire())
+    assert len(shared._counted) <= 5

@@ -347,7 +347,10 @@ _healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
 
 # The failure count each shared breaker last reported to this process, by (store label,
 # key), for the breakers whose count was not 0: whether a success must be reported.
+# Bounded: beyond _COUNTED_MAX the oldest entries go (abandoned breakers must not pile up;
+# a forgotten entry only costs a success its reset report).
 _counted: dict[tuple[str, str], int] = {}
+_COUNTED_MAX = 10_000
 _healths_lock = threading.Lock()
 
 
@@ -434,10 +437,10 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     ``clock`` (as for the memory breaker) dates events and drives the local
     fallback breaker; the shared state runs on the store's clock.  ``rand``
-    drives the local fallback breaker's adaptive open time; the shared state
-    always opens for the plain ``cooldown_ms`` (see the module docstring), and
-    ``record_failure(ticket, retry_after=...)`` passes ``retry_after`` to the
-    local breaker only.
+    draws the jitter of the adaptive open time, for the store (one that sets
+    ``adaptive = True``) and for the local fallback breaker; a store that
+    does not grow the open time opens for the plain ``cooldown_ms`` and
+    ignores ``record_failure``'s ``retry_after`` (see the module docstring).
     """
 
     __slots__ = (
@@ -733,10 +736,15 @@ class SharedCircuitBreaker(CircuitBreaker):
         return ticket
 
     def _count(self, failures: int) -> None:
-        if failures:
-            _counted[self._seen_key] = failures
-        else:
+        if not failures:
             _counted.pop(self._seen_key, None)
+            return
+        _counted[self._seen_key] = failures
+        while len(_counted) > _COUNTED_MAX:
+            try:
+                del _counted[next(iter(_counted))]
+            except (KeyError, StopIteration, RuntimeError):  # another thread got there first
+                break
 
     def _report(self, report: Report) -> CircuitState:
         state, old, failures = report
