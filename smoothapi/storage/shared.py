@@ -116,8 +116,8 @@ Op = Literal["success", "failure", "release"]
 class Admission(NamedTuple):
     """A store's answer to ``acquire``.
 
-    ``ticket``: 0 (an ordinary call), a positive probe generation, or -1
-    (rejected).  ``retry_after``: seconds until a probe is allowed (0.0 while
+    ``ticket``: even and >= 0 (an ordinary call: the CLOSED period it was
+    admitted in), odd (the probe's generation), or -1 (rejected).  ``retry_after``: seconds until a probe is allowed (0.0 while
     another probe is in flight).  ``changed``: this call moved the breaker
     OPEN -> HALF_OPEN.
     """
