@@ -442,7 +442,7 @@ def test_an_open_time_redis_cannot_hold_is_refused_when_the_breaker_is_built(
         CircuitBreaker(config, name="svc")
     assert f"{RedisStore.max_open_ms:g} ms" in str(info.value)
     with pytest.raises(ConfigError, match="cooldown_ms"):
-        resilient_api(ResilientConfig(circuit_breaker=config), name="svc")(lambda: None)()
+        resilient_api(ResilientConfig(circuit_breaker=config), name="svc")(lambda: None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
