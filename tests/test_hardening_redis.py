@@ -508,3 +508,102 @@ def test_what_a_process_remembers_of_failure_counts_is_bounded(
         breaker = CircuitBreaker(config, name=f"svc-{i}", store=store)
         breaker.record_failure(breaker.acquire())
     assert len(shared._counted) <= 5
+
+
+# -- 1 (shared): a hook interrupting the probe's claim gives the lease back at once ------------
+
+
+def _tripped_shared(client: redis.Redis, hook: Callable[[Any], None]) -> CircuitBreaker:
+    """A shared breaker with a long lease, tripped, whose cooldown (30 ms) has passed."""
+    store = RedisStore(client, prefix=f"t{uuid.uuid4().hex}", lease_ms=60_000)
+    config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=30)
+    breaker = CircuitBreaker(config, name="svc", store=store, hooks=(hook,))
+    assert breaker.record_failure(breaker.acquire()) is OPEN
+    time.sleep(0.05)  # the cooldown is on Redis's clock: no fake clock reaches it
+    return breaker
+
+
+class _Interrupt(BaseException):
+    """Like KeyboardInterrupt, a BaseException that emit() lets through; unlike it, asyncio
+    hands it to the awaiting coroutine instead of stopping the event loop."""
+
+
+def _interrupting_hook(
+    error: type[BaseException] = KeyboardInterrupt,
+) -> tuple[Callable[[Any], None], list[bool]]:
+    armed = [True]
+
+    def hook(event: Any) -> None:
+        if armed[0] and getattr(event, "new", None) is HALF_OPEN:
+            raise error
+
+    return hook, armed
+
+
+def test_a_hook_interrupting_a_shared_probe_claim_gives_the_lease_back(
+    client: redis.Redis,
+) -> None:
+    """The lease lasts a minute, so only a release lets the next caller probe at once."""
+    hook, armed = _interrupting_hook()
+    breaker = _tripped_shared(client, hook)
+    with pytest.raises(KeyboardInterrupt):
+        breaker.acquire()
+    armed[0] = False
+    ticket = breaker.acquire()
+    assert ticket != REJECTED
+    assert ticket % 2 == 1
+    assert breaker.record_success(ticket) is CLOSED
+
+
+def test_a_hook_interrupting_a_shared_probe_claim_under_asyncio_gives_the_lease_back(
+    redis_url: str,
+) -> None:
+    async def scenario() -> None:
+        sync_client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=2)
+        try:
+            hook, armed = _interrupting_hook(_Interrupt)
+            store = RedisStore(
+                sync_client,
+                async_client=async_client,
+                prefix=f"t{uuid.uuid4().hex}",
+                lease_ms=60_000,
+            )
+            config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=30)
+            breaker = CircuitBreaker(config, name="svc", store=store, hooks=(hook,))
+            assert await breaker.record_failure_async(await breaker.acquire_async()) is OPEN
+            await asyncio.sleep(0.05)
+            with pytest.raises(_Interrupt):
+                await breaker.acquire_async()
+            armed[0] = False
+            ticket = await breaker.acquire_async()
+            assert ticket != REJECTED
+            assert ticket % 2 == 1
+            assert await breaker.record_success_async(ticket) is CLOSED
+        finally:
+            sync_client.close()
+            await async_client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_breaker_reset_or_forced_open_says_so_in_its_log_line(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """From HALF_OPEN a reset reads 'reset', not 'probe succeeded'; a forced open reads
+    'forced open', not 'probe failed'."""
+    hook, armed = _interrupting_hook()
+    armed[0] = False
+    breaker = _tripped_shared(client, hook)
+    assert breaker.acquire() % 2 == 1  # HALF_OPEN, probe in flight
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    breaker.reset()
+    assert breaker.record_failure(breaker.acquire()) is OPEN
+    time.sleep(0.05)
+    assert breaker.acquire() % 2 == 1
+    breaker.force_open()
+    lines = [r.getMessage() for r in caplog.records if "HALF_OPEN ->" in r.getMessage()]
+    assert lines == [
+        "breaker svc: HALF_OPEN -> CLOSED: reset",
+        "breaker svc: HALF_OPEN -> OPEN: forced open",
+    ]

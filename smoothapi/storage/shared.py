@@ -117,9 +117,9 @@ class Admission(NamedTuple):
     """A store's answer to ``acquire``.
 
     ``ticket``: even and >= 0 (an ordinary call: the CLOSED period it was
-    admitted in), odd (the probe's generation), or -1 (rejected).  ``retry_after``: seconds until a probe is allowed (0.0 while
-    another probe is in flight).  ``changed``: this call moved the breaker
-    OPEN -> HALF_OPEN.
+    admitted in), odd (the probe's generation), or -1 (rejected).
+    ``retry_after``: seconds until a probe is allowed (0.0 while another probe
+    is in flight).  ``changed``: this call moved the breaker OPEN -> HALF_OPEN.
     """
 
     ticket: int
@@ -384,6 +384,11 @@ def _health_of(store: object) -> _Health:
 _background: set[asyncio.Future[Any]] = set()
 
 
+def _is_probe(ticket: int) -> bool:
+    """A store's probe ticket (odd and positive); local and rejected ones are negative."""
+    return ticket > 0 and ticket % 2 == 1
+
+
 async def _shielded(
     make: Callable[[], Awaitable[T]], orphan: Callable[[T], object] | None = None
 ) -> T:
@@ -582,7 +587,12 @@ class SharedCircuitBreaker(CircuitBreaker):
         admission = self._call(self.store.acquire, self._key, self._threshold, self._cooldown_ms)
         if admission is None:
             return self._local_acquire()
-        return self._admit(admission)
+        try:
+            return self._admit(admission)
+        except BaseException:  # a hook interrupted the probe's claim (KeyboardInterrupt)
+            if _is_probe(admission[0]):
+                self.release(admission[0])  # give it back now, not when the lease runs out
+            raise
 
     def record_success(self, ticket: int) -> CircuitState:
         """The attempt holding ``ticket`` succeeded; returns the state after the report."""
@@ -662,7 +672,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         if report is None:
             self._local.reset()
         else:
-            self._report(report)
+            self._report(report, "reset")
 
     def force_open(self, cooldown_ms: float | None = None) -> None:
         """Open the breaker fleet-wide for ``cooldown_ms`` (default: the configured cooldown)."""
@@ -672,7 +682,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         if report is None:
             self._local.force_open(cooldown_ms)
         else:
-            self._report(report)
+            self._report(report, "forced open")
 
     async def reset_async(self) -> None:
         """:meth:`reset` for async code (and for a store with only an async client)."""
@@ -686,7 +696,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 self._unavailable(exc)
             else:
                 self._store_ok()
-                self._report(report)
+                self._report(report, "reset")
                 return
         self._local.reset()
 
@@ -703,7 +713,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 self._unavailable(exc)
             else:
                 self._store_ok()
-                self._report(report)
+                self._report(report, "forced open")
                 return
         self._local.force_open(cooldown_ms)
 
@@ -746,7 +756,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             except (KeyError, StopIteration, RuntimeError):  # another thread got there first
                 break
 
-    def _report(self, report: Report) -> CircuitState:
+    def _report(self, report: Report, cause: str | None = None) -> CircuitState:
         state, old, failures = report
         self._count(failures)
         if state is OPEN and old is not OPEN:
@@ -754,7 +764,8 @@ class SharedCircuitBreaker(CircuitBreaker):
         elif state is not OPEN:
             self._last = (state, failures, 0.0)
         if old is not state:
-            emit(StateChanged(self.name, old, state, failures, self.now()), self._hooks)
+            event = StateChanged(self.name, old, state, failures, self.now())
+            emit(event, self._hooks, cause=cause)
         return state
 
     def _seen_snapshot(self, snap: Snapshot) -> Snapshot:
@@ -812,7 +823,12 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._unavailable(exc)
             return self._local_acquire()
         self._store_ok()
-        return self._admit(admission)
+        try:
+            return self._admit(admission)
+        except BaseException:  # a hook interrupted the probe's claim (KeyboardInterrupt)
+            if _is_probe(admission[0]):
+                await self.release_async(admission[0])
+            raise
 
     def _orphaned_ticket(self, ticket: int) -> None:
         # acquire_async() was cancelled while the store answered: give back a probe
