@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._transport import attempts
 from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .decorator import ResilientFunction, resilient_api
@@ -35,6 +34,7 @@ from .events import (
 )
 
 if TYPE_CHECKING:
+    from ._transport import attempts
     from .httpx_transport import AsyncResilientTransport, ResilientTransport
     from .requests_adapter import ResilientAdapter
     from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "attempts": "_transport",  # with the transports: it loads their shared module
     "ResilientAdapter": "requests_adapter",
     "ResilientTransport": "httpx_transport",
     "AsyncResilientTransport": "httpx_transport",
