@@ -101,11 +101,10 @@ def __getattr__(name: str) -> Any:
         loaded = import_module(f".{module}", __name__)
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get(module)
-        if extra is None or "smoothapi-py[" in str(exc):  # already says what to install
+        if extra is None or "' extra: pip install" in str(exc):  # already says what to do
             raise
         raise ModuleNotFoundError(
-            f"smoothapi.{name} needs the {extra!r} extra ({exc}): "
-            f"pip install 'smoothapi-py[{extra}]'",
+            f"smoothapi.{name} needs the {extra!r} extra ({exc}): pip install {extra}",
             name=exc.name,
         ) from exc
     value = getattr(loaded, name)

@@ -360,9 +360,10 @@ def _log(event: Event, cause: str | None = None) -> None:
         )
     elif isinstance(event, RetriesExhausted):
         logger.debug(
-            "%s: giving up after %d attempts (%s): %s",
+            "%s: giving up after %d %s (%s): %s",
             event.name,
             event.attempts,
+            "attempt" if event.attempts == 1 else "attempts",
             _cause(event.status, event.error),
             event.reason,
             extra={

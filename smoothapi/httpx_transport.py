@@ -24,7 +24,7 @@ try:
     import httpx
 except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subprocess
     raise ModuleNotFoundError(
-        f"smoothapi's httpx transports need httpx ({_missing}): pip install 'smoothapi-py[httpx]'",
+        f"smoothapi's httpx transports need the 'httpx' extra ({_missing}): pip install httpx",
         name=_missing.name,
     ) from _missing
 

@@ -24,8 +24,8 @@ try:
     import urllib3
 except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subprocess
     raise ModuleNotFoundError(
-        f"smoothapi's ResilientAdapter needs requests ({_missing}): "
-        "pip install 'smoothapi-py[requests]'",
+        f"smoothapi's ResilientAdapter needs the 'requests' extra ({_missing}): "
+        "pip install requests",
         name=_missing.name,
     ) from _missing
 from requests.adapters import HTTPAdapter

@@ -130,7 +130,7 @@ def run_cli(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except ImportError:
         err.write(
             "smoothapi status: error: reading a Redis store needs redis-py, which is not "
-            "installed (pip install 'smoothapi-py[redis]')\n"
+            "installed (the 'redis' extra: pip install redis)\n"
         )
         return 2
 

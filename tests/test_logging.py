@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from smoothapi import BackoffConfig, CircuitBreakerConfig, ResilientConfig, resilient_api
+from smoothapi.events import RetriesExhausted, emit
 from smoothapi.testing import FakeClock
 
 
@@ -145,3 +146,15 @@ def test_no_message_repeats_the_logger_name(
     assert lines
     for line in lines:
         assert not line.split("\n")[0].startswith("smoothapi: smoothapi"), line
+
+
+def test_a_single_attempt_reads_in_the_singular(caplog: pytest.LogCaptureFixture) -> None:
+    """'giving up after 1 attempt', not '1 attempts'."""
+    caplog.set_level(logging.DEBUG, logger="smoothapi")
+    emit(RetriesExhausted("users-api", 1, 503, None, "not safe to resend"))
+    emit(RetriesExhausted("users-api", 2, 503, None, "retries exhausted"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "users-api: giving up after 1 attempt (status 503): not safe to resend",
+        "users-api: giving up after 2 attempts (status 503): retries exhausted",
+    ]

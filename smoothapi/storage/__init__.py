@@ -50,11 +50,10 @@ def __getattr__(name: str) -> Any:
     try:
         from .redis import RedisStore  # noqa: PLC0415
     except ModuleNotFoundError as exc:
-        if "smoothapi-py[" in str(exc):  # already says what to install
-            raise
+        if "' extra: pip install" in str(exc) or "' extra: redis-py" in str(exc):
+            raise  # already says what to install
         raise ModuleNotFoundError(
-            f"smoothapi.storage.RedisStore needs redis-py ({exc}): "
-            "pip install 'smoothapi-py[redis]'",
+            f"smoothapi.storage.RedisStore needs the 'redis' extra ({exc}): pip install redis",
             name=exc.name,
         ) from exc
 

@@ -37,8 +37,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
     if exc.name is None or exc.name.partition(".")[0] != "redis":
         raise
     raise ModuleNotFoundError(
-        f"smoothapi.RedisStore needs redis-py, which is not installed ({exc}): "
-        "pip install 'smoothapi-py[redis]'",
+        f"smoothapi.RedisStore needs the 'redis' extra: redis-py is not installed ({exc}): "
+        "pip install redis",
         name=exc.name,
     ) from exc
 
