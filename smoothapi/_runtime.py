@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 # The clock every breaker without an injected clock reads.
@@ -38,51 +38,62 @@ class Mark:
         self.breakers = breakers
         self.retries = retries
 
-    def under(self, outer: Mark) -> Mark:
-        """This mark inside ``outer``'s attempt: both keep their books, either retries."""
-        return Mark(self.breakers + outer.breakers, self.retries or outer.retries)
+
+# A running attempt's cell is a two-item list ``[mark, parent]``: the attempt empties it
+# (``[None, parent]``) when it ends; ``parent`` is the cell of the attempt it runs inside,
+# if that one was live.  (A list, so that ending it is one store; typed Any to stay cheap.)
+#
+# The cell of the innermost running attempt.  Tasks and threads started inside an attempt
+# inherit the context, hence cells rather than marks: once an attempt is over its cell is
+# empty for everyone holding it, so a mark never outlives the call that set it - and an
+# inner attempt never carries an outer one's mark past the outer's end (it links to the
+# outer cell instead of copying its mark).
+scope: ContextVar[Any] = ContextVar("smoothapi_scope", default=None)
 
 
-# The mark of the mount point whose attempt is running, in a one-item list that the
-# attempt empties ([None]) when it ends.  Tasks and threads started inside the attempt
-# inherit the context, hence the list: they see it empty once the attempt is over,
-# so a mark never outlives the call that set it.
-scope: ContextVar[list[Mark | None] | None] = ContextVar("smoothapi_scope", default=None)
-
-
-def live_mark() -> Mark | None:
-    """The mark of the outer mount point whose attempt is running here, if any."""
-    current = scope.get()
-    return None if current is None else current[0]
+def live_cell(cell: Any) -> Any:
+    """``cell`` or its nearest live ancestor (None when no attempt runs around us)."""
+    while cell is not None and cell[0] is None:
+        cell = cell[1]
+    return cell
 
 
 def holds(breaker: object) -> bool:
-    """Whether an outer mount point's running attempt keeps ``breaker``'s books."""
-    current = scope.get()
-    if current is None:
-        return False
-    mark = current[0]
-    return mark is not None and breaker in mark.breakers
+    """Whether a running outer attempt keeps ``breaker``'s books."""
+    cell = live_cell(scope.get())
+    while cell is not None:
+        if breaker in cell[0].breakers:
+            return True
+        cell = live_cell(cell[1])
+    return False
 
 
-def enter(mark: Mark) -> tuple[list[Mark | None], Token[list[Mark | None] | None] | None]:
-    """Mark an attempt as running in this context (inside any live outer one); see :func:`leave`."""
-    outer = scope.get()
-    outer_mark = None if outer is None else outer[0]
-    current: list[Mark | None] = [mark if outer_mark is None else mark.under(outer_mark)]
-    token = scope.set(current)
-    return current, None if outer_mark is None else token
+def outer_retries() -> bool:
+    """Whether a running outer attempt belongs to a mount point that will retry it."""
+    cell = live_cell(scope.get())
+    while cell is not None:
+        if cell[0].retries:
+            return True
+        cell = live_cell(cell[1])
+    return False
 
 
-def leave(current: list[Mark | None], token: Token[list[Mark | None] | None] | None) -> None:
+def enter(mark: Mark) -> Any:
+    """Mark an attempt as running in this context, inside any live outer one; see :func:`leave`.
+
+    Links only to a live ancestor, so repeated attempts never grow a chain of dead cells.
+    """
+    cell = [mark, live_cell(scope.get())]
+    scope.set(cell)
+    return cell
+
+
+def leave(cell: Any) -> None:
     """End :func:`enter`: the mark is dead for every context that inherited it.
 
-    The outer mark, if there was a live one, is restored; otherwise the dead
-    mark stays, which reads as none (and saves a reset on the happy path).
+    The context keeps the dead cell (cheaper than a reset): it reads as its live parent.
     """
-    current[0] = None
-    if token is not None:
-        scope.reset(token)
+    cell[0] = None
 
 
 # Set by smoothapi.otel.instrument(): wraps each transport attempt in a client span.

@@ -156,7 +156,7 @@ def is_transport_error(exc: BaseException) -> bool:
         return isinstance(exc, retry) and not isinstance(exc, never) and not _caused_by_tls(exc)
     except Exception as error:
         _examined_badly(exc, error)
-        return isinstance(exc, _BUILTIN[0])
+        return _is_builtin_transport_error(exc)
 
 
 def _caused_by_tls(exc: BaseException) -> bool:
@@ -204,8 +204,17 @@ def classify_exception(exc: BaseException, retry_on: Collection[int]) -> Outcome
 
 
 def _builtin_outcome(exc: BaseException) -> Outcome:
-    kind = FAILURE if isinstance(exc, _BUILTIN[0]) else IGNORED
+    kind = FAILURE if _is_builtin_transport_error(exc) else IGNORED
     return Outcome(kind, error=exc)
+
+
+def _is_builtin_transport_error(exc: BaseException) -> bool:
+    # type(), not isinstance(): an object whose ``__class__`` raises must not make the
+    # last resort raise too.  Anything still odd is not a transport error.
+    try:
+        return issubclass(type(exc), _BUILTIN[0])
+    except Exception:
+        return False
 
 
 def _examined_badly(exc: BaseException, error: Exception) -> None:

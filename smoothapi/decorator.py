@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _runtime
-from ._runtime import Mark
 from .breaker import CircuitBreaker
 from .budget import shared_budget
 from .classify import classify_exception
@@ -224,8 +223,8 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     # While the happy-path attempt runs, mount points called inside it see this mark:
     # a transport given our breaker leaves the books to us, any other makes one
     # attempt when we retry (the engine marks the attempts it makes the same way).
-    # Outside any other mount point's attempt the mark is not reset, only killed:
-    # a dead mark reads as none, so the happy path saves the reset.
+    # The cell is ended rather than reset: an ended cell reads as its live parent (see
+    # ``_runtime.enter``), so the happy path saves the reset.
     scope = _runtime.scope
     mark = policy.mark
     if is_async:
@@ -238,11 +237,10 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             ticket = br._healthy
             if ticket and fast:
                 outer = scope.get()
-                outer_mark = None if outer is None else outer[0]
-                current: list[Mark | None] = [
-                    mark if outer_mark is None else mark.under(outer_mark)
-                ]
-                token = scope.set(current)
+                while outer is not None and outer[0] is None:  # skip attempts that ended
+                    outer = outer[1]
+                cell = [mark, outer]
+                scope.set(cell)
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
@@ -254,9 +252,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                         budget.deposit()
                     return result
                 finally:
-                    current[0] = None  # dead, also for tasks and threads that inherited it
-                    if outer_mark is not None:  # else there is nothing live to restore
-                        scope.reset(token)
+                    cell[0] = None  # ended, also for tasks and threads that inherited it
                 return await run_async(
                     policy,
                     functools.partial(afn, *args, **kwargs),
@@ -277,11 +273,10 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             ticket = br._healthy
             if ticket and fast:
                 outer = scope.get()
-                outer_mark = None if outer is None else outer[0]
-                current: list[Mark | None] = [
-                    mark if outer_mark is None else mark.under(outer_mark)
-                ]
-                token = scope.set(current)
+                while outer is not None and outer[0] is None:  # skip attempts that ended
+                    outer = outer[1]
+                cell = [mark, outer]
+                scope.set(cell)
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -293,9 +288,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                         budget.deposit()
                     return result
                 finally:
-                    current[0] = None  # dead, also for tasks and threads that inherited it
-                    if outer_mark is not None:  # else there is nothing live to restore
-                        scope.reset(token)
+                    cell[0] = None  # ended, also for tasks and threads that inherited it
                 return run_sync(
                     policy,
                     functools.partial(fn, *args, **kwargs),

@@ -1075,7 +1075,8 @@ class _Skipper:
             self.printer.write()
         self.noted = True
         self.printer.write(
-            f"note: skipping {label}: {module} is not installed (the 'demo' extra: pip install {module})",
+            f"note: skipping {label}: {module} is not installed "
+            f"(the 'demo' extra: pip install {module})",
             _YELLOW,
         )
         return True

@@ -507,7 +507,7 @@ def run_sync(
     ``attempt_within(seconds)`` makes an attempt bounded by the deadline's time
     left (see :class:`Within`); without it, ``attempt()`` is used.
     """
-    mark, one_attempt = _marks(policy)
+    one_attempt = _runtime.outer_retries()  # an outer mount point retries this call
     flow = retry_flow(
         policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
     )
@@ -521,9 +521,9 @@ def run_sync(
             if decision is ATTEMPT or isinstance(decision, Within):
                 _discard(policy, last, final=True)  # admitted again: now let it go
                 if attempt_within is not None and isinstance(decision, Within):
-                    last = _attempt(policy, mark, attempt_within, decision.seconds)
+                    last = _attempt(policy, attempt_within, decision.seconds)
                 else:
-                    last = _attempt(policy, mark, attempt)
+                    last = _attempt(policy, attempt)
                 decision = flow.send(last)
             elif decision is ACQUIRE:
                 ticket = breaker.acquire()
@@ -567,7 +567,7 @@ async def run_async(
     started: float | None = None,
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
-    mark, one_attempt = _marks(policy)
+    one_attempt = _runtime.outer_retries()  # an outer mount point retries this call
     flow = retry_flow(
         policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
     )
@@ -585,9 +585,9 @@ async def run_async(
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
                 if attempt_within is not None and isinstance(decision, Within):
-                    last = await _attempt_async(policy, mark, attempt_within, decision.seconds)
+                    last = await _attempt_async(policy, attempt_within, decision.seconds)
                 else:
-                    last = await _attempt_async(policy, mark, attempt)
+                    last = await _attempt_async(policy, attempt)
                 decision = flow.send(last)
             elif decision is ACQUIRE:
                 ticket = await breaker.acquire_async()
@@ -622,42 +622,30 @@ async def run_async(
         stop_collecting(hooks, token)
 
 
-def _attempt(policy: Policy, mark: _runtime.Mark, make: Callable[..., Any], *args: Any) -> Outcome:
-    """Make one attempt under ``mark`` (see ``_runtime.scope``) and classify its result."""
-    current: list[_runtime.Mark | None] = [mark]
-    token = _runtime.scope.set(current)
+def _attempt(policy: Policy, make: Callable[..., Any], *args: Any) -> Outcome:
+    """Make one attempt under the policy's mark (see ``_runtime.scope``) and classify it."""
+    cell = _runtime.enter(policy.mark)
     try:
         value = make(*args)
     except BaseException as exc:
         return policy.classify_error(exc)
     finally:
-        current[0] = None
-        _runtime.scope.reset(token)
+        _runtime.leave(cell)
     return policy.classify_value(value)
 
 
 async def _attempt_async(
-    policy: Policy, mark: _runtime.Mark, make: Callable[..., Awaitable[Any]], *args: Any
+    policy: Policy, make: Callable[..., Awaitable[Any]], *args: Any
 ) -> Outcome:
     """:func:`_attempt` for the async driver."""
-    current: list[_runtime.Mark | None] = [mark]
-    token = _runtime.scope.set(current)
+    cell = _runtime.enter(policy.mark)
     try:
         value = await make(*args)
     except BaseException as exc:
         return policy.classify_error(exc)
     finally:
-        current[0] = None
-        _runtime.scope.reset(token)
+        _runtime.leave(cell)
     return policy.classify_value(value)
-
-
-def _marks(policy: Policy) -> tuple[_runtime.Mark, bool]:
-    """The mark this call's attempts carry, and whether an outer mount point retries it."""
-    outer = _runtime.live_mark()
-    if outer is None:
-        return policy.mark, False
-    return policy.mark.under(outer), outer.retries
 
 
 async def _give_back(breaker: CircuitBreaker, ticket: int, exc: BaseException) -> None:

@@ -485,7 +485,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                 response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
-                _runtime.leave(*scope)
+                _runtime.leave(scope)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
@@ -582,7 +582,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                 response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
-                _runtime.leave(*scope)
+                _runtime.leave(scope)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0

@@ -44,6 +44,7 @@ from smoothapi import (
     RetriesExhausted,
     RetryScheduled,
     StateChanged,
+    _runtime,
     resilient_api,
 )
 from smoothapi.engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
@@ -360,6 +361,74 @@ async def test_a_task_started_inside_a_decorated_call_cannot_bypass_the_open_bre
     assert isinstance(outcome[0], CircuitOpenError), outcome
     assert server.count("/later") == 0
     assert server.count("/now") == 1
+
+
+@pytest.mark.anyio
+async def test_a_task_whose_own_decorated_call_began_inside_cannot_bypass_the_open_breaker(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """The task's own decorated call g() starts while the outer call runs (so g's attempt runs
+    inside the outer one) and sends its request after the outer call returned and its breaker
+    was forced OPEN: rejected.  An inner attempt links to the outer cell instead of copying
+    the outer mark, so the outer's end is seen through g's attempt too."""
+    breaker = CircuitBreaker(SHARED.circuit_breaker, name="shared-nested-task")
+    transport = AsyncResilientTransport(SHARED, breaker=breaker)
+    started = anyio.Event()
+    returned = anyio.Event()
+    outcome: list[object] = []
+
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        @resilient_api(SHARED)
+        async def g() -> int:
+            started.set()
+            await returned.wait()  # the outer call has returned by now
+            return (await client.get(server.url + "/later")).status_code
+
+        async def later() -> None:
+            try:
+                outcome.append(await g())
+            except CircuitOpenError as exc:
+                outcome.append(exc)
+
+        @resilient_api(SHARED, breaker=breaker)
+        async def call(tg: anyio.abc.TaskGroup) -> str:
+            tg.start_soon(later)  # inherits the call's context
+            await started.wait()  # g's attempt is running inside ours
+            return "done"
+
+        async with anyio.create_task_group() as tg:
+            assert await call(tg) == "done"
+            breaker.force_open()
+            returned.set()
+
+    assert len(outcome) == 1, outcome
+    assert isinstance(outcome[0], CircuitOpenError), outcome
+    assert server.count("/later") == 0
+
+
+def test_many_calls_inside_one_outer_call_keep_the_scope_chain_short() -> None:
+    """Ended attempts are skipped when a new one links to its parent, so 10,000 inner calls
+    inside one outer call leave a chain of at most two cells (the last inner one, ended, and
+    the outer one) - never one cell per call."""
+
+    @resilient_api(ResilientConfig())
+    def inner() -> int:
+        return 1
+
+    @resilient_api(ResilientConfig())
+    def outer() -> int:
+        total = sum(inner() for _ in range(10_000))
+        cell, length = _runtime.scope.get(), 0
+        while cell is not None:
+            length += 1
+            cell = cell[1]
+        assert length <= 2
+        assert _runtime.outer_retries()  # the outer call is live and retries
+        return total
+
+    assert outer() == 10_000
+    assert not _runtime.outer_retries()  # ended: nothing live around us any more
 
 
 def test_a_thread_started_inside_a_decorated_call_cannot_bypass_the_open_breaker(

@@ -120,6 +120,35 @@ def test_an_exception_that_cannot_be_examined_is_classified_by_its_builtin_type(
     assert classify.is_transport_error(_UnreadableConnectionError())
 
 
+def test_an_exception_whose_class_cannot_be_read_is_classified_and_returned_as_is() -> None:
+    """The last resort itself must not raise: the caller gets its own exception back and the
+    breaker records nothing (it is neither a transport error nor an HTTP error)."""
+
+    class _ClassUnreadable(Exception):
+        """A proxy or mock gone wrong: even ``isinstance`` raises on it."""
+
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:  # type: ignore[override]
+            raise RuntimeError("boom from __class__")
+
+    assert classify.classify_exception(_ClassUnreadable(), {503}).kind is IGNORED
+    assert not classify.is_transport_error(_ClassUnreadable())
+
+    @resilient_api(ResilientConfig())
+    def call() -> None:
+        raise _ClassUnreadable("mine")
+
+    # Not pytest.raises: formatting such an exception makes pytest's own isinstance raise.
+    caught: list[type] = []
+    try:
+        call()
+    except Exception as exc:
+        caught.append(type(exc))
+    assert caught == [_ClassUnreadable]
+    assert call.breaker.state == "CLOSED"
+    assert call.breaker.failure_count == 0
+
+
 def test_classification_racing_first_imports_never_raises() -> None:
     """Threads classify while another flips ssl, requests, httpx and urllib3 between their
     real, half-imported and blocked states as fast as it can: thousands of
