@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 import uuid
 import warnings
@@ -402,4 +403,76 @@ def test_a_new_event_loop_is_not_mistaken_for_a_redis_outage(redis_url: str) -> 
     assert not [e for e in events if isinstance(e, StoreUnavailable)]
     assert state == "OPEN"
     assert store.client.hgetall(store.key("per-loop"))[b"state"] == b"OPEN"
+    store.close()
+
+
+CALLS_PER_LOOP = 150
+LOOP_THREADS = 2
+
+
+@pytest.mark.parametrize("built", ["from_url", "given async client"])
+def test_two_event_loops_in_two_threads_share_one_store(
+    built: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Issue 11 review, D6: two threads, each running its own asyncio loop at the same time,
+    call one shared breaker through one store.  Before, both loops used one async client (a
+    pool, its locks and connections bound to one loop): a call was woken from the other loop
+    and waited for ever, or failed with 'bound to a different event loop'.  Each loop now has
+    a client of its own: every call finishes, none falls back to local state, and every
+    failure is counted in Redis (the count is exactly the number of calls)."""
+    if built == "from_url":
+        store = RedisStore.from_url(redis_url, timeout=REDIS_TIMEOUT, prefix=redis_prefix)
+    else:  # only an async client: the other loop's client is cloned from its pool
+        given = redis.asyncio.Redis.from_url(
+            redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
+        store = RedisStore(given, prefix=redis_prefix)
+    events: list[Event] = []
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(
+            failure_threshold=LOOP_THREADS * CALLS_PER_LOOP + 1, store=store
+        ),
+        hooks=(events.append,),
+    )
+
+    @resilient_api(config, name="two loops")
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ConnectionError("down")
+
+    finished: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        async def main() -> None:
+            try:
+                for _ in range(CALLS_PER_LOOP):
+                    with contextlib.suppress(ConnectionError):
+                        await failing()
+            finally:
+                await store.aclose()  # this loop's client
+            finished.append(CALLS_PER_LOOP)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(LOOP_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(SAFETY_NET)  # a hung call would keep its thread alive
+    assert not [t for t in threads if t.is_alive()], "a call hung"
+    assert errors == []
+    assert finished == [CALLS_PER_LOOP] * LOOP_THREADS
+    assert not [e for e in events if isinstance(e, StoreUnavailable)]
+    reader = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT)
+    try:
+        stored = reader.hgetall(store.key("two loops"))
+    finally:
+        reader.close()
+    assert stored[b"state"] == b"CLOSED"
+    assert int(stored[b"failures"]) == LOOP_THREADS * CALLS_PER_LOOP
     store.close()

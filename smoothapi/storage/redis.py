@@ -14,11 +14,13 @@ more retries).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import inspect
 import math
 import re
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -42,6 +44,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
         name=exc.name,
     ) from exc
 
+from .._runtime import at_fork_child
 from .._runtime import running_trio as _running_trio
 from ..breaker import CircuitState
 from ..config import _number
@@ -166,7 +169,11 @@ class RedisStore:
         self.lease_ms = lease_ms
         self._sync = None if sync_client is None else _Scripts(sync_client)
         self._async = None if async_client is None else _Scripts(async_client)
-        self._async_loop: weakref.ReferenceType[Any] | None = None
+        # The async client for each running event loop (see _scripts_async): the one
+        # given serves one loop at a time, the others get a client of their own.
+        self._by_loop: weakref.WeakKeyDictionary[Any, _Scripts] = weakref.WeakKeyDictionary()
+        self._owner: weakref.ReferenceType[Any] | None = None  # the loop using self._async
+        self._make_async: Callable[[], Any] | None = None  # from_url: builds one more
         self._label = _describe(sync_client if sync_client is not None else async_client)
 
     @classmethod
@@ -228,13 +235,22 @@ class RedisStore:
                 f"RedisStore.from_url could not reach the cluster: "
                 f"{type(exc).__name__}: {redact(str(exc), url)}"
             ) from None
-        return cls(
+        store = cls(
             sync_client,
             async_client=async_client,
             prefix=prefix,
             retry_interval=retry_interval,
             lease_ms=lease_ms,
         )
+
+        def another_async_client() -> Any:  # for an event loop other than the first one
+            retry = redis.asyncio.retry.Retry(
+                NoBackoff(), 1, supported_errors=(RedisConnectionError,)
+            )
+            return async_class.from_url(url, **{"retry": retry, **options})
+
+        store._make_async = another_async_client
+        return store
 
     def __repr__(self) -> str:
         return f"RedisStore({self._label!r}, prefix={self.prefix!r})"
@@ -245,11 +261,24 @@ class RedisStore:
             self.client.close()
 
     async def aclose(self) -> None:
-        """Close both clients' connections; call it from the event loop that used the store."""
+        """Close the sync client's connections and the running event loop's async client's.
+
+        Each event loop that uses the store has an async client of its own
+        (see :meth:`_scripts_async`): call ``aclose()`` from each loop before
+        it ends, or its connections are only collected, not closed.
+        """
         self.close()
-        if self.async_client is not None:
-            self._scripts_async()  # forgets connections an earlier event loop opened
-            await self.async_client.aclose()
+        if self.async_client is None:
+            return
+        scripts = self._scripts_async()  # forgets connections a finished loop opened
+        import asyncio  # noqa: PLC0415 - only on the asyncio path
+
+        loop = asyncio.get_running_loop()
+        with _loops_lock:
+            self._by_loop.pop(loop, None)
+            if scripts is self._async:
+                self._owner = None  # the next loop may take the given client again
+        await scripts.client.aclose()
 
     # -- what SharedCircuitBreaker reads ---------------------------------------------
 
@@ -418,27 +447,46 @@ class RedisStore:
         return scripts
 
     def _scripts_async(self) -> _Scripts:
+        """The scripts on the running event loop's own async client.
+
+        An asyncio connection, and the locks of a pool or a cluster client,
+        belong to the loop that made them: a client shared by two loops
+        running at once (two threads, each in ``asyncio.run``) hands one loop
+        a future of the other, and the call waits for ever.  So each loop gets
+        a client of its own: the one given serves one loop at a time (taken
+        over, with its finished loop's connections forgotten, once that loop
+        is closed or gone), and every other loop gets a client built from the
+        same settings (:meth:`from_url`'s URL and options, or a copy of the
+        given client's pool class and connection settings).  A loop's client
+        is forgotten with the loop.
+        """
         scripts = self._async
         if scripts is None:
             raise ConfigError(
                 "this RedisStore has no async client; pass async_client= or use RedisStore.from_url"
             )
-        # An asyncio connection belongs to the event loop that opened it: after another
-        # asyncio.run() (a test, a per-request loop) the pool's old connections would
-        # fail with "Event loop is closed" - not an outage.  Drop them (without awaiting
-        # on the dead loop) so the new loop opens its own.
         import asyncio  # noqa: PLC0415 - only on the asyncio path
 
         loop = asyncio.get_running_loop()
-        previous = self._async_loop() if self._async_loop is not None else None
-        if previous is not loop:
-            if self._async_loop is not None:
-                pool = getattr(self.async_client, "connection_pool", None)
-                reset = getattr(pool, "reset", None)
-                if callable(reset):
-                    reset()
-            self._async_loop = weakref.ref(loop)
-        return scripts
+        with _loops_lock:
+            mine = self._by_loop.get(loop)
+            if mine is not None:
+                return mine
+            owner = self._owner() if self._owner is not None else None
+            if owner is None or owner.is_closed():
+                # No running loop can use the given client any more: take it over, and
+                # drop (without awaiting on the dead loop) what its last loop opened.
+                if owner is not None:
+                    self._by_loop.pop(owner, None)
+                if self._owner is not None:
+                    _forget_connections(scripts.client)
+                self._owner = weakref.ref(loop)
+                mine = scripts
+            else:
+                make = self._make_async or functools.partial(_clone_async, scripts.client)
+                mine = _Scripts(make())
+            self._by_loop[loop] = mine
+            return mine
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         self._scripts_sync()  # fail with the ConfigError before starting a thread
@@ -507,6 +555,76 @@ class RedisStore:
         return Survey(
             sorted(found, key=_by_name), sorted(malformed, key=lambda m: (m.name or "", m.key))
         )
+
+
+# Guards every store's loop -> client map (held for dict updates only, never across I/O).
+_loops_lock = threading.Lock()
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    global _loops_lock  # another thread may have held it at the fork
+    _loops_lock = threading.Lock()
+
+
+def _forget_connections(client: Any) -> None:
+    """Drop a finished event loop's connections without awaiting (they cannot be closed
+    from another loop; the collector closes their sockets)."""
+    reset = getattr(getattr(client, "connection_pool", None), "reset", None)
+    if callable(reset):
+        reset()
+
+
+def _clone_async(client: Any) -> Any:
+    """A new async client with ``client``'s settings, for another event loop.
+
+    A plain client: its pool's class, size and connection settings (host, port,
+    database, credentials, TLS, timeouts, retry...).  A cluster client: its
+    startup nodes and the constructor settings it keeps.
+    """
+    if _is_cluster(client):
+        return _clone_async_cluster(client)
+    pool = client.connection_pool
+    settings = {k: v for k, v in pool.connection_kwargs.items() if k not in _PER_POOL}
+    if "retry" in settings:
+        settings["retry"] = copy.deepcopy(settings["retry"])
+    if "max_connections" in inspect.signature(type(pool)).parameters:
+        settings["max_connections"] = pool.max_connections
+    if isinstance(pool, redis.asyncio.BlockingConnectionPool):
+        settings["timeout"] = pool.timeout
+    clone = redis.asyncio.Redis(
+        connection_pool=type(pool)(connection_class=pool.connection_class, **settings),
+        single_connection_client=getattr(client, "single_connection_client", False),
+    )
+    clone.auto_close_connection_pool = True  # ours: aclose() closes it too
+    return clone
+
+
+# Per-pool state a pool's connection settings carry, which a new pool builds afresh.
+_PER_POOL = frozenset({"himport_registry", "max_connections"})
+
+
+def _clone_async_cluster(client: Any) -> Any:
+    cls = redis.asyncio.cluster.RedisCluster
+    accepted = inspect.signature(cls).parameters
+    settings = {
+        k: v
+        for k, v in client.connection_kwargs.items()
+        if k in accepted and k not in ("connection_class", "retry")
+    }
+    if "SSL" in getattr(client.connection_kwargs.get("connection_class"), "__name__", ""):
+        settings["ssl"] = True
+    manager = client.nodes_manager
+    for name, value in (
+        ("require_full_coverage", getattr(manager, "require_full_coverage", None)),
+        ("address_remap", getattr(manager, "address_remap", None)),
+        ("read_from_replicas", getattr(client, "read_from_replicas", None)),
+        ("reinitialize_steps", getattr(client, "reinitialize_steps", None)),
+    ):
+        if value is not None and name in accepted:
+            settings[name] = value
+    nodes = [redis.asyncio.cluster.ClusterNode(n.host, n.port) for n in client.startup_nodes]
+    return cls(startup_nodes=nodes, retry=copy.deepcopy(client.retry), **settings)
 
 
 def _is_async_client(client: object, where: str) -> bool:
