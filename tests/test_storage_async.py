@@ -33,6 +33,8 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from httpserver import Delay, Reply, ScriptedServer
 
 from smoothapi import (
@@ -410,9 +412,9 @@ CALLS_PER_LOOP = 150
 LOOP_THREADS = 2
 
 
-@pytest.mark.parametrize("built", ["from_url", "given async client"])
+@pytest.mark.parametrize("built", ["from_url", "given async client", "given cluster client"])
 def test_two_event_loops_in_two_threads_share_one_store(
-    built: str, redis_url: str, redis_prefix: str
+    built: str, redis_url: str, redis_prefix: str, request: pytest.FixtureRequest
 ) -> None:
     """Issue 11 review, D6: two threads, each running its own asyncio loop at the same time,
     call one shared breaker through one store.  Before, both loops used one async client (a
@@ -420,13 +422,20 @@ def test_two_event_loops_in_two_threads_share_one_store(
     and waited for ever, or failed with 'bound to a different event loop'.  Each loop now has
     a client of its own: every call finishes, none falls back to local state, and every
     failure is counted in Redis (the count is exactly the number of calls)."""
+    url, sync_class, async_class = redis_url, redis.Redis, redis.asyncio.Redis
+    if built == "given cluster client":  # cloned from its startup nodes and settings
+        url = request.getfixturevalue("redis_cluster").url
+        sync_class, async_class = redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster
+    options = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+    reader = sync_class.from_url(url, **options)  # reads the count at the end
     if built == "from_url":
-        store = RedisStore.from_url(redis_url, timeout=REDIS_TIMEOUT, prefix=redis_prefix)
-    else:  # only an async client: the other loop's client is cloned from its pool
-        given = redis.asyncio.Redis.from_url(
-            redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        store = RedisStore.from_url(url, timeout=REDIS_TIMEOUT, prefix=redis_prefix)
+    else:  # the other loop's client is cloned from the given one (its pool, or its nodes)
+        store = RedisStore(
+            sync_class.from_url(url, **options),
+            async_client=async_class.from_url(url, **options),
+            prefix=redis_prefix,
         )
-        store = RedisStore(given, prefix=redis_prefix)
     events: list[Event] = []
     config = ResilientConfig(
         backoff=BackoffConfig(max_retries=0),
@@ -456,7 +465,7 @@ def test_two_event_loops_in_two_threads_share_one_store(
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(LOOP_THREADS)]
@@ -468,11 +477,10 @@ def test_two_event_loops_in_two_threads_share_one_store(
     assert errors == []
     assert finished == [CALLS_PER_LOOP] * LOOP_THREADS
     assert not [e for e in events if isinstance(e, StoreUnavailable)]
-    reader = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT)
     try:
         stored = reader.hgetall(store.key("two loops"))
     finally:
+        store.close()
         reader.close()
     assert stored[b"state"] == b"CLOSED"
     assert int(stored[b"failures"]) == LOOP_THREADS * CALLS_PER_LOOP
-    store.close()

@@ -105,6 +105,13 @@ class RedisStore:
     worker thread).  A missing flavour raises :class:`ConfigError` at first
     use, before any I/O.
 
+    Each asyncio event loop that uses the store gets an async client of its
+    own (two threads each running ``asyncio.run`` may share one store): the
+    given one serves one loop at a time, and any other loop running at the
+    same time uses a copy of it (same pool class and connection settings; for
+    a cluster client, the same startup nodes and settings).  ``aclose()``
+    closes the running loop's.
+
     * ``prefix`` - namespaces the keys: ``{prefix}:breaker:{<digest of the name>}``.
     * ``retry_interval`` - seconds after an error during which breakers
       use their local state without trying Redis at all.
@@ -618,7 +625,9 @@ def _clone_async_cluster(client: Any) -> Any:
     for name, value in (
         ("require_full_coverage", getattr(manager, "require_full_coverage", None)),
         ("address_remap", getattr(manager, "address_remap", None)),
-        ("read_from_replicas", getattr(client, "read_from_replicas", None)),
+        # read_from_replicas is deprecated in favour of a strategy: pass it only if set.
+        ("read_from_replicas", getattr(client, "read_from_replicas", None) or None),
+        ("load_balancing_strategy", getattr(client, "load_balancing_strategy", None)),
         ("reinitialize_steps", getattr(client, "reinitialize_steps", None)),
     ):
         if value is not None and name in accepted:
