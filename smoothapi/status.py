@@ -33,7 +33,7 @@ Exit status 0 when the store was read (even with no breakers in it), 1 when
 it was read but held malformed entries, 2 when it could not be read (a
 malformed URL, an unreachable or refusing server), with a one-line message
 on stderr.  No message quotes the URL's user name or password (anything
-between ``//`` and the last ``@``).
+between the scheme's ``:`` and the last ``@``, with or without ``//``).
 """
 
 from __future__ import annotations
@@ -150,10 +150,9 @@ def run_cli(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             where = f"under prefix {store.prefix!r} on {store.label} (every primary)"
         survey = store.survey()
     except Exception as exc:
-        err.write(
-            f"smoothapi status: error: cannot read the breakers {where}: "
-            f"{type(exc).__name__}: {redact(_one_line(exc), url)}\n"
-        )
+        # The whole line: the store's label names a unix socket by its path.
+        line = f"cannot read the breakers {where}: {type(exc).__name__}: {_one_line(exc)}"
+        err.write(f"smoothapi status: error: {redact(line, url)}\n")
         return 2
     finally:
         store.close()

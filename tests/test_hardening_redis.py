@@ -93,42 +93,86 @@ def _urls(password: str, port: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("password", PASSWORDS)
+def _mistyped_urls(password: str, port: int) -> list[str]:
+    """URLs a parser reads with the credentials in the path (no ``//``, backslashes, a
+    third slash, a path that is not a database number): refused whatever the password."""
+    return [
+        f"redis:/jdoe:{password}@127.0.0.1:{port}/0",
+        f"redis:/:{password}@127.0.0.1:{port}/0",
+        f"redis:\\\\:{password}@127.0.0.1:{port}/0",
+        f"redis:/\\/:{password}@127.0.0.1:{port}/0",
+        f"redis:jdoe:{password}@127.0.0.1:{port}/0",
+        f"rediss:/admin:{password}@127.0.0.1:{port}/0",
+        f"unix:/:{password}@/tmp/smoothapi-no-such.sock",
+        f"redis:///jdoe:{password}@127.0.0.1:{port}",
+        f"redis://:{password}@127.0.0.1:{port}/0/extra",
+    ]
+
+
+def _credentials_part(url: str) -> str:
+    """Between the scheme's ':' (and the slashes after it) and the last '@'."""
+    return url[url.index(":") + 1 : url.rindex("@")].lstrip("/\\")
+
+
+#: A password a parser reads without trouble: only the URL's shape is wrong.
+PLAIN = "S3CRETpw"
+
+
+@pytest.mark.parametrize("password", [*PASSWORDS, PLAIN])
 def test_from_url_errors_never_quote_the_credentials(password: str) -> None:
-    """A password with an unencoded '/', '#' or '?' (and an '@' too) is refused with a
-    message that says what to do and holds no piece of it."""
-    for url in _urls(password, 6380):
+    """A password with an unencoded '/', '#' or '?' (and an '@' too), or any password in a
+    mistyped URL, is refused with a message that says what to do and holds no piece of it."""
+    urls = _mistyped_urls(password, 6380)
+    if password != PLAIN:
+        urls += _urls(password, 6380)
+    for url in urls:
         with pytest.raises(ConfigError) as info:
             RedisStore.from_url(url)
         message = str(info.value)
         _assert_no_secret(message, password)
+        _assert_no_secret(message, _credentials_part(url))
         _assert_no_secret(repr(info.value), password)
         assert info.value.__cause__ is None  # a chained parser error could quote it
-        assert "percent-encode" in message.lower() or "could not use the URL" in message
+        assert any(
+            hint in message
+            for hint in ("Percent-encode", "could not use the URL", "must start with", "a number")
+        ), message
 
 
-@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize("password", [*PASSWORDS, PLAIN])
 def test_status_errors_never_quote_the_credentials(
     password: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``python -m smoothapi status --redis URL``: exit 2, one line, no piece of the password."""
     port = free_port()
     encoded = quote(password, safe="")
-    for url in [*_urls(password, port), f"redis://:{encoded}@127.0.0.1:{port}/0"]:
+    urls = [*_mistyped_urls(password, port), f"redis://:{encoded}@127.0.0.1:{port}/0"]
+    if password != PLAIN:
+        urls += _urls(password, port)
+    for url in urls:
         assert main(["status", "--redis", url, "--timeout", "0.5"]) == 2
         out, err = capsys.readouterr()
         assert out == ""
         assert err.startswith("smoothapi status: error: ")
         assert err.count("\n") == 1, err
-        _assert_no_secret(err, url[url.index("//") + 2 : url.rindex("@")])
+        _assert_no_secret(err, _credentials_part(url))
         _assert_no_secret(err, password)
 
 
-def test_status_in_a_subprocess_never_quotes_the_credentials() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Xk9/aQ7+Zr==@h:1/0",
+        "redis:/user:S3CRETpw@127.0.0.1:1/0",
+        "redis:/:S3CRETpw@127.0.0.1:1/0",
+        "redis:\\\\:S3CRETpw@127.0.0.1:1/0",
+        "unix:///:S3CRETpw@/tmp/smoothapi-no-such.sock",
+    ],
+)
+def test_status_in_a_subprocess_never_quotes_the_credentials(url: str) -> None:
     """The same from a shell: stderr holds no piece of the password, and no traceback."""
-    password = "Xk9/aQ7+Zr=="  # noqa: S105 - a test value
     proc = subprocess.run(  # noqa: S603 - our own interpreter
-        [sys.executable, "-m", "smoothapi", "status", "--redis", f"redis://:{password}@h:1/0"],
+        [sys.executable, "-m", "smoothapi", "status", "--timeout", "0.5", "--redis", url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -136,7 +180,8 @@ def test_status_in_a_subprocess_never_quotes_the_credentials() -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    _assert_no_secret(proc.stderr, password)
+    _assert_no_secret(proc.stderr, _credentials_part(url))
+    assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_percent_encoded_password_with_slash_hash_and_question_mark_works(

@@ -206,9 +206,12 @@ class RedisStore:
         Redis Cluster, and the clients are cluster clients.
 
         No error message quotes the URL's user name or password: everything
-        between ``//`` and the last ``@`` stays out of every message, even
-        when it holds ``/``, ``?`` or ``#`` (which must be percent-encoded
-        there: such a URL is refused, since it cannot be read unambiguously).
+        between the scheme's ``:`` and the last ``@`` stays out of every
+        message, even when it holds ``/``, ``?`` or ``#`` (which must be
+        percent-encoded there: such a URL is refused, since it cannot be read
+        unambiguously), and a URL without ``//`` after its scheme
+        (``redis:/user:pw@host``) is refused without quoting it.  A database
+        path that is not a number is refused without quoting it either.
         """
         seconds = _number("RedisStore.from_url", "timeout", timeout)
         if seconds <= 0:
@@ -866,30 +869,56 @@ def _check_db_path(url: str) -> None:
         return  # unix:// takes the database as ?db=
     path = parts.path.strip("/")
     if path and not path.isdigit():
+        # Never the path itself: in a mistyped URL it may hold the password.
         raise ConfigError(
-            f"RedisStore.from_url: the URL's path names the database and must be a number "
-            f"(redis://host:6379/0), got {redact(repr(path), url)}"
+            "RedisStore.from_url: the URL's path names the database and must be a number, "
+            "as in redis://host:6379/0 (the path is not shown: it may hold a password)"
+        )
+
+
+#: The schemes redis-py reads; each must be followed by ``//``.
+_SCHEMES = ("redis", "rediss", "unix")
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def _check_scheme(url: str) -> None:
+    """Refuse ``redis:/user:pw@host`` and the like: without ``//`` a parser reads the
+    credentials as a path, which would reach messages and labels."""
+    scheme = _SCHEME.match(url)
+    if scheme and scheme.group(1).lower() in _SCHEMES and not url.startswith("//", scheme.end()):
+        raise ConfigError(
+            f"RedisStore.from_url: the URL must start with {scheme.group(1).lower()}:// "
+            "(two slashes after the scheme's ':'; the URL is not shown: it may hold a "
+            "password)"
         )
 
 
 def _credentials(url: str) -> str:
-    """Everything between the scheme's ``//`` and the last ``@`` (``''`` if none): the part
-    of a URL that may hold a user name and password, however they are written."""
-    start = url.find("//")
-    if start < 0:
+    """The part of ``url`` that may hold a user name and password, however mistyped:
+    everything between the scheme's ``://`` (or its ``:`` and whatever slashes or
+    backslashes follow it) and the last ``@``; from the start when the URL has no known
+    scheme; ``''`` with no ``@``."""
+    at = url.rfind("@")
+    if at < 0:
         return ""
-    at = url.rfind("@", start + 2)
-    return url[start + 2 : at] if at >= 0 else ""
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme and scheme.group(1).lower() in _SCHEMES else 0
+    if at <= start:
+        return ""
+    if url.startswith("//", start):  # a third slash stays: it is refused as a '/' in there
+        return url[start + 2 : at]
+    return url[start:at].lstrip("/\\ \t")  # mistyped (refused by _check_scheme)
 
 
 def redact(text: str, url: str) -> str:
     """``text`` with ``url``'s credentials part taken out.
 
-    The credentials part (everything between ``//`` and the last ``@``), and
-    the user name and password in it, raw and percent-decoded, are replaced by
-    ``***``.  :func:`_check_credentials` has refused any URL whose credentials
-    a parser could split in the wrong place, so these are the only pieces of
-    them a parser's message can quote.
+    The credentials part (everything between the scheme's ``:`` and the last
+    ``@``, with or without ``//``), and the user name and password in it, raw
+    and percent-decoded, are replaced by ``***`` (a piece shorter than three
+    characters only where it stands alone).  :func:`_check_credentials`
+    has refused any URL whose credentials a parser could split in the wrong
+    place, so these are the only pieces of them a parser's message can quote.
     """
     from urllib.parse import unquote  # noqa: PLC0415 - only on error paths
 
@@ -897,23 +926,31 @@ def redact(text: str, url: str) -> str:
     if not secret:
         return text
     pieces = {secret, unquote(secret)}
-    for part in secret.split(":", 1):
+    for raw in secret.split(":", 1):
+        part = raw.strip("/\\")  # a separator alone is no secret
         pieces |= {part, unquote(part)}
     for piece in sorted((p for p in pieces if p), key=len, reverse=True):
-        text = text.replace(piece, "***")
+        if len(piece) < 3:  # a user name "u": not the u of every "under" in the message
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(piece)}(?![A-Za-z0-9])", "***", text)
+        else:
+            text = text.replace(piece, "***")
     return text
 
 
 def _check_credentials(url: str) -> None:
-    """Refuse a URL whose credentials part holds an unencoded ``/``, ``?`` or ``#``.
+    """Refuse a ``redis``/``rediss``/``unix`` URL without ``//`` after its scheme, or
+    whose credentials part holds an unencoded ``/``, ``?`` or ``#``.
 
     A URL parser ends the host at the first of them, so such a URL would be
     read with part of the password as the host, the path or the fragment: a
     wrong host, a database "number" that is a piece of the password - or, for
     ``#``, a connection to localhost with half the password.
     """
-    secret = _credentials(url)
-    if any(ch in secret for ch in "/?#"):
+    _check_scheme(url)
+    scheme = _SCHEME.match(url)
+    if not scheme or scheme.group(1).lower() not in _SCHEMES:
+        return  # refused by redis-py, whose message does not quote the URL
+    if any(ch in _credentials(url) for ch in "/?#"):
         raise ConfigError(
             "RedisStore.from_url: the URL's user name or password holds a '/', '?' or '#' "
             "that is not percent-encoded, so the URL cannot be read unambiguously (the URL "
