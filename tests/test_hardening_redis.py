@@ -653,3 +653,38 @@ def test_a_shared_breaker_reset_or_forced_open_says_so_in_its_log_line(
         "breaker svc: HALF_OPEN -> CLOSED: reset",
         "breaker svc: HALF_OPEN -> OPEN: forced open",
     ]
+
+
+def test_the_breakers_in_use_stay_remembered_past_the_bound(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of item 10: the memory of counted failures is least recently used first out.
+    Before, it forgot the breaker inserted first even while a call held it (the front of a
+    dict updated in place): that call's success no longer reset the fleet's count.  Now a
+    breaker a call has just acquired stays, however many others count failures meanwhile
+    (as long as they are fewer than the bound)."""
+    cap = 5
+    monkeypatch.setattr(shared, "_COUNTED_MAX", cap)
+    monkeypatch.setattr(shared, "_counted", {})  # none of the other tests' breakers
+    store = _store(client)
+    config = CircuitBreakerConfig(failure_threshold=1000)
+    hot = CircuitBreaker(config, name="hot", store=store)
+    hot.record_failure(hot.acquire())  # remembered first: the front of the memory
+    others = iter(range(10**6))
+
+    def another_fails() -> None:
+        other = CircuitBreaker(config, name=f"cold-{next(others)}", store=store)
+        other.record_failure(other.acquire())
+
+    for _ in range(cap - 1):  # the memory is full
+        another_fails()
+    assert len(shared._counted) == cap
+    for _ in range(20):
+        held = hot.acquire()  # in use: the most recently used now
+        for _ in range(cap - 1):
+            another_fails()
+            assert len(shared._counted) <= cap
+        hot.record_success(held)  # must reach the store and reset the count
+        assert int(client.hget(store.key("hot"), "failures") or b"0") == 0
+        hot.record_failure(hot.acquire())  # counted again for the next round
+        assert int(client.hget(store.key("hot"), "failures") or b"0") == 1

@@ -347,8 +347,11 @@ _healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
 
 # The failure count each shared breaker last reported to this process, by (store label,
 # key), for the breakers whose count was not 0: whether a success must be reported.
-# Bounded: beyond _COUNTED_MAX the oldest entries go (abandoned breakers must not pile up;
-# a forgotten entry only costs a success its reset report).
+# Bounded, least recently used first out: every acquire and report of a breaker with a
+# count moves it to the end, so beyond _COUNTED_MAX only breakers no call has touched
+# while _COUNTED_MAX others counted failures are forgotten (abandoned breakers must not
+# pile up).  A forgotten breaker is learnt again at its next acquire; only a call admitted
+# before it was forgotten skips its success's reset report.
 _counted: dict[tuple[str, str], int] = {}
 _COUNTED_MAX = 10_000
 _healths_lock = threading.Lock()
@@ -749,6 +752,9 @@ class SharedCircuitBreaker(CircuitBreaker):
         if not failures:
             _counted.pop(self._seen_key, None)
             return
+        # Re-inserted, not updated in place: a dict keeps insertion order, so the front
+        # is the least recently used breaker.
+        _counted.pop(self._seen_key, None)
         _counted[self._seen_key] = failures
         while len(_counted) > _COUNTED_MAX:
             try:
