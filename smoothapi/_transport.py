@@ -8,7 +8,12 @@ attempt, reading a response's status, draining a response.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
+import socket
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -33,11 +38,13 @@ __all__ = [
     "LEFT",
     "Left",
     "TransportCore",
+    "Watch",
     "attempts",
     "deadline_left",
     "drain_plan",
     "drain_time",
     "parse_retry_after",
+    "watch",
 ]
 
 #: Where the mount points record a response's attempt count: the attribute of a
@@ -154,6 +161,117 @@ def origin_name(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+# -- the body watchdog ----------------------------------------------------------------------
+# A socket timeout bounds each recv(), but one read of a sync client may loop over many
+# recv()s (urllib3's decoding read1, http.client's chunk-size readline, h11 waiting for a
+# whole chunk-size line), so a body that trickles a byte at a time never trips it.  A body
+# read that must end in time is therefore watched: at its end in time, one process-wide
+# thread shuts the connection's socket down, the blocked read fails at once, and the mount
+# point raises the client's timeout (or drops a drained body).  The thread exists only
+# while something is watched (and a little after), so a process that never sets a
+# deadline, nor retries a response with a body, never starts it.
+
+
+class Watch:
+    """One watched body read: call :meth:`stop` when the read is over."""
+
+    __slots__ = ("fired", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock: socket.socket | None = sock
+        self.fired = False
+
+    def stop(self) -> bool:
+        """End the watch; True if time ran out and the socket was shut down.
+
+        Once it returns, the socket is never touched again: the connection
+        may go back to its pool.
+        """
+        global _stopped
+        if self.sock is None:  # fired, or stopped already
+            return self.fired
+        with _wake:
+            if self.sock is not None:
+                self.sock = None
+                _stopped += 1
+                if _stopped > _COMPACT and 2 * _stopped > len(_watches):
+                    _compact()
+        return self.fired
+
+
+# (when, sequence, watch), earliest first; a stopped watch stays until popped or compacted.
+_watches: list[tuple[float, int, Watch]] = []
+_stopped = 0  # how many entries of _watches are stopped
+_COMPACT = 64
+_IDLE = 10.0  # seconds the thread waits with nothing to watch before it ends
+_wake = threading.Condition(threading.Lock())
+_sequence = itertools.count()
+_watcher: threading.Thread | None = None
+
+
+def watch(sock: socket.socket, seconds: float) -> Watch:
+    """Shut ``sock`` down if the returned :class:`Watch` is not stopped within ``seconds``."""
+    global _watcher
+    entry = Watch(sock)
+    when = time.monotonic() + max(seconds, 0.0)
+    with _wake:
+        heapq.heappush(_watches, (when, next(_sequence), entry))
+        if _watcher is None:
+            _watcher = threading.Thread(
+                target=_watch_loop, name="smoothapi-body-watchdog", daemon=True
+            )
+            _watcher.start()
+        elif _watches[0][2] is entry:  # earlier than what the thread waits for
+            _wake.notify()
+    return entry
+
+
+def _compact() -> None:
+    """Drop stopped entries (lock held): the heap stays within twice the live watches."""
+    global _stopped
+    _watches[:] = [item for item in _watches if item[2].sock is not None]
+    heapq.heapify(_watches)
+    _stopped = 0
+
+
+def _watch_loop() -> None:
+    global _watcher, _stopped
+    with _wake:
+        while True:
+            if not _watches:
+                if not _wake.wait(_IDLE) and not _watches:
+                    _watcher = None  # a later watch() starts a new thread
+                    return
+                continue
+            when, _, entry = _watches[0]
+            sock = entry.sock
+            if sock is not None:
+                wait = when - time.monotonic()
+                if wait > 0:
+                    _wake.wait(wait)
+                    continue
+            heapq.heappop(_watches)
+            if sock is None:
+                _stopped -= 1
+                continue
+            entry.sock = None
+            entry.fired = True
+            # The plain socket's shutdown, also for an SSLSocket (whose own shutdown would
+            # drop its TLS state under the reading thread): the read sees end-of-file.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+@at_fork_child
+def _reset_watchdog() -> None:
+    # The child has no watchdog thread, and none of the parent's reads to watch.
+    global _wake, _watcher, _stopped
+    _wake = threading.Condition(threading.Lock())
+    _watches.clear()
+    _stopped = 0
+    _watcher = None
+
+
 _LIVE_CORES: weakref.WeakSet[TransportCore] = weakref.WeakSet()  # for the fork hook below
 
 
@@ -168,9 +286,14 @@ class TransportCore:
     """One mount point's per-origin policies (or one shared breaker), bounded in number.
 
     ``max_breakers`` bounds the registry; when it is full, the oldest CLOSED
-    breaker is evicted.  A breaker that is OPEN or HALF_OPEN is never evicted
-    (forgetting it would let traffic through to a dead origin), so the
-    registry may exceed the bound while more origins than that are failing.
+    breaker is evicted.  A breaker that is HALF_OPEN, or OPEN within its
+    cooldown, is never evicted (forgetting it would let traffic through to a
+    dead origin), so the registry may exceed the bound while more origins than
+    that are failing.  OPEN breakers whose cooldown has elapsed are forgotten
+    once more than ``4 * max_breakers`` are parked (oldest transition first):
+    such an origin's next call would only have been a probe, and now starts
+    CLOSED instead - so origins that fail once and are never called again do
+    not grow the registry without bound.
 
     Eviction costs O(1) amortised whatever the states: the origins whose
     breaker may be CLOSED wait in :attr:`_evictable` (oldest first), those
@@ -219,7 +342,8 @@ class TransportCore:
         self._policies: dict[str, Policy] = {}  # by normalised origin
         # Every origin of _policies is in exactly one of these two (see the class doc).
         self._evictable: OrderedDict[str, None] = OrderedDict()
-        self._held: set[str] = set()
+        # In the order of their last transition, for :meth:`_trim_held`.
+        self._held: OrderedDict[str, None] = OrderedDict()
         self._track = _tracker(self)
         # By the mount point's cheap per-request key; read without the lock.
         self.aliases: dict[Hashable, Policy] = {}
@@ -270,6 +394,7 @@ class TransportCore:
                     breaker.add_hook(self._track)
                 policy = self._make_policy(breaker)
                 self._evict()
+                self._trim_held()
                 self._policies[origin] = policy
                 self._evictable[origin] = None
             self._remember(alias, policy)
@@ -299,11 +424,31 @@ class TransportCore:
             # loses nothing (and reading its state here would be a round trip under
             # our lock).  An in-process breaker is forgotten only while CLOSED.
             if type(breaker) is CircuitBreaker and breaker.state is not CircuitState.CLOSED:
-                self._held.add(origin)  # back in _evictable when it reports a transition
+                self._held[origin] = None  # back in _evictable when it reports a transition
                 continue
             del self._policies[origin]
             self.aliases.clear()  # no alias may keep a forgotten breaker alive
             excess -= 1
+
+    def _trim_held(self) -> None:
+        """Forget parked breakers whose cooldown has elapsed, past a bound (lock held).
+
+        Looks at no more than two parked breakers per new origin, oldest
+        transition first: O(1) whatever the states.  One still cooling down,
+        or HALF_OPEN (its probe is live), goes to the back instead.
+        """
+        held = self._held
+        for _ in range(2):
+            if len(held) <= 4 * self.max_breakers:
+                return
+            origin = next(iter(held))
+            breaker = self._policies[origin].breaker
+            if breaker.retry_after <= 0 and breaker.state is CircuitState.OPEN:
+                del held[origin]
+                del self._policies[origin]
+                self.aliases.clear()  # no alias may keep a forgotten breaker alive
+            else:
+                held.move_to_end(origin)
 
     def _moved(self, origin: str) -> None:
         """``origin``'s breaker changed state: file it where its state says."""
@@ -311,13 +456,16 @@ class TransportCore:
             policy = self._policies.get(origin)
             if policy is None:  # evicted meanwhile (an in-flight call still reports)
                 return
+            held = self._held
             if policy.breaker.state is CircuitState.CLOSED:
-                if origin in self._held:
-                    self._held.discard(origin)
+                if origin in held:
+                    del held[origin]
                     self._evictable[origin] = None
-            elif origin in self._evictable:
-                del self._evictable[origin]
-                self._held.add(origin)
+            else:
+                if origin in self._evictable:
+                    del self._evictable[origin]
+                held[origin] = None
+                held.move_to_end(origin)  # parked in the order of their last transition
 
     def resend(self, method: str, headers: Mapping[str, str], replayable: bool) -> Resend:
         """Which failed attempts of this request may be sent again."""

@@ -16,6 +16,7 @@ of the response returned must be read within it too.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -35,10 +36,12 @@ from ._transport import (
     LEFT,
     Left,
     TransportCore,
+    Watch,
     deadline_left,
     drain_plan,
     drain_time,
     origin_name,
+    watch,
 )
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
@@ -110,11 +113,33 @@ def _cap_read(request: httpx.Request | None, seconds: float) -> Callable[[], Non
     return undo
 
 
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    """The socket under ``response``, if shutting it down cuts this response alone.
+
+    An HTTP/1 connection carries one response at a time; an HTTP/2 one may
+    carry others (then, as for a transport that is not httpx's own, reads are
+    bounded only by the read timeout cap and the check between reads).
+    """
+    extensions = response.extensions
+    if extensions.get("http_version", b"HTTP/1.1") not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    get_extra_info = getattr(extensions.get("network_stream"), "get_extra_info", None)
+    if not callable(get_extra_info):
+        return None
+    try:
+        sock = get_extra_info("socket")
+    except Exception:
+        return None
+    return sock if isinstance(sock, socket.socket) else None
+
+
 def _drain(response: httpx.Response, final: bool) -> None:
     """Give a retried response's connection back to the pool, in bounded memory and time.
 
     A body not read within :func:`~smoothapi._transport.drain_time` (one that
-    trickles or stalls) is dropped with its connection, and reads as empty.
+    trickles or stalls) is dropped with its connection, and reads as empty:
+    the socket is shut down when the time is up, since h11 may wait on many
+    socket reads before it has a chunk to give (a trickling chunk-size line).
     """
     stream = response.stream
     if isinstance(stream, httpx.ByteStream):  # read already
@@ -126,6 +151,8 @@ def _drain(response: httpx.Response, final: bool) -> None:
     chunks: list[bytes] = []
     seconds = drain_time(response)
     ok = plan != "close" and seconds > 0
+    sock = _socket_of(response) if ok else None
+    stopwatch = None if sock is None else watch(sock, seconds)
     try:
         if ok:
             until = time.monotonic() + seconds
@@ -143,6 +170,9 @@ def _drain(response: httpx.Response, final: bool) -> None:
     except Exception:  # a broken connection, or the read cap hit: closing drops it
         ok = False
     finally:
+        # The watch ends before the connection can go back to the pool.
+        if stopwatch is not None and stopwatch.stop():
+            ok = False  # cut: the socket is shut down
         stream.close()  # fully read: back to the pool; otherwise the connection is dropped
     _read_into(response, chunks, ok)
 
@@ -188,28 +218,52 @@ class _BoundedStream(httpx.SyncByteStream):
 
     Each read is capped by the time left when the body's reading starts, and
     once the deadline has passed the next read raises ``httpx.ReadTimeout``
-    (the connection is closed).  A body read whole in time is untouched.
+    (the connection is closed).  Over an HTTP/1 connection of httpx's own, the
+    socket is also shut down at the deadline, so a read that waits on a
+    trickle (h11 has no chunk to give until a whole chunk-size line is in)
+    ends there too.  A body read whole in time is untouched.
     """
 
     def __init__(
-        self, stream: httpx.SyncByteStream, request: httpx.Request, left: Callable[[], float]
+        self,
+        stream: httpx.SyncByteStream,
+        request: httpx.Request,
+        left: Callable[[], float],
+        sock: socket.socket | None,
     ) -> None:
         self._stream = stream
         self._request = request
         self._left = left
+        self._sock = sock
+        self._watch: Watch | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        undo = _cap_read(self._request, max(self._left(), _MIN_READ))
+        left = self._left()
+        undo = _cap_read(self._request, max(left, _MIN_READ))
+        if self._sock is not None and self._watch is None:
+            self._watch = watch(self._sock, left)
         try:
-            for chunk in self._stream:
-                if self._left() <= 0:
+            try:
+                for chunk in self._stream:
+                    if self._left() <= 0:
+                        self._stream.close()
+                        raise _expired(self._request)  # noqa: TRY301 - not cut: passes through
+                    yield chunk
+            except Exception:
+                if self._stop():  # the read failed because the socket was cut: a timeout
                     self._stream.close()
-                    raise _expired(self._request)
-                yield chunk
+                    raise _expired(self._request) from None
+                raise
         finally:
+            self._stop()
             undo()
 
+    def _stop(self) -> bool:
+        stopwatch = self._watch
+        return stopwatch is not None and stopwatch.stop()
+
     def close(self) -> None:
+        self._stop()  # before the connection can go back to the pool
         self._stream.close()
 
 
@@ -271,7 +325,7 @@ def _bounded(
     if is_async and isinstance(stream, httpx.AsyncByteStream):
         response.stream = _AsyncBoundedStream(stream, request, left)
     elif not is_async and isinstance(stream, httpx.SyncByteStream):
-        response.stream = _BoundedStream(stream, request, left)
+        response.stream = _BoundedStream(stream, request, left, _socket_of(response))
     return response
 
 
@@ -290,6 +344,19 @@ def _shrink(timeout: Any, seconds: float) -> dict[str, float | None]:
         phase: seconds if base.get(phase) is None else min(base[phase], seconds)
         for phase in ("connect", "read", "write", "pool")
     }
+
+
+def _restore_timeout(request: httpx.Request, timeout: Any) -> None:
+    """Give the request back its caller's timeouts once the attempts are over.
+
+    The attempts cut them to the deadline's time left in ``request.extensions``
+    (where httpcore reads them); a request sent again must start from the
+    caller's own.  The returned body's reads cap their own (:func:`_cap_read`).
+    """
+    if timeout is None:
+        request.extensions.pop("timeout", None)
+    else:
+        request.extensions["timeout"] = timeout
 
 
 def _origin_key(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -504,17 +571,20 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             return attempt()
 
         resend = self._core.resend(request.method, request.headers, _replayable(request))
-        response = run_sync(
-            policy,
-            attempt,
-            self._fallback_for(request),
-            first,
-            resend,
-            open_error=self._open_error(request),
-            first_ticket=first_ticket,
-            attempt_within=attempt_within,
-            started=None if left is None else left.started,
-        )
+        try:
+            response = run_sync(
+                policy,
+                attempt,
+                self._fallback_for(request),
+                first,
+                resend,
+                open_error=self._open_error(request),
+                first_ticket=first_ticket,
+                attempt_within=attempt_within,
+                started=None if left is None else left.started,
+            )
+        finally:
+            _restore_timeout(request, timeout)  # the request may be sent again
         response.extensions[ATTEMPTS] = attempts
         return response if left is None else _bounded(response, request, left, is_async=False)
 
@@ -601,17 +671,20 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             return await attempt()
 
         resend = self._core.resend(request.method, request.headers, _replayable(request))
-        response = await run_async(
-            policy,
-            attempt,
-            self._fallback_for(request),
-            first,
-            resend,
-            open_error=self._open_error(request),
-            first_ticket=first_ticket,
-            attempt_within=attempt_within,
-            started=None if left is None else left.started,
-        )
+        try:
+            response = await run_async(
+                policy,
+                attempt,
+                self._fallback_for(request),
+                first,
+                resend,
+                open_error=self._open_error(request),
+                first_ticket=first_ticket,
+                attempt_within=attempt_within,
+                started=None if left is None else left.started,
+            )
+        finally:
+            _restore_timeout(request, timeout)  # the request may be sent again
         response.extensions[ATTEMPTS] = attempts
         return response if left is None else _bounded(response, request, left, is_async=True)
 

@@ -15,6 +15,7 @@ before the retry, so its connection goes back to the pool.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,6 +43,7 @@ from ._transport import (
     drain_plan,
     drain_time,
     origin_name,
+    watch,
 )
 from .breaker import CircuitBreaker
 from .classify import is_transport_error
@@ -136,14 +138,39 @@ def _read_within(
 
     None when the body did not end in time (or in size): the caller drops the
     connection.  Each read returns what has arrived (``read1``) and the socket
-    waits at most the time left, so neither a trickling nor a stalled body
-    holds the caller longer.  ``read_timeout`` (the caller's own, if shorter)
-    raises as requests' reads do.  A urllib3 without ``read1`` (1.x) reads in
-    one call, each socket read bounded by the time left.
+    waits at most the time left; and since one read may wait on many socket
+    reads (a gzip header or a chunk-size line trickling in yields nothing to
+    return), the socket is shut down when the time is up (see
+    :func:`smoothapi._transport.watch`), so neither a trickling nor a stalled
+    body holds the caller longer.  ``read_timeout`` (the caller's own, if
+    shorter) raises as requests' reads do.  A urllib3 without ``read1`` (1.x)
+    reads in one call, bounded the same way.
     """
-    until = time.monotonic() + seconds
     connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
     sock = getattr(connection, "sock", None)
+    if not isinstance(sock, socket.socket) or not hasattr(raw, "_pool"):
+        return _read_until(raw, sock, seconds, limit, read_timeout)
+    # urllib3 puts the connection back in its pool as soon as the body's end is read:
+    # not before the watch is over, or its socket could be cut under another request.
+    pool = raw._pool
+    raw._pool = None
+    stopwatch = watch(sock, seconds)
+    try:
+        data = _read_until(raw, sock, seconds, limit, read_timeout)
+    except Exception:
+        if stopwatch.stop():
+            return None  # the read failed because its time was up: a timeout
+        raise
+    finally:
+        stopwatch.stop()
+        raw._pool = pool
+    return None if stopwatch.fired else data
+
+
+def _read_until(
+    raw: Any, sock: Any, seconds: float, limit: int | None, read_timeout: float | None
+) -> bytes | None:
+    until = time.monotonic() + seconds
     before = sock.gettimeout() if sock is not None else None
     read1 = getattr(raw, "read1", None)
     chunks: list[bytes] = []
@@ -378,14 +405,27 @@ class ResilientAdapter(HTTPAdapter):
 
 
 def _shrink(timeout: Any, seconds: float) -> Any:
-    """requests' ``timeout`` (None, seconds or a (connect, read) pair), capped at ``seconds``."""
+    """requests' ``timeout`` (None, seconds, a (connect, read) pair or a urllib3
+    ``Timeout``), capped at ``seconds``."""
     if timeout is None:
         return seconds
     if isinstance(timeout, tuple) and len(timeout) == 2:
         return tuple(seconds if t is None else min(t, seconds) for t in timeout)
     if isinstance(timeout, (int, float)):
         return min(timeout, seconds)
-    return timeout  # a urllib3 Timeout object: the caller's own precise setting
+    if isinstance(timeout, urllib3.Timeout):
+        total = timeout.total
+        return urllib3.Timeout(
+            connect=_cap(timeout._connect, seconds),
+            read=_cap(timeout._read, seconds),
+            total=None if total is None else _cap(total, seconds),
+        )
+    return timeout  # not a timeout requests knows: it will say so itself
+
+
+def _cap(value: Any, seconds: float) -> float:
+    # None (wait for ever) and urllib3's "the socket's default" sentinel both become the cap.
+    return min(value, seconds) if isinstance(value, (int, float)) else seconds
 
 
 def _name(url: str) -> str:

@@ -26,7 +26,9 @@ import http.server
 import json
 import socket
 import socketserver
+import struct
 import threading
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,12 +39,16 @@ __all__ = [
     "Delay",
     "Drop",
     "Json",
+    "Raw",
     "Recorded",
     "Reply",
     "ScriptedServer",
     "Trickle",
     "Truncate",
+    "chunk_extension_trickle",
     "free_port",
+    "gzip_header_trickle",
+    "late_byte_then_stall",
     "refused_url",
 ]
 
@@ -130,7 +136,56 @@ class Trickle:
     chunked: bool = False
 
 
-Action = Reply | Json | Drop | Truncate | Delay | BigBody | Trickle
+@dataclass(frozen=True)
+class Raw:
+    """Send ``head`` (the status line and headers, as bytes) at once, then each ``(wait, data)``
+    step: wait ``wait`` seconds (cut short by ``stop()``), send ``data``.  Then close.
+
+    For what the other actions cannot say: a trickle inside a gzip header or a
+    chunk-size line, a late byte then a stall.  See the helpers below.
+    """
+
+    head: bytes
+    steps: tuple[tuple[float, bytes], ...] = ()
+
+
+def _bytewise(data: bytes, interval: float) -> tuple[tuple[float, bytes], ...]:
+    return tuple((interval, data[i : i + 1]) for i in range(len(data)))
+
+
+def gzip_header_trickle(status: int, interval: float, comment: int = 40) -> Raw:
+    """A gzip body whose header (with a ``comment``-byte comment) arrives a byte per ``interval``.
+
+    Nothing decodes until the header is whole, so a client's decoding read
+    gets no output meanwhile.  The rest of the body follows at once.
+    """
+    payload = b'{"ok": true}'
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = packer.compress(payload) + packer.flush()
+    header = b"\x1f\x8b\x08\x10\0\0\0\0\x00\x03" + b"c" * comment + b"\0"
+    body = header + deflated + struct.pack("<II", zlib.crc32(payload), len(payload))
+    head = b"HTTP/1.1 %d X\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % (
+        status,
+        len(body),
+    )
+    return Raw(head, (*_bytewise(header, interval), (0.0, body[len(header) :])))
+
+
+def chunk_extension_trickle(status: int, interval: float, extension: int = 40) -> Raw:
+    """A chunked body whose first chunk-size line (with an ``extension``-byte chunk
+    extension) arrives a byte per ``interval``; the rest follows at once."""
+    line = b"5;ext=" + b"e" * extension + b"\r\n"
+    head = b"HTTP/1.1 %d X\r\nTransfer-Encoding: chunked\r\n\r\n" % status
+    return Raw(head, (*_bytewise(line, interval), (0.0, b"hello\r\n0\r\n\r\n")))
+
+
+def late_byte_then_stall(status: int, at: float, stall: float, size: int = 10) -> Raw:
+    """Declares ``size`` bytes; sends one after ``at`` seconds, the rest ``stall`` seconds later."""
+    head = b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, size)
+    return Raw(head, ((at, b"a"), (stall, b"b" * (size - 1))))
+
+
+Action = Reply | Json | Drop | Truncate | Delay | BigBody | Trickle | Raw
 
 
 @dataclass(frozen=True)
@@ -341,6 +396,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(b"0\r\n\r\n")
         elif isinstance(action, Trickle):
             self._trickle(action)
+        elif isinstance(action, Raw):
+            self._raw(action)
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"unknown action {action!r}")
 
@@ -367,6 +424,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         if action.chunked:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _raw(self, action: Raw) -> None:
+        self.close_connection = True  # the steps may leave the body unfinished
+        self.wfile.write(action.head)
+        self.wfile.flush()
+        stopping = self.server.owner._stopping
+        for wait, data in action.steps:
+            if wait > 0 and stopping.wait(wait):
+                return
+            self.wfile.write(data)
+            self.wfile.flush()
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         if _no_body(status, "GET"):

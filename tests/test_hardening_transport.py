@@ -6,7 +6,13 @@
   retry budgets are weak on their breaker, and hooks registered on a shared
   breaker go with the transport or decorated function that registered them.
 * Defect 7 - the deadline bounds a trickled body, and the drain of a retried
-  response is bounded in time (real local server, trickling bodies).
+  response is bounded in time (real local server, trickling bodies) - also
+  when one read of the client waits on many socket reads (a trickling gzip
+  header or chunk-size line, a late byte then a stall): the sync paths shut
+  the socket down at the deadline.  A urllib3 ``Timeout`` is cut to the
+  deadline too, and an httpx request sent again starts from its own timeouts.
+* The registry forgets OPEN breakers whose cooldown elapsed once too many are
+  parked (counted, not timed).
 * Stacked retries - ``ResilientTransport(retries=...)`` is refused.
 * Mistakes found late - a sync/async inner transport mismatch and a missing
   extra are reported at construction / import, saying what to do.
@@ -26,7 +32,17 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from httpserver import BigBody, Reply, ScriptedServer, Trickle, Truncate
+from httpserver import (
+    BigBody,
+    Delay,
+    Reply,
+    ScriptedServer,
+    Trickle,
+    Truncate,
+    chunk_extension_trickle,
+    gzip_header_trickle,
+    late_byte_then_stall,
+)
 
 import smoothapi
 from smoothapi import (
@@ -615,3 +631,258 @@ async def test_async_drain_cut_short_leaves_no_generator_behind(server: Scripted
     assert response.status_code == 200
     assert smoothapi.attempts(response) == 3
     gc.collect()
+
+
+# -- defect 7, continued: one client read that waits on many socket reads --------------------------
+# A socket timeout bounds each recv(), but urllib3's decoding read1(), http.client's
+# chunk-size readline and h11 waiting for a whole chunk-size line loop over many recvs.
+# Each trickle below is about 5 s long (50 bytes, one per 0.1 s); before the fix the call
+# took those 5 s under a 1 s deadline (a retried 503's drain: the same, under its 0.5 s).
+TRICKLE_WITHIN = 2.0  # generous: "stopped near the deadline", not a performance claim
+
+
+@pytest.mark.parametrize("trickle", [gzip_header_trickle, chunk_extension_trickle])
+def test_deadline_bounds_a_trickle_inside_one_read_requests(
+    server: ScriptedServer, trickle: Callable[[int, float], Any]
+) -> None:
+    server.script("/slow", trickle(200, 0.1))
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline(retries=0)))
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout, match="deadline"):
+            session.get(server.url + "/slow", timeout=10)
+        assert time.monotonic() - started < TRICKLE_WITHIN
+
+
+def test_deadline_bounds_a_trickled_chunk_size_line_httpx(server: ScriptedServer) -> None:
+    server.script("/slow", chunk_extension_trickle(200, 0.1))
+    with httpx.Client(transport=ResilientTransport(_deadline(retries=0)), timeout=10) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            client.get(server.url + "/slow")
+        assert time.monotonic() - started < TRICKLE_WITHIN
+
+
+def test_deadline_bounds_a_late_byte_then_a_stall_httpx(server: ScriptedServer) -> None:
+    """The body's reads were capped at the time left when reading began: a byte just
+    before the deadline made the call last twice the deadline (here about 3.9 s)."""
+    server.script("/late", late_byte_then_stall(200, at=1.9, stall=6.0))
+    with httpx.Client(
+        transport=ResilientTransport(_deadline(2.0, retries=0)), timeout=10
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            client.get(server.url + "/late")
+        assert time.monotonic() - started < 3.0
+
+
+def _retried_once(trickle: Any) -> ResilientConfig:
+    return ResilientConfig(
+        backoff=BackoffConfig(max_retries=1, base_delay=0.01, max_delay=0.05),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+    )
+
+
+@pytest.mark.parametrize("trickle", [gzip_header_trickle, chunk_extension_trickle])
+def test_drain_stops_a_trickle_inside_one_read_requests(
+    server: ScriptedServer, trickle: Callable[[int, float], Any]
+) -> None:
+    server.script("/busy", trickle(503, 0.1), Reply(200, b"ok"))
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_retried_once(trickle)))
+        started = time.monotonic()
+        response = session.get(server.url + "/busy", timeout=10)
+        assert time.monotonic() - started < TRICKLE_WITHIN
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 2
+
+
+def test_drain_stops_a_trickled_chunk_size_line_httpx(server: ScriptedServer) -> None:
+    server.script("/busy", chunk_extension_trickle(503, 0.1), Reply(200, b"ok"))
+    with httpx.Client(transport=ResilientTransport(_retrying()), timeout=10) as client:
+        started = time.monotonic()
+        response = client.get(server.url + "/busy")
+        assert time.monotonic() - started < TRICKLE_WITHIN
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 2
+
+
+def test_drain_time_is_a_total_not_per_read_httpx(server: ScriptedServer) -> None:
+    """A byte at 0.45 s then a stall: each drain waited 0.5 s more (three: about 2.9 s)."""
+    late = late_byte_then_stall(503, at=0.45, stall=6.0)
+    server.script("/busy", late, late, late, Reply(200, b"ok"))
+    with httpx.Client(transport=ResilientTransport(_retrying()), timeout=10) as client:
+        started = time.monotonic()
+        response = client.get(server.url + "/busy")
+        assert time.monotonic() - started < 2.3  # three 0.5 s drains and backoff: about 1.6 s
+    assert response.status_code == 200
+    assert smoothapi.attempts(response) == 4
+
+
+def test_deadline_cuts_a_urllib3_timeout_object(server: ScriptedServer) -> None:
+    """requests takes a urllib3 Timeout as timeout=: the adapter left it uncut (5 s here)."""
+    import urllib3  # noqa: PLC0415 - requests' own dependency
+
+    server.script("/stall", Delay(6.0))
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(_deadline(retries=0)))
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.get(server.url + "/stall", timeout=urllib3.Timeout(connect=5.0, read=5.0))
+        assert time.monotonic() - started < 2.5
+
+
+def test_shrink_caps_every_part_of_a_urllib3_timeout() -> None:
+    import urllib3  # noqa: PLC0415
+
+    from smoothapi.requests_adapter import _shrink  # noqa: PLC0415
+
+    cut = _shrink(urllib3.Timeout(connect=5.0, read=0.5, total=9.0), 1.0)
+    assert isinstance(cut, urllib3.Timeout)
+    assert (cut.connect_timeout, cut.read_timeout, cut.total) == (1.0, 0.5, 1.0)
+    uncapped = _shrink(urllib3.Timeout(connect=None, read=None), 2.0)
+    assert (uncapped.connect_timeout, uncapped.read_timeout, uncapped.total) == (2.0, 2.0, None)
+    assert _shrink(urllib3.Timeout(), 3.0).read_timeout == 3.0  # "the socket's default"
+
+
+def _two_tries_under_a_deadline() -> ResilientConfig:
+    return ResilientConfig(
+        deadline=2.0,
+        backoff=BackoffConfig(max_retries=1, base_delay=0.5, jitter="none"),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+    )
+
+
+def test_a_request_sent_again_starts_from_its_own_timeouts(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """The attempts cut request.extensions["timeout"] to the time left; it stayed cut, so the
+    same request sent again started from the last call's time left."""
+    server.script("/again", Reply(503), Reply(200, b"ok"), Reply(503), Reply(200, b"ok"))
+    with httpx.Client(
+        transport=ResilientTransport(_two_tries_under_a_deadline()), timeout=5.0
+    ) as c:
+        request = c.build_request("GET", server.url + "/again")
+        own = dict(request.extensions["timeout"])
+        for _ in range(2):
+            response = c.send(request)
+            assert (response.status_code, response.content) == (200, b"ok")
+            assert request.extensions["timeout"] == own
+
+
+@pytest.mark.anyio
+async def test_an_async_request_sent_again_starts_from_its_own_timeouts(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    server.script("/again", Reply(503), Reply(200, b"ok"))
+    transport = AsyncResilientTransport(_two_tries_under_a_deadline())
+    async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
+        request = client.build_request("GET", server.url + "/again")
+        own = dict(request.extensions["timeout"])
+        assert (await client.send(request)).status_code == 200
+        assert request.extensions["timeout"] == own
+
+
+# -- the watchdog that shuts a slow body's socket down --------------------------------------------
+
+
+def test_a_stopped_watch_never_touches_its_socket() -> None:
+    import socket  # noqa: PLC0415
+
+    from smoothapi import _transport  # noqa: PLC0415
+
+    kept, kept_peer = socket.socketpair()
+    cut, cut_peer = socket.socketpair()
+    with kept, kept_peer, cut, cut_peer:
+        stopped = _transport.watch(kept, 0.05)
+        assert stopped.stop() is False
+        fired = _transport.watch(cut, 0.0)
+        cut.settimeout(5)
+        assert cut.recv(1) == b""  # shut down under the blocked read: end of file
+        assert fired.stop() is True
+        time.sleep(0.1)  # past the stopped watch's time
+        kept_peer.sendall(b"x")
+        kept.settimeout(5)
+        assert kept.recv(1) == b"x"  # the stopped watch left its socket alone
+        assert stopped.fired is False
+
+
+def test_stopped_watches_do_not_pile_up() -> None:
+    """A long deadline's watch stopped early leaves an entry: compacted, so the heap stays
+    within twice the live watches (a server answering fast under deadline=30 s)."""
+    import socket  # noqa: PLC0415
+
+    from smoothapi import _transport  # noqa: PLC0415
+
+    left, right = socket.socketpair()
+    with left, right:
+        for _ in range(10_000):
+            _transport.watch(left, 300.0).stop()
+        assert len(_transport._watches) <= 2 * _transport._COMPACT + 2
+
+
+def test_no_watchdog_thread_without_a_deadline(tmp_path: Any) -> None:
+    """The happy path, and retries of bodiless responses, start no thread."""
+    code = (
+        "import threading, httpx, smoothapi\n"
+        "t = smoothapi.ResilientTransport(transport=httpx.MockTransport("
+        "lambda r: httpx.Response(200, text='ok')))\n"
+        "with httpx.Client(transport=t) as c:\n"
+        "    assert c.get('http://a.test/').text == 'ok'\n"
+        "names = [th.name for th in threading.enumerate()]\n"
+        "assert 'smoothapi-body-watchdog' not in names, names\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # noqa: S603 - ours
+
+
+# -- the registry forgets OPEN breakers whose cooldown elapsed, past a bound ---------------------
+
+
+def _short_cooldown() -> ResilientConfig:
+    return ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1_000),
+    )
+
+
+def test_open_breakers_never_called_again_do_not_grow_the_registry(instant: FakeClock) -> None:
+    """Origins that fail once and are never called again: before, every one stayed
+    (parked OPEN for ever); now those whose cooldown elapsed are forgotten past 4 x bound."""
+    transport = ResilientTransport(
+        _short_cooldown(), transport=httpx.MockTransport(_failing), max_breakers=4
+    )
+    most = 0
+    with httpx.Client(transport=transport) as client:
+        for i in range(2_000):
+            client.get(f"http://gone-{i}.test/")
+            instant.advance(2.0)  # its cooldown elapses: its next call would only probe
+            most = max(most, len(transport.breakers))
+    assert most <= 4 * 4 + 4 + 1, most
+    # A forgotten origin starts CLOSED: its next call goes through (and fails, and opens).
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://gone-0.test/").status_code == 503
+
+
+def test_open_breakers_cooling_down_and_live_probes_are_kept(instant: FakeClock) -> None:
+    transport = ResilientTransport(
+        _short_cooldown(), transport=httpx.MockTransport(_failing), max_breakers=2
+    )
+    with httpx.Client(transport=transport) as client:
+        client.get("http://probing.test/")
+        instant.advance(2.0)
+        probing = transport.breaker_for("http://probing.test/")
+        ticket = probing.acquire()  # claims the probe: HALF_OPEN with a live probe
+        assert probing.state is CircuitState.HALF_OPEN
+        for i in range(300):  # 30 s: all but the last 10 cooldowns elapse as it goes
+            client.get(f"http://gone-{i}.test/")
+            instant.advance(0.1)
+        assert len(transport.breakers) <= 4 * 2 + 10 + 4  # the bound, and those still cooling
+        client.get("http://cooling.test/")  # OPEN, its cooldown far from over
+        for i in range(300, 600):  # 0.3 s: cooling.test's cooldown is not over
+            client.get(f"http://gone-{i}.test/")
+            instant.advance(0.001)
+        names = set(transport.breakers)
+    assert {"http://probing.test:80", "http://cooling.test:80"} <= names
+    assert transport.breaker_for("http://probing.test/") is probing
+    probing.record_success(ticket)
+    assert probing.state is CircuitState.CLOSED
