@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import time
@@ -886,3 +887,34 @@ def test_open_breakers_cooling_down_and_live_probes_are_kept(instant: FakeClock)
     assert transport.breaker_for("http://probing.test/") is probing
     probing.record_success(ticket)
     assert probing.state is CircuitState.CLOSED
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_watchdog() -> None:
+    """The child has no copy of the parent's watchdog thread: it must start one of its own,
+    or its first slow body would never be cut."""
+    import socket  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    from smoothapi import _transport  # noqa: PLC0415
+
+    held, held_peer = socket.socketpair()
+    with held, held_peer:
+        parents = _transport.watch(held, 300.0)  # the parent's thread runs, waiting on it
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    cut, _peer = socket.socketpair()  # the peer stays open: no end of file
+                    _transport.watch(cut, 0.0)
+                    cut.settimeout(5)
+                    code = 0 if cut.recv(1) == b"" else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        finally:
+            parents.stop()
