@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING
 
 from . import _runtime
 from .config import CircuitBreakerConfig
-from .errors import CircuitOpenError, ConfigTypeError
-from .events import Hook, StateChanged, emit
+from .errors import CircuitOpenError, ConfigError, ConfigTypeError
+from .events import Hook, StateChanged, emit, logger
 
 if TYPE_CHECKING:
     from .storage import BreakerStore
@@ -119,9 +119,21 @@ def live_breakers() -> list[CircuitBreaker]:
 
 
 def reset_all() -> None:
-    """Close every live breaker and forget its failures (e.g. between tests)."""
+    """Close every live breaker and forget its failures (e.g. between tests).
+
+    A shared breaker whose store has only an async client cannot be reset in
+    its store from sync code: it is skipped with a WARNING that says to
+    ``await breaker.reset_async()``, and the others are still reset.
+    """
     for breaker in live_breakers():
-        breaker.reset()
+        try:
+            breaker.reset()
+        except ConfigError as exc:  # an async-only store: no sync way to reach it
+            logger().warning(
+                "reset_all() skipped breaker %r: %s (await breaker.reset_async() instead)",
+                breaker.name,
+                exc,
+            )
 
 
 #: Returned by :meth:`CircuitBreaker.acquire` when the call is rejected.

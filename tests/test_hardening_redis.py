@@ -29,6 +29,7 @@ import redis.asyncio
 from httpserver import free_port
 from redisserver import RedisServer
 
+import smoothapi
 from smoothapi import (
     BackoffConfig,
     CircuitBreaker,
@@ -688,3 +689,24 @@ def test_the_breakers_in_use_stay_remembered_past_the_bound(
         assert int(client.hget(store.key("hot"), "failures") or b"0") == 0
         hot.record_failure(hot.acquire())  # counted again for the next round
         assert int(client.hget(store.key("hot"), "failures") or b"0") == 1
+
+
+def test_reset_all_skips_a_breaker_whose_store_is_async_only_and_resets_the_rest(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """reset_all() (the pytest plugin calls it between tests) cannot reach an async-only store
+    from sync code: it says so in a WARNING and still resets every other breaker."""
+    async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=2)
+    store = RedisStore(async_client, prefix=f"t{uuid.uuid4().hex}")
+    config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=60_000)
+    shared_one = CircuitBreaker(config, name="async-only", store=store)
+    memory = CircuitBreaker(config, name="in-memory")
+    memory.force_open()
+    caplog.set_level(logging.WARNING, logger="smoothapi")
+    smoothapi.reset_all()
+    assert memory.state is CLOSED
+    warnings = [r.getMessage() for r in caplog.records if "reset_all() skipped" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'async-only'" in warnings[0]
+    assert "reset_async" in warnings[0]
+    del shared_one
