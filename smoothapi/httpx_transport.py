@@ -516,6 +516,9 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         _check_inner(transport, is_async=False)
         super().__init__(config, breaker, max_breakers, fallback, is_async=False)
         self.transport = transport if transport is not None else httpx.HTTPTransport(**kwargs)
+        # httpx's own connection layer calls no user code, so no mount point can run
+        # inside our attempt: skip the attempt mark (a context-variable set) then.
+        self._leaf = type(self.transport) is httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._shared is not None and _runtime.holds(self._shared):
@@ -536,7 +539,9 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
-            scope = _runtime.enter(policy.mark)  # an inner mount point makes one attempt
+            # Mark the attempt for a mount point inside the inner transport (it then makes
+            # one attempt); there is none inside httpx's own connection layer.
+            cell = None if self._leaf else _runtime.enter(policy.mark)
             try:
                 response = inner.handle_request(request)
             except BaseException as exc:
@@ -552,7 +557,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                 response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
-                _runtime.leave(scope)
+                if cell is not None:
+                    _runtime.leave(cell)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0
@@ -617,6 +623,9 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         _check_inner(transport, is_async=True)
         super().__init__(config, breaker, max_breakers, fallback, is_async=True)
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport(**kwargs)
+        # httpx's own connection layer calls no user code, so no mount point can run
+        # inside our attempt: skip the attempt mark (a context-variable set) then.
+        self._leaf = type(self.transport) is httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._shared is not None and _runtime.holds(self._shared):
@@ -636,7 +645,9 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         first: Outcome | None = None
         ticket = breaker._healthy
         if ticket and policy.deadline is None:
-            scope = _runtime.enter(policy.mark)  # an inner mount point makes one attempt
+            # Mark the attempt for a mount point inside the inner transport (it then makes
+            # one attempt); there is none inside httpx's own connection layer.
+            cell = None if self._leaf else _runtime.enter(policy.mark)
             try:
                 response = await inner.handle_async_request(request)
             except BaseException as exc:
@@ -652,7 +663,8 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                 response.request = request  # its drain caps the body's reads
                 first = self._classify_response(response)
             finally:
-                _runtime.leave(scope)
+                if cell is not None:
+                    _runtime.leave(cell)
 
         attempts = 0 if first is None else 1
         first_ticket = ticket if first is not None else 0

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import os
 import subprocess
@@ -60,6 +61,7 @@ from smoothapi import (
     ResilientTransport,
     RetryBudgetConfig,
     StateChanged,
+    _runtime,
     live_breakers,
     resilient_api,
 )
@@ -924,3 +926,25 @@ def test_a_forked_child_gets_its_own_watchdog() -> None:
             assert os.waitstatus_to_exitcode(done[1]) == 0
         finally:
             parents.stop()
+
+
+def test_httpx_own_connection_layer_gets_no_attempt_mark(server: ScriptedServer) -> None:
+    """No mount point can run inside httpx's own HTTPTransport, so the happy path skips the
+    attempt mark (a context-variable set) there; a wrapped transport of any other kind is
+    marked, so a mount point inside it makes one attempt (tests/test_hardening_core.py)."""
+    def marked(transport: httpx.BaseTransport) -> bool:
+        before = _runtime.scope.get()
+        with httpx.Client(transport=transport) as client:
+            assert client.get(server.url + "/ok").status_code == 200
+        after = _runtime.scope.get()
+        assert after is None or after[0] is None  # any cell left behind has ended
+        return after is not before
+
+    def run(transport: httpx.BaseTransport) -> bool:
+        return contextvars.copy_context().run(marked, transport)
+
+    assert not run(ResilientTransport(ResilientConfig()))
+    # An HTTPTransport given explicitly is httpx's own too.
+    assert not run(ResilientTransport(ResilientConfig(), httpx.HTTPTransport()))
+    # Any other inner transport may hold a mount point: the outer one marks its attempt.
+    assert run(ResilientTransport(ResilientConfig(), ResilientTransport(ResilientConfig())))
