@@ -188,8 +188,8 @@ class Watch:
         may go back to its pool.
         """
         global _stopped
-        if self.sock is None:  # fired, or stopped already
-            return self.fired
+        # Always under the lock: the watchdog fires holding it, so once we have it a fire
+        # that began has finished (its shutdown done) and ``fired`` tells the truth.
         with _wake:
             if self.sock is not None:
                 self.sock = None

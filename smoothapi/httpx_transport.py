@@ -249,6 +249,9 @@ class _BoundedStream(httpx.SyncByteStream):
                         self._stream.close()
                         raise _expired(self._request)  # noqa: TRY301 - not cut: passes through
                     yield chunk
+                if self._stop():  # cut: h11 took the shutdown for a close-delimited body's end
+                    self._stream.close()
+                    raise _expired(self._request)  # noqa: TRY301 - not cut: passes through
             except Exception:
                 if self._stop():  # the read failed because the socket was cut: a timeout
                     self._stream.close()

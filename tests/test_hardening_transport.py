@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextvars
 import gc
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -37,6 +39,7 @@ import requests
 from httpserver import (
     BigBody,
     Delay,
+    Raw,
     Reply,
     ScriptedServer,
     Trickle,
@@ -62,6 +65,7 @@ from smoothapi import (
     RetryBudgetConfig,
     StateChanged,
     _runtime,
+    _transport,
     live_breakers,
     resilient_api,
 )
@@ -677,6 +681,56 @@ def test_deadline_bounds_a_late_byte_then_a_stall_httpx(server: ScriptedServer) 
         with pytest.raises(httpx.ReadTimeout, match="deadline"):
             client.get(server.url + "/late")
         assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["read", "stream"])
+def test_a_close_delimited_body_cut_at_the_deadline_is_a_timeout_httpx(
+    server: ScriptedServer, stream: bool
+) -> None:
+    """No Content-Length, no chunking: the body ends when the server closes.  The watchdog's
+    shutdown looks to h11 like that end, so the cut body came back as a complete, short 200;
+    it must raise httpx.ReadTimeout like any body cut at the deadline."""
+    head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+    server.script("/close", Raw(head, tuple((0.1, b"x") for _ in range(30))))
+    with httpx.Client(
+        transport=ResilientTransport(_deadline(1.0, retries=0)), timeout=10
+    ) as client:
+
+        def read() -> None:
+            if stream:
+                with client.stream("GET", server.url + "/close") as response:
+                    for _ in response.iter_bytes():
+                        pass
+            else:
+                client.get(server.url + "/close")
+
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            read()
+        assert time.monotonic() - started < 2.5
+
+
+def test_a_watch_stopped_while_it_fires_reports_the_cut() -> None:
+    """stop() racing the watchdog: once the watchdog has begun to fire (it holds the lock),
+    stop() waits for it and answers True, so the caller never hands a connection whose
+    socket is being shut down back to the pool (before, stop() answered False unlocked)."""
+    left, right = socket.socketpair()
+    try:
+        entry = _transport.Watch(left)
+        answers: list[bool] = []
+        with _transport._wake:  # the watchdog, mid-fire
+            entry.sock = None
+            stopper = threading.Thread(target=lambda: answers.append(entry.stop()))
+            stopper.start()
+            stopper.join(0.2)
+            assert stopper.is_alive()  # stop() waits for the fire to finish
+            entry.fired = True
+            socket.socket.shutdown(left, socket.SHUT_RDWR)
+        stopper.join(5)
+        assert answers == [True]
+    finally:
+        left.close()
+        right.close()
 
 
 def _retried_once(trickle: Any) -> ResilientConfig:

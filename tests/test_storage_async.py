@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -484,3 +485,50 @@ def test_two_event_loops_in_two_threads_share_one_store(
         reader.close()
     assert stored[b"state"] == b"CLOSED"
     assert int(stored[b"failures"]) == LOOP_THREADS * CALLS_PER_LOOP
+
+
+# The runs below end without aclose(): their connections are collected, not closed, and
+# asyncio says so with a ResourceWarning from each stream's __del__ (the documented case).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_finished_loops_let_go_of_their_clients(redis_url: str, redis_prefix: str) -> None:
+    """Issue 11 review: a loop's client holds its loop (its connections' streams do), so a
+    weak map from loop to client never dropped an entry: every short asyncio.run() beside a
+    long-lived loop kept its loop, its client and its connections for the store's life.
+    Closed loops' entries are now dropped when another loop comes: after 8 runs, at most the
+    long-lived loop's and the last run's remain, and the earlier loops are collected."""
+    store = RedisStore.from_url(redis_url, timeout=REDIS_TIMEOUT, prefix=redis_prefix)
+    config = CircuitBreakerConfig(store=store)
+    breaker = CircuitBreaker(config, name="loops come and go")
+    owner_ready, stop_owner = threading.Event(), threading.Event()
+
+    def owner() -> None:
+        async def main() -> None:
+            await breaker.acquire_async()  # this long-lived loop owns the given client
+            owner_ready.set()
+            await asyncio.to_thread(stop_owner.wait, 30)
+            await store.aclose()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    try:
+        assert owner_ready.wait(10)
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+        async def one() -> None:
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+            await breaker.acquire_async()
+
+        for _ in range(8):
+            asyncio.run(one())
+        gc.collect()
+        assert len(store._by_loop) <= 2
+        assert sum(ref() is not None for ref in loops) <= 1  # only the last run's, if any
+    finally:
+        stop_owner.set()
+        thread.join(10)
+        store.close()
+        store._by_loop.clear()  # the last run's client: collect it here, under this test's filters
+        gc.collect()

@@ -468,7 +468,7 @@ class RedisStore:
         is closed or gone), and every other loop gets a client built from the
         same settings (:meth:`from_url`'s URL and options, or a copy of the
         given client's pool class and connection settings).  A loop's client
-        is forgotten with the loop.
+        is forgotten once the loop is closed (when another loop next comes).
         """
         scripts = self._async
         if scripts is None:
@@ -482,6 +482,12 @@ class RedisStore:
             mine = self._by_loop.get(loop)
             if mine is not None:
                 return mine
+            # A finished loop's client holds its loop (through its connections' streams),
+            # so the weak key alone never lets go: drop closed loops' entries here.
+            for finished in [other for other in self._by_loop if other.is_closed()]:
+                gone = self._by_loop.pop(finished, None)
+                if gone is not None and gone is not scripts:
+                    _forget_connections(gone.client)
             owner = self._owner() if self._owner is not None else None
             if owner is None or owner.is_closed():
                 # No running loop can use the given client any more: take it over, and
