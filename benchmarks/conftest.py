@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 #: Calls per benchmark round: the harness's own per-call cost is divided by this.
 BATCH = 1_000

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from smoothapi import ResilientAdapter, ResilientConfig, ResilientTransport, resilient_api
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 from smoothapi.testing import set_testing
 
 CALLS = 50

@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from smoothapi import AsyncResilientTransport, ResilientAdapter, ResilientTransport
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 MOCK_BATCH = 200
 SERVER_BATCH = 40

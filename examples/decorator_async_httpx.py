@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from smoothapi import BackoffConfig, CircuitBreakerConfig, ResilientConfig, resilient_api
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 config = ResilientConfig(
     backoff=BackoffConfig(base_delay=0.05, max_delay=0.5, max_retries=3),

@@ -25,7 +25,7 @@ from smoothapi import (  # the seed's `from smooth_api import ...` works too
     ResilientConfig,
     resilient_api,
 )
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 config = ResilientConfig(
     backoff=BackoffConfig(base_delay=0.05, max_delay=0.5, max_retries=3),

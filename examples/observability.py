@@ -26,7 +26,7 @@ import smoothapi
 import smoothapi.otel
 import smoothapi.prometheus
 from smoothapi import BackoffConfig, CircuitBreakerConfig, ResilientConfig, ResilientTransport
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 
 def on_event(event: smoothapi.Event) -> None:

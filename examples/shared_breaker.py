@@ -29,7 +29,7 @@ from smoothapi import (
     ResilientTransport,
     resilient_api,
 )
-from smoothapi.demo_server import FlakyServer
+from smoothapi.cli.demo_server import FlakyServer
 
 breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3, cooldown_ms=1_000), name="users")
 config = ResilientConfig(backoff=BackoffConfig(max_retries=0))

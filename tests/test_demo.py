@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from smoothapi.__main__ import main
-from smoothapi.demo import run_demo
+from smoothapi.cli import main
+from smoothapi.cli.demo import run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 

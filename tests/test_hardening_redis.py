@@ -40,8 +40,8 @@ from smoothapi import (
     ResilientConfig,
     resilient_api,
 )
-from smoothapi.__main__ import main
 from smoothapi.breaker import REJECTED
+from smoothapi.cli import main
 from smoothapi.storage import RedisStore, SharedCircuitBreaker, shared
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN

@@ -128,7 +128,7 @@ def test_the_wheel_holds_both_packages_their_markers_and_the_entry_points(
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requires
     assert all("extra ==" in line for line in requires), requires  # zero core dependencies
-    assert re.search(r"^smoothapi = smoothapi\.__main__:main$", entry_points, re.MULTILINE)
+    assert re.search(r"^smoothapi = smoothapi\.cli:main$", entry_points, re.MULTILINE)
     assert "[pytest11]" in entry_points
     assert re.search(r"^smoothapi = smoothapi\.pytest_plugin$", entry_points, re.MULTILINE)
 

@@ -33,8 +33,8 @@ from smoothapi import (
     ResilientConfig,
     resilient_api,
 )
-from smoothapi.__main__ import main
 from smoothapi.breaker import REJECTED
+from smoothapi.cli import main
 from smoothapi.prometheus import instrument, uninstrument
 from smoothapi.storage import RedisStore
 

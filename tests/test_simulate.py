@@ -18,9 +18,8 @@ from smoothapi import (
     ResilientConfig,
     _runtime,
 )
-from smoothapi.__main__ import main
-from smoothapi.events import Event, StateChanged
-from smoothapi.simulate import (
+from smoothapi.cli import main
+from smoothapi.cli.simulate import (
     NO_BREAKER_THRESHOLD,
     Scenario,
     build_config,
@@ -30,6 +29,7 @@ from smoothapi.simulate import (
     parse_timeline,
     simulate,
 )
+from smoothapi.events import Event, StateChanged
 
 ROOT = Path(__file__).resolve().parent.parent
 

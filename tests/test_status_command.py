@@ -23,8 +23,8 @@ import redis
 from httpserver import free_port
 
 from smoothapi import CircuitBreaker, CircuitBreakerConfig, CircuitState
-from smoothapi.__main__ import main
 from smoothapi.breaker import REJECTED
+from smoothapi.cli import main
 from smoothapi.storage import RedisStore
 from smoothapi.storage.shared import BreakerStatus
 

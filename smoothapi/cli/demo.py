@@ -1,6 +1,6 @@
 """``python -m smoothapi demo``: watch retries, the breaker and the fallback at work.
 
-An embedded flaky server (:mod:`smoothapi.demo_server`) is driven through
+An embedded flaky server (:mod:`smoothapi.cli.demo_server`) is driven through
 four phases, once per mount point and client library.  First the decorator,
 ``@resilient_api`` around a function that calls ``requests``, ``httpx.Client``
 or ``httpx.AsyncClient`` (an ``async def`` run with :func:`asyncio.run`); then
@@ -47,13 +47,12 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TextIO, TypeVar
 
-from .breaker import CircuitBreaker, CircuitState
-from .classify import http_status
-from .config import BackoffConfig, CircuitBreakerConfig, ResilientConfig
-from .decorator import resilient_api
-from .demo_server import FlakyServer, Mode
-from .errors import CircuitOpenError
-from .events import (
+from ..breaker import CircuitBreaker, CircuitState
+from ..classify import http_status
+from ..config import BackoffConfig, CircuitBreakerConfig, ResilientConfig
+from ..decorator import resilient_api
+from ..errors import CircuitOpenError
+from ..events import (
     CallRejected,
     Event,
     FallbackServed,
@@ -61,6 +60,7 @@ from .events import (
     RetryScheduled,
     StateChanged,
 )
+from .demo_server import FlakyServer, Mode
 
 __all__ = ["DEMO_CONFIG", "FALLBACK", "run_demo"]
 
@@ -903,7 +903,7 @@ class _MakeTransport(Protocol):
 def _run_requests_adapter(section: _MakeTransport) -> _Tally:
     import requests  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from .requests_adapter import ResilientAdapter  # noqa: PLC0415
+    from ..requests_adapter import ResilientAdapter  # noqa: PLC0415
 
     sec = section(
         "requests-adapter",
@@ -951,7 +951,7 @@ def _run_requests_adapter(section: _MakeTransport) -> _Tally:
 def _run_httpx_transport(section: _MakeTransport) -> _Tally:
     import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from .httpx_transport import ResilientTransport  # noqa: PLC0415
+    from ..httpx_transport import ResilientTransport  # noqa: PLC0415
 
     sec = section(
         "httpx-transport",
@@ -995,7 +995,7 @@ def _run_httpx_transport(section: _MakeTransport) -> _Tally:
 def _run_httpx_async_transport(section: _MakeTransport) -> _Tally:
     import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from .httpx_transport import AsyncResilientTransport  # noqa: PLC0415
+    from ..httpx_transport import AsyncResilientTransport  # noqa: PLC0415
 
     sec = section(
         "httpx-async-transport",

@@ -45,9 +45,9 @@ import unicodedata
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .breaker import CircuitState
-from .errors import ConfigError
-from .storage.shared import BreakerStatus, MalformedBreaker
+from ..breaker import CircuitState
+from ..errors import ConfigError
+from ..storage.shared import BreakerStatus, MalformedBreaker
 
 __all__ = ["ENV_URL", "format_json", "format_table", "run_cli", "status_label"]
 
@@ -126,7 +126,7 @@ def run_cli(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         err.write(f"smoothapi status: error: no Redis to read: pass --redis URL or set {ENV_URL}\n")
         return 2
     try:
-        from .storage.redis import RedisStore, redact  # noqa: PLC0415 - redis-py only here
+        from ..storage.redis import RedisStore, redact  # noqa: PLC0415 - redis-py only here
     except ImportError:
         err.write(
             "smoothapi status: error: reading a Redis store needs redis-py, which is not "

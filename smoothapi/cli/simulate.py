@@ -63,11 +63,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .breaker import CircuitBreaker, CircuitState
-from .classify import classify_exception
-from .config import ResilientConfig
-from .decorator import fallback_function
-from .engine import (
+from ..breaker import CircuitBreaker, CircuitState
+from ..classify import classify_exception
+from ..config import ResilientConfig
+from ..decorator import fallback_function
+from ..engine import (
     ACQUIRE,
     ANSWERED,
     ATTEMPT,
@@ -81,9 +81,9 @@ from .engine import (
     Within,
     retry_flow,
 )
-from .errors import ConfigError, ConfigTypeError
-from .events import Event, StateChanged
-from .testing import set_testing
+from ..errors import ConfigError, ConfigTypeError
+from ..events import Event, StateChanged
+from ..testing import set_testing
 
 __all__ = [
     "DEFAULT_TIMELINE",
@@ -746,7 +746,7 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                     break
                 else:
                     raise RuntimeError(
-                        f"smoothapi.simulate does not know the engine decision {decision!r}"
+                        f"smoothapi.cli.simulate does not know the engine decision {decision!r}"
                     )
 
     return SimulationResult(
