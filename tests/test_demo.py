@@ -10,7 +10,6 @@ These tests run it as a user would (a subprocess) and in-process.
 from __future__ import annotations
 
 import importlib.util
-import io
 import re
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from smoothapi.cli import demo as demo_module
 from smoothapi.cli import main
-from smoothapi.cli.demo import run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,12 +139,23 @@ def test_demo_command_exits_0_and_prints_the_timeline() -> None:
     _assert_demo_output(proc.stdout)
 
 
-@needs_a_client
-def test_run_demo_in_process_returns_0() -> None:
-    """run_demo() writes to the given stream, without colors for a non-TTY, and returns 0."""
-    out = io.StringIO()
-    assert run_demo(out=out) == 0, out.getvalue()
-    _assert_demo_output(out.getvalue())
+def test_the_demo_command_hands_run_demo_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`smoothapi demo` calls run_demo(out=sys.stdout) with colors left to the terminal, and
+    `--no-color` turns them off.  (The demo itself runs once per session, as the user runs
+    it: the subprocess test above; running it in-process too doubled its ~11 s.)"""
+    calls: list[dict[str, object]] = []
+
+    def fake_run_demo(**kwargs: object) -> int:
+        calls.append(kwargs)
+        return 0
+
+    monkeypatch.setattr(demo_module, "run_demo", fake_run_demo)
+    assert main(["demo"]) == 0
+    assert main(["demo", "--no-color"]) == 0
+    assert calls == [
+        {"out": sys.stdout, "color": None},
+        {"out": sys.stdout, "color": False},
+    ]
 
 
 def test_cli_needs_a_subcommand_and_documents_demo(capsys: pytest.CaptureFixture[str]) -> None:
