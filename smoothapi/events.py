@@ -197,6 +197,8 @@ def emit(event: Event, hooks: tuple[Hook, ...] = (), *, cause: str | None = None
     usual reason for that move (``"reset"``, ``"forced open"``), for the log line."""
     if _auto_pending:
         _first_event()
+    # The line first: a hook may move the breaker again, and the log must read in order.
+    _log(event, cause)
     for hook in (*hooks, *_global_hooks):
         try:
             result = hook(event)
@@ -206,7 +208,6 @@ def emit(event: Event, hooks: tuple[Hook, ...] = (), *, cause: str | None = None
             # `hasattr` rather than `inspect.isawaitable`: inspect costs milliseconds to import.
             if result is not None and hasattr(result, "__await__"):
                 defer(hook, event, result)
-    _log(event, cause)
 
 
 def _first_event() -> None:
@@ -319,7 +320,8 @@ def _log(event: Event, cause: str | None = None) -> None:
             return
         old, new = event.old.value, event.new.value
         if cause is None and (old, new) == ("CLOSED", "OPEN") and event.failures:
-            reason, joint = f"after {event.failures} consecutive failures", " "
+            plural = "" if event.failures == 1 else "s"
+            reason, joint = f"after {event.failures} consecutive failure{plural}", " "
         else:
             reason, joint = cause or _REASONS.get((old, new), "forced open"), ": "
         logger.log(

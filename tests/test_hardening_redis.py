@@ -710,3 +710,28 @@ def test_reset_all_skips_a_breaker_whose_store_is_async_only_and_resets_the_rest
     assert "'async-only'" in warnings[0]
     assert "reset_async" in warnings[0]
     del shared_one
+
+
+def test_one_malformed_entry_does_not_take_the_store_down_for_the_others(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 review: a reply that cannot be decoded (here a state 'AJAR' in one breaker's
+    hash) made the whole store count as down, so a breaker OPEN for the fleet let calls
+    through on its in-process state.  Now only the malformed breaker goes local (one
+    WARNING naming it); the other still rejects, and no outage is reported."""
+    store = _store(client)
+    config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=60_000)
+    payments = CircuitBreaker(config, name="payments", store=store)
+    other = CircuitBreaker(config, name="other", store=store)
+    payments.force_open()
+    other.record_failure(other.acquire())  # its entry exists
+    client.hset(store.key("other"), "state", "AJAR")
+    caplog.set_level(logging.WARNING, logger="smoothapi")
+    assert other.acquire() != REJECTED  # its own in-process state: CLOSED
+    other.acquire()
+    assert payments.acquire() == REJECTED  # still the fleet's OPEN
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "unreachable" in m]
+    malformed = [m for m in messages if "malformed" in m]
+    assert len(malformed) == 1  # once per breaker
+    assert "breaker other" in malformed[0]

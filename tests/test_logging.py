@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-from smoothapi import BackoffConfig, CircuitBreakerConfig, ResilientConfig, resilient_api
+from smoothapi import (
+    BackoffConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    ResilientConfig,
+    StateChanged,
+    resilient_api,
+)
 from smoothapi.events import RetriesExhausted, emit
 from smoothapi.testing import FakeClock
 
@@ -98,7 +105,7 @@ def test_each_breaker_move_says_its_own_reason(
     call.breaker.force_open()  # CLOSED -> OPEN, by hand
     records = [r for r in caplog.records if r.name == "smoothapi"]
     assert [r.getMessage() for r in records] == [
-        "breaker orders: CLOSED -> OPEN after 1 consecutive failures",
+        "breaker orders: CLOSED -> OPEN after 1 consecutive failure",
         "breaker orders: OPEN -> HALF_OPEN: cooldown elapsed, probing",
         "breaker orders: HALF_OPEN -> OPEN: probe failed",
         "breaker orders: OPEN -> HALF_OPEN: cooldown elapsed, probing",
@@ -158,3 +165,30 @@ def test_a_single_attempt_reads_in_the_singular(caplog: pytest.LogCaptureFixture
         "users-api: giving up after 1 attempt (status 503): not safe to resend",
         "users-api: giving up after 2 attempts (status 503): retries exhausted",
     ]
+
+
+def test_a_hook_that_moves_the_breaker_does_not_reverse_the_log(
+    caplog: pytest.LogCaptureFixture, instant: FakeClock
+) -> None:
+    """Each move is logged before its hooks run: a hook that forces the breaker open on the
+    probe's claim logs after it, so the last line is the breaker's real state."""
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1_000), name="one"
+    )
+
+    def hook(event: object) -> None:
+        if isinstance(event, StateChanged) and event.new == "HALF_OPEN":
+            breaker.force_open()
+
+    breaker.add_hook(hook)
+    breaker.record_failure(breaker.acquire())
+    instant.advance(1)
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    caplog.clear()
+    breaker.acquire()
+    assert [r.getMessage() for r in caplog.records] == [
+        "breaker one: OPEN -> HALF_OPEN: cooldown elapsed, probing",
+        "breaker one: HALF_OPEN -> OPEN: forced open",
+    ]
+    assert breaker.state == "OPEN"
+

@@ -34,7 +34,7 @@ try:
     import redis.retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import DataError, RedisError
+    from redis.exceptions import RedisError
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
     if exc.name is None or exc.name.partition(".")[0] != "redis":
         raise
@@ -54,6 +54,7 @@ from .shared import (
     Admission,
     BreakerStatus,
     MalformedBreaker,
+    MalformedState,
     Op,
     Opening,
     Report,
@@ -734,9 +735,9 @@ def _decode(reply: Any, build: Callable[[Any], T]) -> T:
     try:
         return build(reply)
     except (ValueError, TypeError, IndexError) as exc:
-        # Something else holds the key, or a proxy mangled the reply: treat the
-        # store as unavailable (DataError is a RedisError) rather than crash a call.
-        raise DataError(f"unexpected reply from Redis for a breaker: {reply!r:.200}") from exc
+        # Something else wrote the key (or a proxy mangled the reply): that one breaker
+        # falls back to its in-process state; the store is not down for the others.
+        raise MalformedState(f"unexpected reply from Redis for a breaker: {reply!r:.200}") from exc
 
 
 # -- reading every breaker (RedisStore.breakers) -------------------------------------------

@@ -73,7 +73,7 @@ from .._runtime import at_fork_child
 from .._runtime import running_trio as _running_trio
 from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
-from ..errors import ConfigError
+from ..errors import ConfigError, SmoothAPIError
 from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
 from ..events import logger as smoothapi_logger
 
@@ -111,6 +111,15 @@ _log = smoothapi_logger()  # the library's logger, with its NullHandler
 T = TypeVar("T")
 
 Op = Literal["success", "failure", "release"]
+
+
+class MalformedState(SmoothAPIError, ValueError):
+    """One breaker's entry in the store holds what no script writes (a state ``AJAR``, say).
+
+    Not an outage: the store answers, and every other breaker keeps sharing it.
+    That one breaker runs on its in-process state until the entry is fixed or
+    deleted (``smoothapi status`` shows it as MALFORMED).
+    """
 
 
 class Admission(NamedTuple):
@@ -458,6 +467,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         "_key",
         "_last",
         "_local",
+        "_malformed",
         "_max_cooldown_ms",
         "_rejection",
         "_reset_ms",
@@ -512,6 +522,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             )
         _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._rejection = threading.local()
+        self._malformed = False  # its entry in the store held nonsense (warned once)
         # The last state this breaker heard from the store: (state, failures, open
         # until on the local monotonic clock).  Answers the reports that need no round
         # trip, and the sync reads of a store that has only an async client.
@@ -899,7 +910,29 @@ class SharedCircuitBreaker(CircuitBreaker):
         """
         if isinstance(error, ConfigError):
             raise error
+        if isinstance(error, MalformedState):
+            self._malformed_entry(error)
+            return
         self._store_failed(error)
+
+    def _malformed_entry(self, error: MalformedState) -> None:
+        """Only this breaker's entry is bad: it goes local, the store stays up for the rest."""
+        if self._malformed:
+            return
+        self._malformed = True  # one WARNING per breaker
+        _log.warning(
+            "breaker %s: its entry %s in store %s is malformed (%s); this breaker runs on "
+            "in-process state until the entry is fixed or deleted (smoothapi status shows it)",
+            self.name,
+            self._key,
+            self.store.label,
+            error,
+            extra={
+                "smoothapi_event": "store_entry_malformed",
+                "breaker": self.name,
+                "store": self.store.label,
+            },
+        )
 
     def _store_failed(self, error: BaseException) -> None:
         interval = self.store.retry_interval
