@@ -19,7 +19,7 @@ def tests(session: nox.Session) -> None:
 def tests_core_only(session: nox.Session) -> None:
     """The core without requests or httpx: importing smoothapi must not need them."""
     session.install("-e", ".", "pytest", "anyio", "trio")
-    session.run("python", "-m", "pytest", "tests/test_core_only.py", *session.posargs)
+    session.run("python", "-m", "pytest", "tests/unit/test_core_only.py", *session.posargs)
 
 
 @nox.session

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .requests_adapter import ResilientAdapter
     from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
 
-__version__ = "2.0.0"  # pyproject.toml's version (tests/test_packaging.py holds them equal)
+__version__ = "2.0.0"  # pyproject.toml's version (tests/cli/test_packaging.py holds them equal)
 
 __all__ = [
     "AsyncResilientTransport",

@@ -20,7 +20,7 @@ import pytest
 from smoothapi.cli import demo as demo_module
 from smoothapi.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PHASES = (
     "phase 1: healthy",

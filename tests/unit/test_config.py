@@ -100,7 +100,7 @@ def test_out_of_range_value_fails_at_construction_with_config_error_naming_field
 )
 def test_base_delay_above_max_delay_is_accepted_as_in_the_seed(base: float, cap: float) -> None:
     """base_delay > max_delay is seed-valid (min(max_delay, base_delay * 2**n) caps every
-    delay): accepted, stored as given (see tests/test_hardening_config.py for the delays)."""
+    delay): accepted, stored as given (see tests/unit/test_hardening_config.py for the delays)."""
     cfg = BackoffConfig(base_delay=base, max_delay=cap)
     assert (cfg.base_delay, cfg.max_delay) == (base, cap)
 

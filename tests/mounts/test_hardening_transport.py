@@ -985,7 +985,7 @@ def test_a_forked_child_gets_its_own_watchdog() -> None:
 def test_httpx_own_connection_layer_gets_no_attempt_mark(server: ScriptedServer) -> None:
     """No mount point can run inside httpx's own HTTPTransport, so the happy path skips the
     attempt mark (a context-variable set) there; a wrapped transport of any other kind is
-    marked, so a mount point inside it makes one attempt (tests/test_hardening_core.py)."""
+    marked, so a mount point inside it makes one attempt (tests/unit/test_hardening_core.py)."""
     def marked(transport: httpx.BaseTransport) -> bool:
         before = _runtime.scope.get()
         with httpx.Client(transport=transport) as client:

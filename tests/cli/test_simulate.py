@@ -31,7 +31,7 @@ from smoothapi.cli.simulate import (
 )
 from smoothapi.events import Event, StateChanged
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 

@@ -27,7 +27,7 @@ import pytest
 
 import smoothapi
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIST = "smoothapi-py"
 
 

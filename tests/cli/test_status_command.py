@@ -30,7 +30,7 @@ from smoothapi.storage.shared import BreakerStatus
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 TIMEOUT = 5.0
