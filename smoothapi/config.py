@@ -223,6 +223,13 @@ def check_store(where: str, store: object) -> None:
     kind = type(store)
     name = f"{kind.__module__}.{kind.__qualname__}"
     if kind.__module__.split(".")[0] in ("redis", "valkey"):
+        if "Pool" in kind.__qualname__:  # a connection pool: a client is built on it
+            raise ConfigTypeError(
+                f"{where} must be a breaker store, not a Redis connection pool ({name}): "
+                "build a client on it and wrap that, "
+                "store=smoothapi.RedisStore(redis.Redis(connection_pool=pool)), or use "
+                "smoothapi.RedisStore.from_url(url)"
+            )
         raise ConfigTypeError(
             f"{where} must be a breaker store, not a Redis client ({name}): wrap the client "
             "as store=smoothapi.RedisStore(client), or use smoothapi.RedisStore.from_url(url)"

@@ -304,6 +304,21 @@ def test_a_redis_client_as_store_points_to_redis_store() -> None:
     assert "acquire_async" not in message
 
 
+def test_a_redis_connection_pool_as_store_says_to_build_a_client_on_it() -> None:
+    """A pool is not a client: the message shows how to build one on it, never its password."""
+    redis = pytest.importorskip("redis")
+    pool = redis.ConnectionPool(host="127.0.0.1", port=1, password="hunter2")  # noqa: S106
+    try:
+        with pytest.raises(ConfigTypeError) as info:
+            CircuitBreakerConfig(store=pool)
+    finally:
+        pool.disconnect()
+    message = str(info.value)
+    assert "connection pool" in message
+    assert "redis.Redis(connection_pool=pool)" in message
+    assert "hunter2" not in message
+
+
 def test_an_unrelated_object_as_store_is_named_by_type_without_eleven_method_names() -> None:
     """An object with none of the store methods: its type and the way to build a store."""
     with pytest.raises(ConfigTypeError) as info:
