@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
-from .decorator import ResilientFunction, resilient_api
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
 from .events import (
     CallRejected,
@@ -32,11 +31,12 @@ from .events import (
     add_hook,
     remove_hook,
 )
+from .mounts.decorator import ResilientFunction, resilient_api
 
 if TYPE_CHECKING:
-    from ._transport import attempts
-    from .httpx_transport import AsyncResilientTransport, ResilientTransport
-    from .requests_adapter import ResilientAdapter
+    from .mounts._transport import attempts
+    from .mounts.httpx_transport import AsyncResilientTransport, ResilientTransport
+    from .mounts.requests_adapter import ResilientAdapter
     from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
 
 __version__ = "2.0.0"  # pyproject.toml's version (tests/cli/test_packaging.py holds them equal)
@@ -79,10 +79,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "attempts": "_transport",  # with the transports: it loads their shared module
-    "ResilientAdapter": "requests_adapter",
-    "ResilientTransport": "httpx_transport",
-    "AsyncResilientTransport": "httpx_transport",
+    "attempts": "mounts._transport",  # with the transports: it loads their shared module
+    "ResilientAdapter": "mounts.requests_adapter",
+    "ResilientTransport": "mounts.httpx_transport",
+    "AsyncResilientTransport": "mounts.httpx_transport",
     "RedisStore": "storage.redis",
     "SharedCircuitBreaker": "storage",
     "BreakerStore": "storage",
@@ -113,7 +113,11 @@ def __getattr__(name: str) -> Any:
 
 
 # What to install when a lazily loaded module's client library is missing.
-_EXTRAS = {"requests_adapter": "requests", "httpx_transport": "httpx", "storage.redis": "redis"}
+_EXTRAS = {
+    "mounts.requests_adapter": "requests",
+    "mounts.httpx_transport": "httpx",
+    "storage.redis": "redis",
+}
 
 
 def __dir__() -> list[str]:

@@ -239,7 +239,7 @@ def _auto_instrument() -> None:
     if find_spec("prometheus_client") is None:
         return
     try:
-        from .prometheus import auto_instrument  # noqa: PLC0415
+        from .telemetry.prometheus import auto_instrument  # noqa: PLC0415
 
         auto_instrument()
     except Exception:

@@ -50,7 +50,6 @@ from typing import Any, Protocol, TextIO, TypeVar
 from ..breaker import CircuitBreaker, CircuitState
 from ..classify import http_status
 from ..config import BackoffConfig, CircuitBreakerConfig, ResilientConfig
-from ..decorator import resilient_api
 from ..errors import CircuitOpenError
 from ..events import (
     CallRejected,
@@ -60,6 +59,7 @@ from ..events import (
     RetryScheduled,
     StateChanged,
 )
+from ..mounts.decorator import resilient_api
 from .demo_server import FlakyServer, Mode
 
 __all__ = ["DEMO_CONFIG", "FALLBACK", "run_demo"]
@@ -903,7 +903,7 @@ class _MakeTransport(Protocol):
 def _run_requests_adapter(section: _MakeTransport) -> _Tally:
     import requests  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from ..requests_adapter import ResilientAdapter  # noqa: PLC0415
+    from ..mounts.requests_adapter import ResilientAdapter  # noqa: PLC0415
 
     sec = section(
         "requests-adapter",
@@ -951,7 +951,7 @@ def _run_requests_adapter(section: _MakeTransport) -> _Tally:
 def _run_httpx_transport(section: _MakeTransport) -> _Tally:
     import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from ..httpx_transport import ResilientTransport  # noqa: PLC0415
+    from ..mounts.httpx_transport import ResilientTransport  # noqa: PLC0415
 
     sec = section(
         "httpx-transport",
@@ -995,7 +995,7 @@ def _run_httpx_transport(section: _MakeTransport) -> _Tally:
 def _run_httpx_async_transport(section: _MakeTransport) -> _Tally:
     import httpx  # noqa: PLC0415 - optional dependency, loaded only for the demo
 
-    from ..httpx_transport import AsyncResilientTransport  # noqa: PLC0415
+    from ..mounts.httpx_transport import AsyncResilientTransport  # noqa: PLC0415
 
     sec = section(
         "httpx-async-transport",

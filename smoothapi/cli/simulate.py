@@ -66,7 +66,6 @@ from typing import IO, Any, Final
 from ..breaker import CircuitBreaker, CircuitState
 from ..classify import classify_exception
 from ..config import ResilientConfig
-from ..decorator import fallback_function
 from ..engine import (
     ACQUIRE,
     ANSWERED,
@@ -83,6 +82,7 @@ from ..engine import (
 )
 from ..errors import ConfigError, ConfigTypeError
 from ..events import Event, StateChanged
+from ..mounts.decorator import fallback_function
 from ..testing import set_testing
 
 __all__ = [

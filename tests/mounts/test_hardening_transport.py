@@ -65,10 +65,10 @@ from smoothapi import (
     RetryBudgetConfig,
     StateChanged,
     _runtime,
-    _transport,
     live_breakers,
     resilient_api,
 )
+from smoothapi.mounts import _transport
 from smoothapi.testing import FakeClock
 
 # -- defect 5: eviction is O(1) amortised ---------------------------------------------------------
@@ -364,10 +364,10 @@ except ModuleNotFoundError as exc:
     ("module", "access", "extra"),
     [
         ("httpx", "smoothapi.ResilientTransport", "httpx"),
-        ("httpx", "import smoothapi.httpx_transport", "httpx"),
+        ("httpx", "import smoothapi.mounts.httpx_transport", "httpx"),
         ("httpx", "from smoothapi import AsyncResilientTransport", "httpx"),
         ("requests", "smoothapi.ResilientAdapter", "requests"),
-        ("urllib3", "from smoothapi.requests_adapter import ResilientAdapter", "requests"),
+        ("urllib3", "from smoothapi.mounts.requests_adapter import ResilientAdapter", "requests"),
         ("redis", "smoothapi.RedisStore", "redis"),
     ],
 )
@@ -792,7 +792,7 @@ def test_deadline_cuts_a_urllib3_timeout_object(server: ScriptedServer) -> None:
 def test_shrink_caps_every_part_of_a_urllib3_timeout() -> None:
     import urllib3  # noqa: PLC0415
 
-    from smoothapi.requests_adapter import _shrink  # noqa: PLC0415
+    from smoothapi.mounts.requests_adapter import _shrink  # noqa: PLC0415
 
     cut = _shrink(urllib3.Timeout(connect=5.0, read=0.5, total=9.0), 1.0)
     assert isinstance(cut, urllib3.Timeout)
@@ -846,7 +846,7 @@ async def test_an_async_request_sent_again_starts_from_its_own_timeouts(
 def test_a_stopped_watch_never_touches_its_socket() -> None:
     import socket  # noqa: PLC0415
 
-    from smoothapi import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _transport  # noqa: PLC0415
 
     kept, kept_peer = socket.socketpair()
     cut, cut_peer = socket.socketpair()
@@ -869,7 +869,7 @@ def test_stopped_watches_do_not_pile_up() -> None:
     within twice the live watches (a server answering fast under deadline=30 s)."""
     import socket  # noqa: PLC0415
 
-    from smoothapi import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _transport  # noqa: PLC0415
 
     left, right = socket.socketpair()
     with left, right:
@@ -952,7 +952,7 @@ def test_a_forked_child_gets_its_own_watchdog() -> None:
     import socket  # noqa: PLC0415
     import warnings  # noqa: PLC0415
 
-    from smoothapi import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _transport  # noqa: PLC0415
 
     held, held_peer = socket.socketpair()
     with held, held_peer:
@@ -986,6 +986,7 @@ def test_httpx_own_connection_layer_gets_no_attempt_mark(server: ScriptedServer)
     """No mount point can run inside httpx's own HTTPTransport, so the happy path skips the
     attempt mark (a context-variable set) there; a wrapped transport of any other kind is
     marked, so a mount point inside it makes one attempt (tests/unit/test_hardening_core.py)."""
+
     def marked(transport: httpx.BaseTransport) -> bool:
         before = _runtime.scope.get()
         with httpx.Client(transport=transport) as client:

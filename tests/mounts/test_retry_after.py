@@ -37,7 +37,7 @@ from smoothapi import (
     RetriesExhausted,
     RetryScheduled,
 )
-from smoothapi._transport import parse_retry_after
+from smoothapi.mounts._transport import parse_retry_after
 from smoothapi.testing import FakeClock
 
 NOW = 1_700_000_000.0  # an injected "now" (Unix time) for the HTTP-date cases

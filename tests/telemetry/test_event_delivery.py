@@ -46,8 +46,8 @@ from smoothapi import (
     remove_hook,
     resilient_api,
 )
-from smoothapi.httpx_transport import CircuitOpenTransportError
-from smoothapi.requests_adapter import CircuitOpenConnectionError
+from smoothapi.mounts.httpx_transport import CircuitOpenTransportError
+from smoothapi.mounts.requests_adapter import CircuitOpenConnectionError
 from smoothapi.testing import FakeClock, set_testing
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN

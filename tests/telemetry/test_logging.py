@@ -191,4 +191,3 @@ def test_a_hook_that_moves_the_breaker_does_not_reverse_the_log(
         "breaker one: HALF_OPEN -> OPEN: forced open",
     ]
     assert breaker.state == "OPEN"
-

@@ -467,6 +467,7 @@ _IMPORT_RACE = textwrap.dedent(
         for name in [n for n in sys.modules if n.split(".")[0] == "prometheus_client"]:
             del sys.modules[name]
         sys.modules.pop("smoothapi.prometheus", None)
+        sys.modules.pop("smoothapi.telemetry.prometheus", None)
         smoothapi.__dict__.pop("prometheus", None)
         events._auto_pending = True
 

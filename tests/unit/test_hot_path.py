@@ -49,10 +49,10 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("retry_flow", "run_sync", "run_async"):
         monkeypatch.setattr(smoothapi.engine, name, refuse)
-    monkeypatch.setattr("smoothapi.decorator.run_sync", refuse)
-    monkeypatch.setattr("smoothapi.decorator.run_async", refuse)
-    monkeypatch.setattr("smoothapi.httpx_transport.run_sync", refuse)
-    monkeypatch.setattr("smoothapi.httpx_transport.run_async", refuse)
+    monkeypatch.setattr("smoothapi.mounts.decorator.run_sync", refuse)
+    monkeypatch.setattr("smoothapi.mounts.decorator.run_async", refuse)
+    monkeypatch.setattr("smoothapi.mounts.httpx_transport.run_sync", refuse)
+    monkeypatch.setattr("smoothapi.mounts.httpx_transport.run_async", refuse)
 
 
 def _ok(request: httpx.Request) -> httpx.Response:

@@ -29,7 +29,12 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
         name=_missing.name,
     ) from _missing
 
-from . import _runtime
+from .. import _runtime
+from ..breaker import CircuitBreaker
+from ..classify import is_transport_error
+from ..config import ResilientConfig
+from ..engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
+from ..errors import CircuitOpenError, ConfigError, ConfigTypeError
 from ._transport import (
     ATTEMPTS,
     DRAIN_LIMIT,
@@ -43,11 +48,6 @@ from ._transport import (
     origin_name,
     watch,
 )
-from .breaker import CircuitBreaker
-from .classify import is_transport_error
-from .config import ResilientConfig
-from .engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
-from .errors import CircuitOpenError, ConfigError, ConfigTypeError
 
 __all__ = ["AsyncResilientTransport", "CircuitOpenTransportError", "ResilientTransport"]
 

@@ -19,14 +19,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
-from ._runtime import at_fork_child
-from .breaker import CircuitBreaker, CircuitState
-from .budget import shared_budget
-from .config import ResilientConfig
-from .engine import FAILURE, SUCCESS, Outcome, Policy, Resend
-from .errors import ConfigError, ConfigTypeError
-from .events import StateChanged
-from .retry_after import parse_retry_after
+from .._runtime import at_fork_child
+from ..breaker import CircuitBreaker, CircuitState
+from ..budget import shared_budget
+from ..config import ResilientConfig
+from ..engine import FAILURE, SUCCESS, Outcome, Policy, Resend
+from ..errors import ConfigError, ConfigTypeError
+from ..events import StateChanged
+from ..retry_after import parse_retry_after
 
 _A = TypeVar("_A")
 

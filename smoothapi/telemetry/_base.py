@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from .breaker import CircuitBreaker, CircuitState, live_breakers
-from .events import (
+from ..breaker import CircuitBreaker, CircuitState, live_breakers
+from ..events import (
     CallRejected,
     Event,
     FallbackServed,

@@ -33,7 +33,12 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 from requests.utils import rewind_body
 
-from . import _runtime
+from .. import _runtime
+from ..breaker import CircuitBreaker
+from ..classify import is_transport_error
+from ..config import ResilientConfig
+from ..engine import FAILURE, IGNORED, Outcome, Policy, run_sync
+from ..errors import CircuitOpenError, ConfigError
 from ._transport import (
     DRAIN_LIMIT,
     LEFT,
@@ -45,11 +50,6 @@ from ._transport import (
     origin_name,
     watch,
 )
-from .breaker import CircuitBreaker
-from .classify import is_transport_error
-from .config import ResilientConfig
-from .engine import FAILURE, IGNORED, Outcome, Policy, run_sync
-from .errors import CircuitOpenError, ConfigError
 
 __all__ = ["CircuitOpenConnectionError", "ResilientAdapter"]
 

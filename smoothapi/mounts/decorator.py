@@ -13,13 +13,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
-from . import _runtime
-from .breaker import CircuitBreaker
-from .budget import shared_budget
-from .classify import classify_exception
-from .config import ResilientConfig
-from .engine import SUCCESS, Outcome, Policy, run_async, run_sync
-from .errors import ConfigTypeError
+from .. import _runtime
+from ..breaker import CircuitBreaker
+from ..budget import shared_budget
+from ..classify import classify_exception
+from ..config import ResilientConfig
+from ..engine import SUCCESS, Outcome, Policy, run_async, run_sync
+from ..errors import ConfigTypeError
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
