@@ -350,6 +350,21 @@ class CircuitBreaker:
                 raise
         return ticket
 
+    def admit(self) -> tuple[int, float]:
+        """:meth:`acquire`, with the seconds until a probe is allowed when rejected.
+
+        ``(ticket, 0.0)`` when admitted, ``(REJECTED, retry_after)`` when not:
+        the engine's question, answered in one step (for a shared breaker, from
+        the store's one reply), so nothing has to read :attr:`retry_after` after.
+        """
+        ticket = self.acquire()
+        return (ticket, self.retry_after if ticket == REJECTED else 0.0)
+
+    async def admit_async(self) -> tuple[int, float]:
+        """:meth:`admit` for the async driver."""
+        ticket = await self.acquire_async()
+        return (ticket, self.retry_after if ticket == REJECTED else 0.0)
+
     def check(self) -> int:
         """Like :meth:`acquire`, but raise :class:`CircuitOpenError` rather than return REJECTED."""
         ticket = self.acquire()

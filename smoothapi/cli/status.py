@@ -47,7 +47,7 @@ from typing import IO, Any
 
 from ..breaker import CircuitState
 from ..errors import ConfigError
-from ..storage.shared import BreakerStatus, MalformedBreaker
+from ..storage.protocol import BreakerStatus, MalformedBreaker
 
 __all__ = ["ENV_URL", "format_json", "format_table", "run_cli", "status_label"]
 

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .shared import (
-    CLEAN,
+from .protocol import (
     Admission,
     BreakerStatus,
     BreakerStore,
     MalformedBreaker,
     Report,
-    SharedCircuitBreaker,
     Snapshot,
     Survey,
 )
+from .shared import CLEAN, SharedCircuitBreaker
 
 if TYPE_CHECKING:
     from .redis import RedisStore

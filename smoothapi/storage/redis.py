@@ -50,7 +50,7 @@ from ..breaker import CircuitState
 from ..config import _number
 from ..errors import ConfigError, ConfigTypeError
 from . import lua
-from .shared import (
+from .protocol import (
     Admission,
     BreakerStatus,
     MalformedBreaker,

@@ -26,7 +26,7 @@ from smoothapi import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from smoothapi.breaker import REJECTED
 from smoothapi.cli import main
 from smoothapi.storage import RedisStore
-from smoothapi.storage.shared import BreakerStatus
+from smoothapi.storage.protocol import BreakerStatus
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
