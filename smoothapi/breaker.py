@@ -30,7 +30,7 @@ as an ordinary call of the current period.
 
 The lock guards bookkeeping only.  It is never held while the user's call
 runs or while anyone sleeps.  The happy path - CLOSED with no failure counted
-- reads one attribute (``_healthy``: the CLOSED period's ticket, or 0) and
+- reads one attribute (``clean_ticket``: the CLOSED period's ticket, or 0) and
   takes no lock at all.
 
 Transitions, as data (state x event -> state)::
@@ -205,7 +205,6 @@ class CircuitBreaker:
         "_closed_at",
         "_failures",
         "_growth",
-        "_healthy",
         "_hook_table",
         "_hooks",
         "_lock",
@@ -215,6 +214,7 @@ class CircuitBreaker:
         "_probe_active",
         "_rand",
         "_state",
+        "clean_ticket",
         "config",
         "name",
     )
@@ -284,7 +284,13 @@ class CircuitBreaker:
         self._period = 2
         # The period's ticket exactly when CLOSED with no failure counted, else 0:
         # the one attribute the happy path reads.  Written only under the lock.
-        self._healthy = self._period
+        self.clean_ticket = self._period
+
+    #: The lock-free read of the happy path: the CLOSED period's ticket while the
+    #: breaker is CLOSED with no failure counted, else 0 (always 0 for a shared
+    #: breaker).  A mount point that reads a non-zero ticket may make its call
+    #: without :meth:`acquire`, and reports it only if the ticket changed meanwhile.
+    clean_ticket: int
 
     def __repr__(self) -> str:
         return (
@@ -379,12 +385,12 @@ class CircuitBreaker:
         :meth:`release`).
         """
         if ticket % 2 == 0:
-            if ticket and self._healthy == ticket:
+            if ticket and self.clean_ticket == ticket:
                 return CLOSED
             with self._lock:
                 if self._state is CLOSED and ticket in (0, self._period):
                     self._failures = 0
-                    self._healthy = self._period
+                    self.clean_ticket = self._period
                 return self._state
         changed: StateChanged | None = None
         with self._lock:
@@ -414,7 +420,7 @@ class CircuitBreaker:
                 # opened) is not counted again: it cannot re-open or extend anything.
                 if self._state is CLOSED and ticket in (0, self._period):
                     self._failures += 1
-                    self._healthy = 0
+                    self.clean_ticket = 0
                     if self._failures >= self.config.failure_threshold:
                         now = self.now()
                         if now - self._closed_at >= self.config.cooldown_reset:
@@ -538,7 +544,7 @@ class CircuitBreaker:
             self._growth = 0
             self._closed_at = -math.inf
             changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
-            self._healthy = self._period
+            self.clean_ticket = self._period
         if changed is not None:
             emit(changed, self._hooks, cause="reset")
 
@@ -591,5 +597,5 @@ class CircuitBreaker:
                 f"smoothapi bug: breaker {self.name!r} cannot go from {old.value} on {event!r}"
             ) from None
         self._state = new
-        self._healthy = self._period if new is CLOSED and self._failures == 0 else 0
+        self.clean_ticket = self._period if new is CLOSED and self._failures == 0 else 0
         return StateChanged(self.name, old, new, self._failures, now)

@@ -311,7 +311,7 @@ def retry_flow(  # noqa: PLR0915, PLR0917 - one state machine reads best in one 
     """The one retry loop, as decisions.
 
     ``first`` is an attempt the mount point already made on its happy path,
-    holding ``first_ticket`` (the breaker's ``_healthy`` value it read);
+    holding ``first_ticket`` (the breaker's ``clean_ticket`` value it read);
     ``fallback`` maps the final error to a value, or is None;
     ``open_error`` overrides the policy's rejection error for this call;
     ``one_attempt``: an outer mount point retries this call, so make one

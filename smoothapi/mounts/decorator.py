@@ -1,6 +1,6 @@
 """``@resilient_api(config)``: the engine mounted on a function (sync or ``async def``).
 
-The wrapper's happy path is a straight line: read the breaker's ``_healthy``
+The wrapper's happy path is a straight line: read the breaker's ``clean_ticket``
 flag, call the function, return.  Only an exception, or a breaker that is not
 CLOSED-and-clean, hands the call to the engine (:mod:`smoothapi.engine`),
 which owns the one retry loop.
@@ -234,7 +234,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
-            ticket = br._healthy
+            ticket = br.clean_ticket
             if ticket and fast:
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
@@ -246,7 +246,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br._healthy != ticket:  # someone failed meanwhile: we reset the count
+                    if br.clean_ticket != ticket:  # someone failed meanwhile: we reset the count
                         br.record_success(ticket)
                     if budget is not None:
                         budget.deposit()
@@ -270,7 +270,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
             fallback = configured
             if kwargs and owns_keyword and "fallback" in kwargs:
                 fallback = fallback_function(kwargs.pop("fallback"))
-            ticket = br._healthy
+            ticket = br.clean_ticket
             if ticket and fast:
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
@@ -282,7 +282,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br._healthy != ticket:  # someone failed meanwhile: we reset the count
+                    if br.clean_ticket != ticket:  # someone failed meanwhile: we reset the count
                         br.record_success(ticket)
                     if budget is not None:
                         budget.deposit()

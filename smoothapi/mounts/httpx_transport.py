@@ -540,7 +540,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
             inner = _runtime.tracing.httpx(inner)
         first: Outcome | None = None
-        ticket = breaker._healthy
+        ticket = breaker.clean_ticket
         if ticket and policy.deadline is None:
             # Mark the attempt for a mount point inside the inner transport (it then makes
             # one attempt); there is none inside httpx's own connection layer.
@@ -551,7 +551,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if breaker._healthy != ticket:
+                    if breaker.clean_ticket != ticket:
                         breaker.record_success(ticket)
                     if policy.budget is not None:
                         policy.budget.deposit()
@@ -646,7 +646,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
             inner = _runtime.tracing.httpx(inner)
         first: Outcome | None = None
-        ticket = breaker._healthy
+        ticket = breaker.clean_ticket
         if ticket and policy.deadline is None:
             # Mark the attempt for a mount point inside the inner transport (it then makes
             # one attempt); there is none inside httpx's own connection layer.
@@ -657,7 +657,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if breaker._healthy != ticket:
+                    if breaker.clean_ticket != ticket:
                         breaker.record_success(ticket)
                     if policy.budget is not None:
                         policy.budget.deposit()

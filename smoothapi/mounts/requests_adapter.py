@@ -349,7 +349,7 @@ class ResilientAdapter(HTTPAdapter):
         policy = self._policy(request.url or "")
         breaker = policy.breaker
         first: Outcome | None = None
-        ticket = breaker._healthy
+        ticket = breaker.clean_ticket
         if ticket and policy.deadline is None:
             try:
                 response = send(request, stream, timeout, verify, cert, proxies)
@@ -357,7 +357,7 @@ class ResilientAdapter(HTTPAdapter):
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if breaker._healthy != ticket:
+                    if breaker.clean_ticket != ticket:
                         breaker.record_success(ticket)
                     if policy.budget is not None:
                         policy.budget.deposit()

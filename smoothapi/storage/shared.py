@@ -44,7 +44,7 @@ Never worse than no store
     ``-100 - local_ticket`` so that their reports always go back to it, even
     if the store is back by then.
 
-The happy path of the memory breaker (``_healthy``) is always False here, so
+A shared breaker's ``clean_ticket`` is always 0 (the store decides every call), so
 mount points hand every call to the engine, which calls ``acquire``.
 
 Adaptive open time
@@ -316,7 +316,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._clock = clock
         self._hooks = tuple(hooks)
         # Every call goes through the engine, which asks the store.
-        self._healthy = False
+        self.clean_ticket = 0
         self._threshold = config.failure_threshold
         self._cooldown_ms = math.ceil(config.cooldown_ms)
         self._key = store.key(name)

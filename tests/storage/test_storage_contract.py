@@ -545,7 +545,7 @@ def test_a_store_on_the_config_or_the_breaker_builds_a_shared_breaker(store: Red
     config = CircuitBreakerConfig(store=store)
     shared = CircuitBreaker(config, name="a")
     assert isinstance(shared, SharedCircuitBreaker)
-    assert shared._healthy is False
+    assert shared.clean_ticket == 0
     assert shared.store is store
     other = RedisStore(store.client, prefix=_prefix())
     assert CircuitBreaker(config, name="a", store=other).store is other
