@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _runtime
 from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
@@ -38,6 +39,17 @@ if TYPE_CHECKING:
     from .mounts.httpx_transport import AsyncResilientTransport, ResilientTransport
     from .mounts.requests_adapter import ResilientAdapter
     from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
+
+
+def _shared_breaker_class() -> type:
+    # The breaker sits below the stores and never imports them: the package, above
+    # every layer, tells it where the shared breaker lives (loaded when first needed).
+    from .storage.shared import SharedCircuitBreaker  # noqa: PLC0415
+
+    return SharedCircuitBreaker
+
+
+_runtime.shared_breaker_class = _shared_breaker_class
 
 __version__ = "2.0.0"  # pyproject.toml's version (tests/cli/test_packaging.py holds them equal)
 

@@ -19,6 +19,10 @@ clock: Callable[[], float] = time.monotonic
 instant_sleep: bool = False
 # Called with the seconds a sleep would have taken while ``instant_sleep`` is on.
 on_skipped_sleep: Callable[[float], object] | None = None
+# Returns the class of a breaker kept in a store (SharedCircuitBreaker).  Set by the
+# package (smoothapi/__init__.py), above every layer: the breaker builds one when given a
+# store without importing the stores, which sit above it.
+shared_breaker_class: Callable[[], type] | None = None
 
 
 class Mark:

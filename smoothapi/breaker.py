@@ -1,101 +1,41 @@
-"""The circuit breaker: a three-state machine guarded by one short lock.
+"""The circuit breaker kept in process memory, and what every breaker shares.
 
-Theory of operation
--------------------
-CLOSED lets every call through and counts consecutive failed attempts; a
-success resets the count; reaching ``failure_threshold`` opens the breaker.
-OPEN rejects every call, without I/O, until ``cooldown`` seconds have passed
-on a monotonic clock.  The first caller after that moves it to HALF_OPEN and
-holds the single *probe permit*; every other caller is rejected while the
-probe is in flight.  The probe's success closes the breaker, its failure
-re-opens it with a fresh cooldown, and any other ending (cancellation,
-``KeyboardInterrupt``, a programming error) gives the permit back so that the
-next caller probes - the breaker can never stick in HALF_OPEN.
-
-Adaptive open time (``cooldown_multiplier > 1``): the ``k``-th consecutive
-failed probe re-opens the breaker for ``cooldown + rand() * (grown -
-cooldown)`` with ``grown = min(max_cooldown, cooldown * multiplier**k)``.  A
-trip from CLOSED opens for the plain cooldown (``k`` back to 0) when the
-breaker stayed CLOSED for at least ``cooldown_reset`` since it last closed;
-sooner, it re-opens at the growth level ``k`` it had reached.  A failure that
-opens the breaker and carries the server's ``Retry-After`` holds it open at
-least that long, capped at ``max_cooldown``.
-
-Callers hold a *ticket* from :meth:`CircuitBreaker.acquire`: for an ordinary
-call the even number of the current CLOSED period, for the probe an odd
-number.  Outcomes are reported with the ticket, so a stale report (a call
-admitted before the breaker last opened, a probe whose breaker was reset
-meanwhile) cannot flip state it knows nothing about.  Ticket ``0`` reports
-as an ordinary call of the current period.
+:class:`CircuitBreaker` keeps one :class:`~smoothapi.machine.Machine` value
+and swaps it, under one short lock, for what :mod:`smoothapi.machine`'s pure
+rules return: the rules (states, tickets, the probe's lease, the adaptive
+open time) are written there once, for this breaker and for the shared one
+(:class:`~smoothapi.SharedCircuitBreaker`, whose store applies them
+atomically on the server).  This module adds what is not a rule: the lock,
+the clock, the hooks that hear of every transition, and the registry of live
+breakers.
 
 The lock guards bookkeeping only.  It is never held while the user's call
-runs or while anyone sleeps.  The happy path - CLOSED with no failure counted
-- reads one attribute (``clean_ticket``: the CLOSED period's ticket, or 0) and
-  takes no lock at all.
-
-Transitions, as data (state x event -> state)::
+runs, while anyone sleeps, or while a hook runs (events are sent after the
+swap).  The happy path - CLOSED with no failure counted - reads one attribute
+(:attr:`CircuitBreaker.clean_ticket`: the CLOSED period's ticket, or 0) and
+takes no lock at all.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import threading
 import weakref
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING
 
-from . import _runtime
+from . import _runtime, machine
 from .config import CircuitBreakerConfig
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError
 from .events import Hook, StateChanged, emit, logger
+from .machine import INITIAL, REJECTED, CircuitState, Machine, Rules
 
 if TYPE_CHECKING:
     from .storage import BreakerStore
 
 __all__ = ["REJECTED", "CircuitBreaker", "CircuitState", "live_breakers", "reset_all"]
 
-
-class CircuitState(str, Enum):
-    """The breaker's state; a ``str`` so ``breaker.state == "OPEN"`` holds."""
-
-    CLOSED = "CLOSED"
-    OPEN = "OPEN"
-    HALF_OPEN = "HALF_OPEN"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-CLOSED = CircuitState.CLOSED
-OPEN = CircuitState.OPEN
-HALF_OPEN = CircuitState.HALF_OPEN
-
-# Events that move the machine.
-_TRIP = "failure threshold reached"
-_COOLED = "cooldown elapsed, probe claimed"
-_PROBE_OK = "probe succeeded"
-_PROBE_FAILED = "probe failed"
-_RESET = "reset"
-_FORCE_OPEN = "force_open"
-
-_TRANSITIONS: dict[tuple[CircuitState, str], CircuitState] = {
-    (CLOSED, _TRIP): OPEN,
-    (OPEN, _COOLED): HALF_OPEN,
-    (HALF_OPEN, _PROBE_OK): CLOSED,
-    (HALF_OPEN, _PROBE_FAILED): OPEN,
-    (CLOSED, _RESET): CLOSED,
-    (OPEN, _RESET): CLOSED,
-    (HALF_OPEN, _RESET): CLOSED,
-    (CLOSED, _FORCE_OPEN): OPEN,
-    (OPEN, _FORCE_OPEN): OPEN,
-    (HALF_OPEN, _FORCE_OPEN): OPEN,
-}
-__doc__ = (__doc__ or "") + "".join(
-    f"\n    {s.value:9} --{e}--> {t.value}" for (s, e), t in _TRANSITIONS.items()
-)
 
 # Every breaker alive in this process (decorators', transports' per-origin ones, yours),
 # for introspection and for test suites that reset them all.  Weak: a breaker goes
@@ -134,10 +74,6 @@ def reset_all() -> None:
                 breaker.name,
                 exc,
             )
-
-
-#: Returned by :meth:`CircuitBreaker.acquire` when the call is rejected.
-REJECTED = -1
 
 
 class _HookTable:
@@ -202,22 +138,22 @@ class CircuitBreaker:
     __slots__ = (
         "__weakref__",
         "_clock",
-        "_closed_at",
-        "_failures",
-        "_growth",
         "_hook_table",
         "_hooks",
         "_lock",
-        "_open_until",
-        "_period",
-        "_probe",
-        "_probe_active",
+        "_m",
         "_rand",
-        "_state",
+        "_rules",
         "clean_ticket",
         "config",
         "name",
     )
+
+    #: The lock-free read of the happy path: the CLOSED period's ticket while the
+    #: breaker is CLOSED with no failure counted, else 0 (always 0 for a shared
+    #: breaker).  A mount point that reads a non-zero ticket may make its call
+    #: without :meth:`acquire`, and reports it only if the ticket changed meanwhile.
+    clean_ticket: int
 
     def __new__(
         cls,
@@ -236,9 +172,7 @@ class CircuitBreaker:
             store is not None
             or (isinstance(config, CircuitBreakerConfig) and config.store is not None)
         ):
-            from .storage.shared import SharedCircuitBreaker  # noqa: PLC0415 - only with a store
-
-            return super().__new__(SharedCircuitBreaker)
+            return super().__new__(_shared_class())
         return super().__new__(cls)
 
     def __init__(
@@ -251,51 +185,50 @@ class CircuitBreaker:
         store: BreakerStore | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        config = checked_config(config)
+        config = self._setup(config, name, clock, hooks, rand)
         if store is not None or config.store is not None:
             # Only a subclass gets here: CircuitBreaker itself dispatched in __new__.
             raise ConfigTypeError(
                 f"{type(self).__name__} keeps its state in memory and cannot take a store; "
                 "subclass smoothapi.SharedCircuitBreaker instead, or drop store="
             )
+        self._lock = threading.Lock()
+        self._rules = Rules(
+            config.failure_threshold,
+            config.cooldown,
+            config.cooldown_multiplier,
+            config.max_cooldown,
+            config.cooldown_reset,
+        )
+        self._m = INITIAL
+        self.clean_ticket = INITIAL.period
+        _LIVE.add(self)
+
+    def _setup(
+        self,
+        config: CircuitBreakerConfig | None,
+        name: str,
+        clock: Callable[[], float] | None,
+        hooks: tuple[Hook, ...],
+        rand: Callable[[], float],
+    ) -> CircuitBreakerConfig:
+        """What every breaker holds, wherever its state lives."""
+        config = checked_config(config)
         if not callable(rand):
             raise ConfigTypeError(
                 f"CircuitBreaker(rand=...) needs a callable returning a float, got {rand!r}"
             )
-        _LIVE.add(self)
         self.config = config
         self.name = name
         self._clock = clock
         self._hooks = tuple(hooks)
         self._rand = rand
-        self._lock = threading.Lock()
-        self._state = CLOSED
-        self._failures = 0
-        self._open_until = 0.0
-        # Adaptive open time: consecutive failed probes since the last healthy trip
-        # (the exponent of the growth), and when the breaker last closed.
-        self._growth = 0
-        self._closed_at = -math.inf
-        # Tickets: the probe's are odd, ordinary calls' are the even number of the
-        # current CLOSED period, so a report from an earlier period (a call admitted
-        # before the breaker last opened) cannot count against a fresh one.
-        self._probe = -1
-        self._probe_active = False
-        self._period = 2
-        # The period's ticket exactly when CLOSED with no failure counted, else 0:
-        # the one attribute the happy path reads.  Written only under the lock.
-        self.clean_ticket = self._period
-
-    #: The lock-free read of the happy path: the CLOSED period's ticket while the
-    #: breaker is CLOSED with no failure counted, else 0 (always 0 for a shared
-    #: breaker).  A mount point that reads a non-zero ticket may make its call
-    #: without :meth:`acquire`, and reports it only if the ticket changed meanwhile.
-    clean_ticket: int
+        return config
 
     def __repr__(self) -> str:
         return (
-            f"<CircuitBreaker {self.name!r} {self._state.value} "
-            f"failures={self._failures}/{self.config.failure_threshold}>"
+            f"<CircuitBreaker {self.name!r} {self._m.state.value} "
+            f"failures={self._m.failures}/{self.config.failure_threshold}>"
         )
 
     # -- reading (no side effects) ---------------------------------------
@@ -308,74 +241,59 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state.  Reading never claims the probe: an elapsed cooldown reads OPEN."""
-        return self._state
+        return self._m.state
 
     @property
     def failure_count(self) -> int:
         """Consecutive failed attempts counted in CLOSED."""
-        return self._failures
+        return self._m.failures
 
     @property
     def retry_after(self) -> float:
         """Seconds until a probe is allowed: 0.0 when CLOSED or when the cooldown has elapsed."""
-        if self._state is not OPEN:
+        m = self._m
+        if m.state is not CircuitState.OPEN:
             return 0.0
-        return max(0.0, self._open_until - self.now())
+        return max(0.0, m.open_until - self.now())
 
     # -- the protocol the engine speaks --------------------------------------
 
-    def acquire(self) -> int:
-        """Ask to make one attempt.
+    def admit(self) -> tuple[int, float]:
+        """Ask to make one attempt: ``(ticket, 0.0)``, or ``(REJECTED, retry_after)``.
 
-        Returns an even ticket for an ordinary call in CLOSED, an odd one when
-        this caller is the HALF_OPEN probe, or :data:`REJECTED`.  (Reports with
-        ticket ``0`` count as ordinary calls of the current CLOSED period.)
+        The ticket is even for an ordinary call in CLOSED, odd when this caller
+        is the HALF_OPEN probe.  ``retry_after`` is the seconds until a probe
+        is allowed (0.0 while another probe is in flight).
         """
-        if self._state is CLOSED:
-            return self._period
-        changed: StateChanged | None = None
+        m = self._m
+        if m.state is CircuitState.CLOSED:
+            return (m.period, 0.0)
         with self._lock:
-            state = self._state
-            if state is CLOSED:
-                return self._period
-            if self._probe_active:
-                return REJECTED
-            now = self.now()
-            if state is OPEN:
-                if now < self._open_until:
-                    return REJECTED
-                changed = self._move(_COOLED, now)
-            self._probe += 2
-            self._probe_active = True
-            ticket = self._probe
-        if changed is not None:
+            old = self._m
+            new, ticket, retry_after = machine.admit(old, self.now(), self._rules)
+            self._swap(new)
+        if new is not old:
             try:
-                emit(changed, self._hooks)
+                self._changed(old, new)
             except BaseException:  # a hook interrupted us (KeyboardInterrupt): free the probe
                 self.release(ticket)
                 raise
-        return ticket
+        return (ticket, retry_after)
 
-    def admit(self) -> tuple[int, float]:
-        """:meth:`acquire`, with the seconds until a probe is allowed when rejected.
-
-        ``(ticket, 0.0)`` when admitted, ``(REJECTED, retry_after)`` when not:
-        the engine's question, answered in one step (for a shared breaker, from
-        the store's one reply), so nothing has to read :attr:`retry_after` after.
-        """
-        ticket = self.acquire()
-        return (ticket, self.retry_after if ticket == REJECTED else 0.0)
-
-    async def admit_async(self) -> tuple[int, float]:
-        """:meth:`admit` for the async driver."""
-        ticket = await self.acquire_async()
-        return (ticket, self.retry_after if ticket == REJECTED else 0.0)
+    def acquire(self) -> int:
+        """Ask to make one attempt: an even ticket for an ordinary call in CLOSED, an odd one
+        when this caller is the HALF_OPEN probe, or :data:`REJECTED`.  (Reports with ticket
+        ``0`` count as ordinary calls of the current CLOSED period.)"""
+        m = self._m
+        if m.state is CircuitState.CLOSED:
+            return m.period
+        return self.admit()[0]
 
     def check(self) -> int:
         """Like :meth:`acquire`, but raise :class:`CircuitOpenError` rather than return REJECTED."""
-        ticket = self.acquire()
+        ticket, retry_after = self.admit()
         if ticket == REJECTED:
-            raise CircuitOpenError(self.name, self.retry_after)
+            raise CircuitOpenError(self.name, retry_after)
         return ticket
 
     def record_success(self, ticket: int) -> CircuitState:
@@ -384,27 +302,13 @@ class CircuitBreaker:
         Returns the state after the report (as do :meth:`record_failure` and
         :meth:`release`).
         """
-        if ticket % 2 == 0:
-            if ticket and self.clean_ticket == ticket:
-                return CLOSED
-            with self._lock:
-                if self._state is CLOSED and ticket in (0, self._period):
-                    self._failures = 0
-                    self.clean_ticket = self._period
-                return self._state
-        changed: StateChanged | None = None
+        if ticket and ticket == self.clean_ticket:
+            return CircuitState.CLOSED  # nothing to reset: no lock
         with self._lock:
-            if self._is_live_probe(ticket):
-                self._probe_active = False
-                self._failures = 0
-                self._period += 2  # a new CLOSED period: earlier calls' reports are stale
-                now = self.now()
-                self._closed_at = now
-                changed = self._move(_PROBE_OK, now)
-            state = self._state
-        if changed is not None:
-            emit(changed, self._hooks)
-        return state
+            old = self._m
+            new = machine.succeed(old, ticket, self.now())
+            self._swap(new)
+        return self._changed(old, new)
 
     def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
         """The attempt holding ``ticket`` failed (a retryable status or a transport error).
@@ -413,43 +317,26 @@ class CircuitBreaker:
         carried one: when this failure opens the breaker, it stays open at least
         that long (capped at ``config.max_cooldown``).
         """
-        changed: StateChanged | None = None
         with self._lock:
-            if ticket % 2 == 0:
-                # A call admitted in an earlier CLOSED period (before the breaker last
-                # opened) is not counted again: it cannot re-open or extend anything.
-                if self._state is CLOSED and ticket in (0, self._period):
-                    self._failures += 1
-                    self.clean_ticket = 0
-                    if self._failures >= self.config.failure_threshold:
-                        now = self.now()
-                        if now - self._closed_at >= self.config.cooldown_reset:
-                            self._growth = 0  # a healthy period: start from the cooldown
-                        self._open_until = now + self._open_time(retry_after)
-                        changed = self._move(_TRIP, now)
-            elif self._is_live_probe(ticket):
-                self._probe_active = False
-                self._failures += 1
-                now = self.now()
-                self._growth += 1
-                self._open_until = now + self._open_time(retry_after)
-                changed = self._move(_PROBE_FAILED, now)
-            state = self._state
-        if changed is not None:
-            emit(changed, self._hooks)
-        return state
+            old = self._m
+            new = machine.fail(old, ticket, self.now(), self._rules, self._rand, retry_after)
+            self._swap(new)
+        return self._changed(old, new)
 
     def release(self, ticket: int) -> CircuitState:
         """The attempt ended without a verdict (cancelled, interrupted, a bug): free the permit."""
         if ticket <= 0 or ticket % 2 == 0:
-            return self._state
+            return self._m.state  # only a probe holds anything to give back
         with self._lock:
-            if self._is_live_probe(ticket):
-                self._probe_active = False
-            return self._state
+            self._swap(machine.release(self._m, ticket))
+            return self._m.state
 
     # The async protocol the async driver speaks.  In memory there is nothing to
     # await; a breaker whose state lives in a server (Redis) awaits its client here.
+
+    async def admit_async(self) -> tuple[int, float]:
+        """:meth:`admit` for the async driver."""
+        return self.admit()
 
     async def acquire_async(self) -> int:
         """:meth:`acquire` for the async driver."""
@@ -534,19 +421,14 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Close the breaker and forget every failure and any grown open time.
 
-        An in-flight probe's report is ignored.
+        An in-flight probe's report is ignored, and so is that of any call
+        admitted before the reset.
         """
         with self._lock:
-            self._probe_active = False
-            self._probe += 2  # invalidate the ticket of any probe in flight
-            self._period += 2  # and of any call admitted before the reset
-            self._failures = 0
-            self._growth = 0
-            self._closed_at = -math.inf
-            changed = self._move(_RESET, self.now()) if self._state is not CLOSED else None
-            self.clean_ticket = self._period
-        if changed is not None:
-            emit(changed, self._hooks, cause="reset")
+            old = self._m
+            new = machine.reset(old)
+            self._swap(new)
+        self._changed(old, new, cause="reset")
 
     def force_open(self, cooldown_ms: float | None = None) -> None:
         """Open the breaker now, for ``cooldown_ms`` (default: the configured cooldown)."""
@@ -556,46 +438,47 @@ class CircuitBreaker:
             CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
             cooldown = cooldown_ms / 1000.0
         with self._lock:
-            now = self.now()
-            self._probe_active = False
-            self._probe += 2
-            self._open_until = now + cooldown
-            old = self._state
-            changed = self._move(_FORCE_OPEN, now)
-        if changed is not None and old is not OPEN:
-            emit(changed, self._hooks, cause="forced open")
+            old = self._m
+            new = machine.force_open(old, self.now(), cooldown)
+            self._swap(new)
+        self._changed(old, new, cause="forced open")
 
-    # -- internals (called with the lock held) ---------------------------------
+    # -- internals ---------------------------------------------------------------
 
-    def _open_time(self, retry_after: float | None) -> float:
-        """Seconds to stay open from now: the grown, jittered cooldown or the hold."""
-        config = self.config
-        cooldown = config.cooldown
-        open_for = cooldown
-        if self._growth and config.cooldown_multiplier > 1.0:
-            cap = config.max_cooldown
-            try:
-                grown = min(cap, cooldown * config.cooldown_multiplier**self._growth)
-            except OverflowError:
-                grown = cap
-            if grown > cooldown:
-                share = min(1.0, max(0.0, self._rand()))  # a NaN reads as 0.0
-                open_for = cooldown + share * (grown - cooldown)
-        if retry_after is not None and retry_after > open_for:  # a NaN is ignored
-            open_for = max(open_for, min(retry_after, config.max_cooldown))
-        return open_for
+    def _swap(self, new: Machine) -> None:
+        # With the lock held: the one place the state and the happy path's read change.
+        self._m = new
+        self.clean_ticket = new.clean
 
-    def _is_live_probe(self, ticket: int) -> bool:
-        return self._probe_active and ticket == self._probe and self._state is HALF_OPEN
+    def _changed(self, old: Machine, new: Machine, cause: str | None = None) -> CircuitState:
+        """Send the transition from ``old`` to ``new``, if the state moved (lock released)."""
+        state = new.state
+        if old.state is not state:
+            if (old.state, state) not in _MOVES:
+                raise RuntimeError(
+                    f"smoothapi bug: breaker {self.name!r} cannot go from {old.state.value} "
+                    f"to {state.value}"
+                )
+            emit(
+                StateChanged(self.name, old.state, state, new.failures, self.now()),
+                self._hooks,
+                cause=cause,
+            )
+        return state
 
-    def _move(self, event: str, now: float) -> StateChanged:
-        old = self._state
-        try:
-            new = _TRANSITIONS[(old, event)]
-        except KeyError:
-            raise RuntimeError(
-                f"smoothapi bug: breaker {self.name!r} cannot go from {old.value} on {event!r}"
-            ) from None
-        self._state = new
-        self.clean_ticket = self._period if new is CLOSED and self._failures == 0 else 0
-        return StateChanged(self.name, old, new, self._failures, now)
+
+_MOVES = frozenset((old, new) for (old, _event), new in machine.TRANSITIONS.items())
+
+
+def _shared_class() -> type[CircuitBreaker]:
+    """The class of a breaker whose state lives in a store, registered from above.
+
+    The stores sit above the breaker in the layers, so the breaker never
+    imports them: the package (``smoothapi/__init__.py``, on top of every
+    layer and always imported first) registers this at import.
+    """
+    find = _runtime.shared_breaker_class
+    if find is None:  # cannot happen: importing smoothapi.breaker runs the package first
+        raise ConfigError("a breaker store was given, but smoothapi.storage is not set up")
+    found: type[CircuitBreaker] = find()
+    return found

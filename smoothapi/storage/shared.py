@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._runtime import at_fork_child
 from .._runtime import running_trio as _running_trio
-from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, checked_config
+from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
@@ -300,7 +300,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         store: BreakerStore | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        config = checked_config(config)
+        config = self._setup(config, name, clock, hooks, rand)
         if store is None:
             store = config.store
             if store is None:
@@ -310,11 +310,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 )
         else:
             check_store("CircuitBreaker(store=...)", store)
-        self.config = config
-        self.name = name
         self.store: BreakerStore = store
-        self._clock = clock
-        self._hooks = tuple(hooks)
         # Every call goes through the engine, which asks the store.
         self.clean_ticket = 0
         self._threshold = config.failure_threshold
@@ -325,7 +321,6 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._local = CircuitBreaker(
             replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
         )
-        self._rand = rand
         self._adaptive = getattr(store, "adaptive", False) is True
         self._max_cooldown_ms = math.ceil(config.max_cooldown * 1000)
         self._reset_ms = math.ceil(config.cooldown_reset * 1000)
