@@ -28,18 +28,36 @@ Every script that writes sets a generous PEXPIRE (``ttl_ms``, chosen by the
 store), so a breaker nobody uses any more disappears by itself.
 
 Replies are flat arrays of integers and state names, decoded by
-:mod:`smoothapi.storage.redis`.
+:mod:`smoothapi.storage._redis_replies`.
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "FORCE_OPEN", "RECORD", "RESET", "SNAPSHOT"]
+__all__ = ["ACQUIRE", "FORCE_OPEN", "READ_BREAKER", "RECORD", "RESET", "SNAPSHOT", "caller_clock"]
 
 # Shared prologue: `now` in whole milliseconds of server time.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+
+# The prologue of caller_clock()'s variants: `now` is the script's last argument.
+_CALLER_NOW = """
+local now = tonumber(ARGV[#ARGV])
+"""
+
+
+def caller_clock(source: str) -> str:
+    """``source`` with ``now`` taken from the caller (its last ARGV) instead of TIME.
+
+    For tests only (``tests/storage/test_differential.py`` moves the clock of
+    the scripts it compares with :mod:`smoothapi.machine`): the rest of the
+    script is the very text shipped, so the rules tested are the rules that
+    run.  New generations still come from TIME (they only need to be fresh).
+    A RedisStore built by a user never runs these variants.
+    """
+    return source.replace(_NOW, _CALLER_NOW)
+
 
 # A generation that no earlier one of this key can equal (see the module docstring):
 # odd, from the server's clock in microseconds, above ``prev`` (the key's last one).
@@ -257,5 +275,26 @@ local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'open_until')
     + _NOW
     + """
 return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0'}
+"""
+)
+
+
+#: KEYS: one breaker -> {} when the key is gone or is not a hash, else
+#: {now_ms, state, failures, open_until, lease_until, has_name, name}, with the defaults
+#: ACQUIRE applies to missing fields (has_name 0 and name '' when there is none: a Lua nil
+#: would end the array, and RESP3 would turn false into a boolean).  Read-only, one key
+#: (so cluster-safe).  For ``RedisStore.survey()``.
+READ_BREAKER = (
+    """
+local key = KEYS[1]
+if redis.call('TYPE', key).ok ~= 'hash' then
+  return {}
+end
+"""
+    + _NOW
+    + """
+local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'lease_until', 'name')
+return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0', h[4] or '0',
+        h[5] and 1 or 0, h[5] or ''}
 """
 )

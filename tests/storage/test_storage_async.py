@@ -524,11 +524,12 @@ def test_finished_loops_let_go_of_their_clients(redis_url: str, redis_prefix: st
         for _ in range(8):
             asyncio.run(one())
         gc.collect()
-        assert len(store._by_loop) <= 2
+        assert len(store._loops.by_loop) <= 2
         assert sum(ref() is not None for ref in loops) <= 1  # only the last run's, if any
     finally:
         stop_owner.set()
         thread.join(10)
         store.close()
-        store._by_loop.clear()  # the last run's client: collect it here, under this test's filters
+        # The last run's client: collect it here, under this test's filters.
+        store._loops.by_loop.clear()
         gc.collect()
