@@ -1,9 +1,9 @@
 """``@resilient_api(config)``: the engine mounted on a function (sync or ``async def``).
 
-The wrapper's happy path is a straight line: read the breaker's ``clean_ticket``
-flag, call the function, return.  Only an exception, or a breaker that is not
-CLOSED-and-clean, hands the call to the engine (:mod:`smoothapi.engine`),
-which owns the one retry loop.
+The wrapper's happy path is a straight line (see :mod:`._happy`): read the
+breaker's ``clean_ticket``, call the function, settle, return.  Only an
+exception, or a breaker that is not CLOSED-and-clean, hands the call to the
+engine (:mod:`smoothapi.engine`), which owns the one retry loop.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..classify import classify_exception
 from ..config import ResilientConfig
 from ..engine import SUCCESS, Outcome, Policy, run_async, run_sync
 from ..errors import ConfigTypeError
+from ._happy import settle
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -214,28 +215,34 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     # before the first attempt; without one, the happy path stays a straight line.
     fast = config.deadline is None
     configured = fallback_function(config.fallback)
-    # A function with its own `fallback` parameter gets the keyword; otherwise it is ours.
     owns_keyword = not _declares_fallback(fn)
 
     is_async = _is_async(fn)
     original = fn
     afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
-    # While the happy-path attempt runs, mount points called inside it see this mark:
-    # a transport given our breaker leaves the books to us, any other makes one
-    # attempt when we retry (the engine marks the attempts it makes the same way).
-    # The cell is ended rather than reset: an ended cell reads as its live parent (see
-    # ``_runtime.enter``), so the happy path saves the reset.
+
+    def chosen_fallback(kwargs: dict[str, Any]) -> Callable[[BaseException], Any] | None:
+        # A function with its own `fallback` parameter gets the keyword; otherwise it is ours.
+        if owns_keyword and "fallback" in kwargs:
+            return fallback_function(kwargs.pop("fallback"))
+        return configured
+
+    # The happy path (see ``_happy``), with the attempt mark inlined: while the first
+    # attempt runs, mount points called inside it see ``mark`` (a transport given our
+    # breaker leaves the books to us, any other makes one attempt when we retry).  The
+    # cell is ended rather than reset: an ended cell reads as its live parent (see
+    # ``_runtime.enter``), so the happy path saves the reset.  The two wrappers differ
+    # only in ``await``.
     scope = _runtime.scope
     mark = policy.mark
     if is_async:
 
         @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            fallback = configured
-            if kwargs and owns_keyword and "fallback" in kwargs:
-                fallback = fallback_function(kwargs.pop("fallback"))
-            ticket = br.clean_ticket
-            if ticket and fast:
+            fallback = chosen_fallback(kwargs) if kwargs else configured
+            first = None
+            ticket = br.clean_ticket if fast else 0
+            if ticket:
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -246,32 +253,23 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br.clean_ticket != ticket:  # someone failed meanwhile: we reset the count
-                        br.record_success(ticket)
-                    if budget is not None:
-                        budget.deposit()
+                    if br.clean_ticket != ticket or budget is not None:  # else nothing to settle
+                        settle(policy, ticket)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
-                return await run_async(
-                    policy,
-                    functools.partial(afn, *args, **kwargs),
-                    fallback,
-                    first,
-                    first_ticket=ticket,
-                )
-            return await run_async(policy, functools.partial(afn, *args, **kwargs), fallback)
+            call = functools.partial(afn, *args, **kwargs)
+            return await run_async(policy, call, fallback, first, first_ticket=ticket)
 
         wrapper: Any = async_wrapper
     else:
 
         @functools.wraps(original)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            fallback = configured
-            if kwargs and owns_keyword and "fallback" in kwargs:
-                fallback = fallback_function(kwargs.pop("fallback"))
-            ticket = br.clean_ticket
-            if ticket and fast:
+            fallback = chosen_fallback(kwargs) if kwargs else configured
+            first = None
+            ticket = br.clean_ticket if fast else 0
+            if ticket:
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -282,21 +280,13 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br.clean_ticket != ticket:  # someone failed meanwhile: we reset the count
-                        br.record_success(ticket)
-                    if budget is not None:
-                        budget.deposit()
+                    if br.clean_ticket != ticket or budget is not None:  # else nothing to settle
+                        settle(policy, ticket)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
-                return run_sync(
-                    policy,
-                    functools.partial(fn, *args, **kwargs),
-                    fallback,
-                    first,
-                    first_ticket=ticket,
-                )
-            return run_sync(policy, functools.partial(fn, *args, **kwargs), fallback)
+            call = functools.partial(fn, *args, **kwargs)
+            return run_sync(policy, call, fallback, first, first_ticket=ticket)
 
         wrapper = sync_wrapper
 

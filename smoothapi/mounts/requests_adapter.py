@@ -39,17 +39,18 @@ from ..classify import is_transport_error
 from ..config import ResilientConfig
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_sync
 from ..errors import CircuitOpenError, ConfigError
+from ._happy import settle
 from ._transport import (
     DRAIN_LIMIT,
     LEFT,
     Left,
-    TransportCore,
+    MountPoint,
     deadline_left,
     drain_plan,
     drain_time,
     origin_name,
-    watch,
 )
+from ._watchdog import watch
 
 __all__ = ["CircuitOpenConnectionError", "ResilientAdapter"]
 
@@ -141,7 +142,7 @@ def _read_within(
     waits at most the time left; and since one read may wait on many socket
     reads (a gzip header or a chunk-size line trickling in yields nothing to
     return), the socket is shut down when the time is up (see
-    :func:`smoothapi._transport.watch`), so neither a trickling nor a stalled
+    :func:`._watchdog.watch`), so neither a trickling nor a stalled
     body holds the caller longer.  ``read_timeout`` (the caller's own, if
     shorter) raises as requests' reads do.  A urllib3 without ``read1`` (1.x)
     reads in one call, bounded the same way.
@@ -260,7 +261,7 @@ def _replayable(request: PreparedRequest) -> bool:
     return isinstance(getattr(request, "_body_position", None), int)
 
 
-class ResilientAdapter(HTTPAdapter):
+class ResilientAdapter(HTTPAdapter, MountPoint):
     """A ``requests`` transport adapter that retries, breaks per origin and can fall back.
 
     ``config`` defaults to ``ResilientConfig()``; ``breaker`` makes every
@@ -286,40 +287,13 @@ class ResilientAdapter(HTTPAdapter):
                 "ResilientAdapter does its own retries: set BackoffConfig.max_retries "
                 f"instead of max_retries={kwargs['max_retries']!r} (urllib3 retries stay at 0)"
             )
-        if fallback is not None and not callable(fallback):
-            raise ConfigError(
-                f"ResilientAdapter(fallback=...) takes a callable (request, error) -> Response, "
-                f"got {fallback!r}"
-            )
         super().__init__(max_retries=0, **kwargs)
-        self._core = TransportCore(
-            config,
-            breaker=breaker,
-            max_breakers=max_breakers,
-            classify_error=_classify_error,
-            classify_value=self._classify_response,
-            discard=_drain,
-            open_error=CircuitOpenConnectionError,
-        )
-        self.config = self._core.config
-        self._retry_on = self._core.retry_on
-        self._aliases = self._core.aliases
-        self._shared = breaker
-        self._fallback = fallback
-
-    def _classify_response(self, response: Response) -> Outcome:
-        return self._core.classify_status(
-            response, response.status_code, response.headers.get("Retry-After")
-        )
+        rejected = CircuitOpenConnectionError
+        self._mount(config, breaker, max_breakers, fallback, _classify_error, rejected, _drain)
 
     def breaker_for(self, url: str) -> CircuitBreaker:
         """The breaker that guards ``url``'s origin."""
         return self._policy(url).breaker
-
-    @property
-    def breakers(self) -> dict[str, CircuitBreaker]:
-        """Every breaker this adapter holds, by origin."""
-        return self._core.breakers()
 
     def _policy(self, url: str) -> Policy:
         # The origin is the URL up to its path; requests has normalised scheme and host.
@@ -347,26 +321,21 @@ class ResilientAdapter(HTTPAdapter):
             response.smoothapi_attempts = 1  # type: ignore[attr-defined]
             return response
         policy = self._policy(request.url or "")
-        breaker = policy.breaker
         first: Outcome | None = None
-        ticket = breaker.clean_ticket
-        if ticket and policy.deadline is None:
+        ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
+        if ticket:  # the happy path (see _happy)
             try:
                 response = send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    if breaker.clean_ticket != ticket:
-                        breaker.record_success(ticket)
-                    if policy.budget is not None:
-                        policy.budget.deposit()
+                    settle(policy, ticket)
                     response.smoothapi_attempts = 1  # type: ignore[attr-defined]
                     return response
                 first = self._classify_response(response)
 
         attempts = 0 if first is None else 1
-        first_ticket = ticket if first is not None else 0
         rewind = getattr(request, "_body_position", None) is not None
         left = deadline_left(policy)
 
@@ -383,18 +352,17 @@ class ResilientAdapter(HTTPAdapter):
         def attempt_within(seconds: float) -> Response:
             return attempt(_shrink(timeout, seconds))
 
-        fallback = self._fallback
         resend = self._core.resend(request.method or "GET", request.headers, _replayable(request))
         response = run_sync(
             policy,
             attempt,
-            None if fallback is None else (lambda error: fallback(request, error)),
+            self._fallback_for(request),
             first,
             resend,
             open_error=lambda name, retry_after: CircuitOpenConnectionError(
                 name, retry_after, request
             ),
-            first_ticket=first_ticket,
+            first_ticket=0 if first is None else ticket,
             attempt_within=attempt_within,
             started=None if left is None else left.started,
         )

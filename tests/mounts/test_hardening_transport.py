@@ -68,7 +68,7 @@ from smoothapi import (
     live_breakers,
     resilient_api,
 )
-from smoothapi.mounts import _transport
+from smoothapi.mounts import _watchdog
 from smoothapi.testing import FakeClock
 
 # -- defect 5: eviction is O(1) amortised ---------------------------------------------------------
@@ -716,9 +716,9 @@ def test_a_watch_stopped_while_it_fires_reports_the_cut() -> None:
     socket is being shut down back to the pool (before, stop() answered False unlocked)."""
     left, right = socket.socketpair()
     try:
-        entry = _transport.Watch(left)
+        entry = _watchdog.Watch(left)
         answers: list[bool] = []
-        with _transport._wake:  # the watchdog, mid-fire
+        with _watchdog._wake:  # the watchdog, mid-fire
             entry.sock = None
             stopper = threading.Thread(target=lambda: answers.append(entry.stop()))
             stopper.start()
@@ -846,14 +846,14 @@ async def test_an_async_request_sent_again_starts_from_its_own_timeouts(
 def test_a_stopped_watch_never_touches_its_socket() -> None:
     import socket  # noqa: PLC0415
 
-    from smoothapi.mounts import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _watchdog  # noqa: PLC0415
 
     kept, kept_peer = socket.socketpair()
     cut, cut_peer = socket.socketpair()
     with kept, kept_peer, cut, cut_peer:
-        stopped = _transport.watch(kept, 0.05)
+        stopped = _watchdog.watch(kept, 0.05)
         assert stopped.stop() is False
-        fired = _transport.watch(cut, 0.0)
+        fired = _watchdog.watch(cut, 0.0)
         cut.settimeout(5)
         assert cut.recv(1) == b""  # shut down under the blocked read: end of file
         assert fired.stop() is True
@@ -869,13 +869,13 @@ def test_stopped_watches_do_not_pile_up() -> None:
     within twice the live watches (a server answering fast under deadline=30 s)."""
     import socket  # noqa: PLC0415
 
-    from smoothapi.mounts import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _watchdog  # noqa: PLC0415
 
     left, right = socket.socketpair()
     with left, right:
         for _ in range(10_000):
-            _transport.watch(left, 300.0).stop()
-        assert len(_transport._watches) <= 2 * _transport._COMPACT + 2
+            _watchdog.watch(left, 300.0).stop()
+        assert len(_watchdog._watches) <= 2 * _watchdog._COMPACT + 2
 
 
 def test_no_watchdog_thread_without_a_deadline(tmp_path: Any) -> None:
@@ -952,11 +952,11 @@ def test_a_forked_child_gets_its_own_watchdog() -> None:
     import socket  # noqa: PLC0415
     import warnings  # noqa: PLC0415
 
-    from smoothapi.mounts import _transport  # noqa: PLC0415
+    from smoothapi.mounts import _watchdog  # noqa: PLC0415
 
     held, held_peer = socket.socketpair()
     with held, held_peer:
-        parents = _transport.watch(held, 300.0)  # the parent's thread runs, waiting on it
+        parents = _watchdog.watch(held, 300.0)  # the parent's thread runs, waiting on it
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads
@@ -965,7 +965,7 @@ def test_a_forked_child_gets_its_own_watchdog() -> None:
                 code = 1
                 try:
                     cut, _peer = socket.socketpair()  # the peer stays open: no end of file
-                    _transport.watch(cut, 0.0)
+                    _watchdog.watch(cut, 0.0)
                     cut.settimeout(5)
                     code = 0 if cut.recv(1) == b"" else 2
                 finally:
