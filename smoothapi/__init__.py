@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _runtime
+from . import events as _events
 from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
 from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
@@ -50,6 +51,29 @@ def _shared_breaker_class() -> type:
 
 
 _runtime.shared_breaker_class = _shared_breaker_class
+
+
+def _prometheus_at_first_event() -> None:
+    # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
+    # decided at the first event, so a process whose calls all succeed never imports it.
+    # The events sit below every backend, so the package, above every layer, registers this.
+    import os  # noqa: PLC0415 - once, at the first event
+
+    if os.environ.get("SMOOTHAPI_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
+        return
+    from importlib.util import find_spec  # noqa: PLC0415
+
+    if find_spec("prometheus_client") is None:
+        return
+    try:
+        from .telemetry.prometheus import auto_instrument  # noqa: PLC0415
+
+        auto_instrument()
+    except Exception:
+        _events.logger().exception("could not register the Prometheus metrics; calls go on")
+
+
+_events.on_first_event(_prometheus_at_first_event)
 
 __version__ = "2.0.0"  # pyproject.toml's version (tests/cli/test_packaging.py holds them equal)
 

@@ -1,8 +1,11 @@
 """Where an ``async def`` hook's awaitable goes, so that it runs once, in order, and is
 never dropped without a word.
 
-Events are sent from sync code (the engine's flow, the breaker), so an async
-hook only returns an awaitable there.  It then goes, in this order of choice:
+Events are sent by ``events.emit``, a sync function: the engine's drivers
+deliver the flow's events with it, and a breaker its state changes from inside
+its own (sync) bookkeeping, in the middle of an ``await breaker.admit_async()``.
+So an async hook only returns an awaitable there.  It then goes, in this order
+of choice:
 
 1. to the async call that sent the event: ``run_async`` collects awaitables
    for its own task (:func:`collect`) and awaits them before its next step
@@ -29,17 +32,12 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
+from ._log import logger as _logger
 from ._runtime import at_fork_child, running_trio
 
 __all__ = ["Pending", "collect", "defer", "flush", "stop_collecting"]
 
 Item = tuple[Callable[..., object], object, Awaitable[object]]
-
-
-def _logger() -> Any:
-    from .events import logger  # noqa: PLC0415 - events imports this module
-
-    return logger()
 
 
 class Pending:

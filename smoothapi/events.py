@@ -24,10 +24,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._async_hooks import defer
+from ._log import logger as _logger
 from ._runtime import at_fork_child, before_fork
 
 if TYPE_CHECKING:
-    from .breaker import CircuitState
+    from .machine import CircuitState
 
 __all__ = [
     "CallRejected",
@@ -40,6 +41,7 @@ __all__ = [
     "StoreRecovered",
     "StoreUnavailable",
     "add_hook",
+    "on_first_event",
     "remove_hook",
 ]
 
@@ -175,13 +177,15 @@ def remove_hook(hook: Hook) -> None:
         _global_hooks.remove(hook)
 
 
-# Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
-# decided at the first event, so a process whose calls all succeed never imports it.
-# The setup imports prometheus_client (~30 ms) and registers the counters.  No lock is
-# held across it: Python's import machinery already serialises the import, and
-# prometheus.auto_instrument() registers once under its own lock, so a thread's first
-# event still waits until the counters exist.  _setup_lock guards only the bookkeeping
+# Setups run once per process, at its first event, before that event is delivered (so it
+# is the first they see): the package registers the automatic Prometheus metrics here
+# (see smoothapi/__init__.py), since the events sit below every backend and import none.
+# A process whose calls all succeed never runs them.  No lock is held across a setup (it
+# may import a module, ~30 ms for prometheus_client): Python's import machinery already
+# serialises imports, and a setup serialises its own registration, so a thread's first
+# event still waits until the setup is done.  _setup_lock guards only the bookkeeping
 # below, which lets a fork wait for a setup in progress (see _before_fork).
+_first_event_setups: list[Callable[[], object]] = []
 _auto_pending = True
 _setup_lock = threading.Lock()
 _setting_up: set[int] = set()  # the threads running the first-event setup now
@@ -189,6 +193,16 @@ _setup_idle = threading.Event()
 _setup_idle.set()
 # How long a fork waits for another thread's first-event setup to finish.
 _FORK_WAIT = 2.0
+
+
+def on_first_event(setup: Callable[[], object]) -> None:
+    """Run ``setup()`` once, at this process's first event, before it is delivered.
+
+    For the layers above the events (the package registers the automatic
+    Prometheus metrics this way).  A setup that raises is logged and the
+    call goes on.
+    """
+    _first_event_setups.append(setup)
 
 
 def emit(event: Event, hooks: tuple[Hook, ...] = (), *, cause: str | None = None) -> None:
@@ -220,30 +234,17 @@ def _first_event() -> None:
         _setup_idle.clear()
     try:
         _logger()  # imports logging, which a fork must not catch half done either
-        _auto_instrument()
+        for setup in list(_first_event_setups):
+            try:
+                setup()
+            except Exception:
+                _logger().exception("first-event setup %r raised; calls go on", setup)
         _auto_pending = False
     finally:
         with _setup_lock:
             _setting_up.discard(me)
             if not _setting_up:
                 _setup_idle.set()
-
-
-def _auto_instrument() -> None:
-    import os  # noqa: PLC0415 - once, at the first event
-
-    if os.environ.get("SMOOTHAPI_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
-        return
-    from importlib.util import find_spec  # noqa: PLC0415
-
-    if find_spec("prometheus_client") is None:
-        return
-    try:
-        from .telemetry.prometheus import auto_instrument  # noqa: PLC0415
-
-        auto_instrument()
-    except Exception:
-        _logger().exception("could not register the Prometheus metrics; calls go on")
 
 
 @before_fork
@@ -270,26 +271,9 @@ def _after_fork_in_child() -> None:
     _setup_idle.set()
 
 
-_LOGGER: Any = None
-
-
 def logger() -> Any:
     """The ``smoothapi`` logger (standard ``logging``), created on first use."""
     return _logger()
-
-
-def _logger() -> Any:
-    # `logging` costs milliseconds to import; it loads with the first event.
-    global _LOGGER
-    if _LOGGER is None:
-        import logging  # noqa: PLC0415
-
-        logger = logging.getLogger("smoothapi")
-        # A library configures no output: without a handler of the application's,
-        # logging's "last resort" would print our warnings to stderr.
-        logger.addHandler(logging.NullHandler())
-        _LOGGER = logger
-    return _LOGGER
 
 
 _DEBUG, _INFO, _WARNING = 10, 20, 30

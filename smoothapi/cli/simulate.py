@@ -21,12 +21,12 @@ discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
 * **Calls**: each call is a :func:`retry_flow` generator, driven like
   :func:`~smoothapi.engine.run_sync` drives it: ``ACQUIRE`` asks the client's
   breaker, ``ATTEMPT`` sends a request to the upstream and resumes the call
-  when the answer comes back, ``Record`` reports to the breaker, ``Sleep``
-  resumes the call that much later, ``Finish`` ends it; an attempt under a
-  deadline (``Within``) is cut short by a timeout of the time left, as the
-  transports do.  Outcomes are built the way ``@resilient_api`` classifies
-  them.  Whatever the engine and the config do - today's options and any
-  added later - the simulation does too.
+  when the answer comes back, ``Record`` reports to the breaker, ``Emit``
+  sends an event to the hooks, ``Sleep`` resumes the call that much later,
+  ``Finish`` ends it; an attempt under a deadline (``Within``) is cut short
+  by a timeout of the time left, as the transports do.  Outcomes are built
+  the way ``@resilient_api`` classifies them.  Whatever the engine and the
+  config do - today's options and any added later - the simulation does too.
 
 Figures per phase: the upstream's load (requests reaching it per second,
 divided by the calls made per second: its load when healthy and nobody
@@ -72,6 +72,7 @@ from ..engine import (
     ATTEMPT,
     FAILURE,
     SUCCESS,
+    Emit,
     Finish,
     Outcome,
     Policy,
@@ -81,7 +82,7 @@ from ..engine import (
     retry_flow,
 )
 from ..errors import ConfigError, ConfigTypeError
-from ..events import Event, StateChanged
+from ..events import Event, StateChanged, emit
 from ..mounts.decorator import fallback_function
 from ..testing import set_testing
 
@@ -706,7 +707,10 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
             decision = send(value)
             while True:
                 if decision is ACQUIRE:
-                    decision = send(breaker.acquire())
+                    decision = send(breaker.admit())
+                elif isinstance(decision, Emit):
+                    emit(decision.event, decision.hooks)
+                    decision = send(None)
                 elif decision is ATTEMPT:
                     outcome, latency = request(now)
                     add_attempt(now)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import smoothapi.engine
+import smoothapi.flow
 from smoothapi import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, resilient_api
 from smoothapi.backoff import capped_exponential, next_delay
 from smoothapi.events import RetryScheduled
@@ -285,14 +285,14 @@ def test_engine_sleeps_the_no_jitter_chain_starting_at_n_zero() -> None:
 def test_engine_passes_the_previous_delay_to_next_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine calls next_delay with n = 0, 1, 2, ... and previous = the delay it just used."""
     calls: list[tuple[int, float | None, float]] = []
-    real = smoothapi.engine.next_delay
+    real = smoothapi.flow.next_delay
 
     def spy(n: int, config: BackoffConfig, previous: float | None, rand: Any) -> float:
         delay = real(n, config, previous, rand)
         calls.append((n, previous, delay))
         return delay
 
-    monkeypatch.setattr(smoothapi.engine, "next_delay", spy)
+    monkeypatch.setattr(smoothapi.flow, "next_delay", spy)
     fn = _failing_decorated("decorrelated", 4, ())
     with set_testing(clock=FakeClock()), pytest.raises(ConnectionRefusedError):
         fn()
