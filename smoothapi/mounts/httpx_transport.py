@@ -260,7 +260,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
                 if cell is not None:
                     _runtime.leave(cell)
         call = self._call(request, inner, policy, first, ticket)
-        response = run_sync(policy, call.attempt, attempt_within=call.attempt_within, **call.engine)
+        attempt, within = call.attempt, call.attempt_within
+        response = run_sync(policy, attempt, attempt_within=within, **call.engine)
         return call.returned(response, is_async=False)
 
     def close(self) -> None:
