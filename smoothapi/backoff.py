@@ -14,17 +14,37 @@ min(max_delay, base_delay * 2**n)``:
 others.
 
 ``rand`` returns a float in ``[0, 1)``; tests inject their own.
+
+This module sits below :mod:`smoothapi.config` and imports nothing of
+ours: the configuration validates with these functions (the longest wait a
+schedule can ask for), and re-exports :class:`Jitter` from here.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from enum import Enum
 
-from .config import BackoffConfig, Jitter
+TYPE_CHECKING = False  # typing's own flag costs an import of typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-__all__ = ["capped_exponential", "next_delay"]
+    from .config import BackoffConfig
+
+__all__ = ["Jitter", "capped_exponential", "next_delay"]
+
+
+class Jitter(str, Enum):
+    """How the exponential delay is randomised (see :mod:`smoothapi.backoff`)."""
+
+    FULL = "full"
+    EQUAL = "equal"
+    DECORRELATED = "decorrelated"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def capped_exponential(n: int, base_delay: float, max_delay: float) -> float:

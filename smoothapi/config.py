@@ -8,15 +8,24 @@ names the field and the value - never later, in the middle of an outage.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ._validate import MAX_DELAY_SECONDS
+from ._validate import finite as _finite
+from ._validate import flag as _flag
+from ._validate import integer as _integer
+from ._validate import integral as _integral
+from ._validate import number as _number
+from ._validate import real as _real
+from .backoff import Jitter, capped_exponential
 from .errors import ConfigError, ConfigTypeError
 
+TYPE_CHECKING = False  # typing's own flag costs an import of typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .events import Event
     from .storage import BreakerStore
 
@@ -31,89 +40,8 @@ __all__ = [
     "RetryBudgetConfig",
 ]
 
-#: The longest single wait a config may ask for: one day.
-MAX_DELAY_SECONDS = 86_400.0
 DEFAULT_RETRY_ON: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-class Jitter(str, Enum):
-    """How the exponential delay is randomised (see :mod:`smoothapi.backoff`)."""
-
-    FULL = "full"
-    EQUAL = "equal"
-    DECORRELATED = "decorrelated"
-    NONE = "none"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def _number(
-    owner: str, name: str, value: object, *, minimum: float = 0.0, one_day: bool = True
-) -> float:
-    """A finite number of seconds >= ``minimum`` (at most one day unless ``one_day=False``)."""
-    where = f"{owner}.{name}"
-    if not _real(value):
-        raise ConfigTypeError(
-            f"{where} must be a number of seconds, got {value!r} ({type(value).__name__})"
-        )
-    if not _finite(value):
-        raise ConfigError(f"{where} must be finite, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{where} must be >= {minimum:g}, got {value!r}")
-    if one_day and value > MAX_DELAY_SECONDS:
-        # A longer wait is a unit mistake (ms for s?), and past ~292 years the OS
-        # sleep itself overflows.
-        raise ConfigError(
-            f"{where} must be at most {MAX_DELAY_SECONDS:g} seconds (one day), got {value!r}"
-        )
-    return float(value)
-
-
-def _real(value: object) -> TypeGuard[float]:
-    """A real number that is not a bool: int, float, or any numbers.Real (numpy's, Fraction)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    import numbers  # noqa: PLC0415 - only for exotic number types, off the import path
-
-    return isinstance(value, numbers.Real)
-
-
-def _integral(value: object) -> TypeGuard[int]:
-    """An integer that is not a bool: int or any numbers.Integral (numpy's)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    import numbers  # noqa: PLC0415 - only for exotic number types, off the import path
-
-    return isinstance(value, numbers.Integral)
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _integer(owner: str, name: str, value: object, *, minimum: int) -> int:
-    where = f"{owner}.{name}"
-    if not _integral(value):
-        raise ConfigTypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
-    number = int(value)
-    if number < minimum:
-        raise ConfigError(f"{where} must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _flag(owner: str, name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigTypeError(f"{owner}.{name} must be True or False, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +97,6 @@ def _longest_wait(base: float, cap: float, retries: int, jitter: Jitter) -> floa
         # Each delay is at most 3x the previous one, starting from base_delay * 3; a
         # float power past 3**600 would overflow, and by then any finite cap is reached.
         return min(cap, base * 3.0 ** min(retries, 600))
-    from .backoff import capped_exponential  # noqa: PLC0415 - backoff imports this module
-
     return capped_exponential(retries - 1, base, cap)
 
 
@@ -405,8 +331,6 @@ class RetryBudgetConfig:
 
 def _min_schedule(backoff: BackoffConfig) -> float:
     """The least time ``max_retries`` backoff sleeps can take (full jitter may sleep 0)."""
-    from .backoff import capped_exponential  # noqa: PLC0415 - backoff imports this module
-
     total = 0.0
     for n in range(min(backoff.max_retries, 64)):
         cap = capped_exponential(n, backoff.base_delay, backoff.max_delay)

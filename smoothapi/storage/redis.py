@@ -40,7 +40,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
     ) from exc
 
 from .._runtime import running_trio as _running_trio
-from ..config import _number
+from .._validate import number as _number
 from ..errors import ConfigError, ConfigTypeError
 from ._redis_clients import _describe, _is_async_client, _is_cluster, _LoopClients, _Scripts
 from ._redis_replies import (
