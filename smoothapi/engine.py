@@ -136,13 +136,19 @@ def run_sync(
             reply: Any = None
             if decision is ATTEMPT or isinstance(decision, Within):
                 _discard(policy, last, final=True)  # admitted again: now let it go
-                last = reply = _attempt(policy, *_how(decision, attempt, attempt_within))
+                if attempt_within is not None and isinstance(decision, Within):
+                    last = reply = _attempt(policy, attempt_within, decision.seconds)
+                else:
+                    last = reply = _attempt(policy, attempt)
             elif decision is ACQUIRE:
                 reply = breaker.admit()
                 held = None if reply[0] == REJECTED else reply[0]  # nothing else is held here
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method)
-                reply = report(decision.ticket, **_failure_wait(decision))
+                if decision.retry_after is None:
+                    reply = report(decision.ticket)
+                else:
+                    reply = report(decision.ticket, retry_after=decision.retry_after)
                 held = None
             elif isinstance(decision, Emit):
                 emit(decision.event, decision.hooks)
@@ -193,15 +199,19 @@ async def run_async(
             reply: Any = None
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
-                last = reply = await _attempt_async(
-                    policy, *_how(decision, attempt, attempt_within)
-                )
+                if attempt_within is not None and isinstance(decision, Within):
+                    last = reply = await _attempt_async(policy, attempt_within, decision.seconds)
+                else:
+                    last = reply = await _attempt_async(policy, attempt)
             elif decision is ACQUIRE:
                 reply = await breaker.admit_async()
                 held = None if reply[0] == REJECTED else reply[0]  # nothing else is held here
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method + "_async")
-                reply = await report(decision.ticket, **_failure_wait(decision))
+                if decision.retry_after is None:
+                    reply = await report(decision.ticket)
+                else:
+                    reply = await report(decision.ticket, retry_after=decision.retry_after)
                 held = None
             elif isinstance(decision, Emit):
                 emit(decision.event, decision.hooks)
@@ -239,23 +249,6 @@ def _flow(  # noqa: PLR0917 - the drivers' arguments, passed on
     return retry_flow(
         policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
     )
-
-
-def _how(
-    decision: Decision, attempt: Callable[..., Any], attempt_within: Callable[..., Any] | None
-) -> tuple[Any, ...]:
-    """The attempt to make for ATTEMPT or ``Within(seconds)``, and its argument."""
-    if attempt_within is not None and isinstance(decision, Within):
-        return (attempt_within, decision.seconds)
-    return (attempt,)
-
-
-_NO_WAIT: dict[str, float] = {}
-
-
-def _failure_wait(decision: Record) -> dict[str, float]:
-    """The report's keywords: a failure's ``retry_after``, when the server asked for one."""
-    return _NO_WAIT if decision.retry_after is None else {"retry_after": decision.retry_after}
 
 
 def _attempt(policy: Policy, make: Callable[..., Any], *args: Any) -> Outcome:

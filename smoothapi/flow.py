@@ -343,12 +343,11 @@ DEADLINE: Final = "deadline"
 BUDGET_EXHAUSTED: Final = "retry budget exhausted"
 
 
-def stop_rule(
+def stop_rule(  # noqa: PLR0917 - the flow's call reads on one line
     policy: Policy,
     outcome: Outcome,
     state: CircuitState,
     attempts: int,
-    *,
     max_retries: int,
     resend: Resend,
     deadline_at: float | None,
@@ -358,10 +357,11 @@ def stop_rule(
 
     ``reason`` is the ``RetriesExhausted.reason`` of the first stop rule that
     holds, or None to retry after ``delay`` seconds; ``backoff`` is the
-    backoff's own delay (the next one grows from it; 0.0 when a rule held
-    before it was drawn).  The rules are tried in this order, and the jitter
-    is drawn only once the first three passed, so that a seeded run draws
-    the same numbers whatever the rules say.
+    backoff's own delay (the next one grows from it, after ``previous``; 0.0
+    when a rule held before it was drawn).  ``state`` is the breaker's reply
+    to the failure's report; ``deadline_at`` is on the breaker's clock.  The
+    rules are tried in this order, and the jitter is drawn only once the
+    first three passed, so that a seeded run draws the same numbers as before.
     """
     if state is not CircuitState.CLOSED:  # our failure (or someone else's) opened it
         return BREAKER_OPEN, 0.0, 0.0
@@ -447,14 +447,7 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
         state = yield Record("record_failure", ticket, outcome.retry_after)
         wait = policy.cooldown if state is CircuitState.OPEN else 0.0
         reason, backoff, delay = stop_rule(
-            policy,
-            outcome,
-            state,
-            attempts,
-            max_retries=max_retries,
-            resend=resend,
-            deadline_at=deadline_at,
-            previous=backoff,
+            policy, outcome, state, attempts, max_retries, resend, deadline_at, backoff
         )
         if reason is None:
             yield Emit(RetryScheduled(name, attempts, delay, outcome.status, outcome.error), hooks)
