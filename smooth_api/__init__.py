@@ -2,42 +2,50 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import smoothapi
-from smoothapi import BackoffConfig as BackoffConfig
-from smoothapi import CallRejected as CallRejected
-from smoothapi import CircuitBreaker as CircuitBreaker
-from smoothapi import CircuitBreakerConfig as CircuitBreakerConfig
-from smoothapi import CircuitOpenError as CircuitOpenError
-from smoothapi import CircuitState as CircuitState
-from smoothapi import ConfigError as ConfigError
-from smoothapi import ConfigTypeError as ConfigTypeError
-from smoothapi import Event as Event
-from smoothapi import FallbackServed as FallbackServed
-from smoothapi import Jitter as Jitter
-from smoothapi import ResilientConfig as ResilientConfig
-from smoothapi import ResilientFunction as ResilientFunction
-from smoothapi import RetriesExhausted as RetriesExhausted
-from smoothapi import RetryBudgetConfig as RetryBudgetConfig
-from smoothapi import RetryBudgetExhausted as RetryBudgetExhausted
-from smoothapi import RetryScheduled as RetryScheduled
-from smoothapi import SmoothAPIError as SmoothAPIError
-from smoothapi import StateChanged as StateChanged
 from smoothapi import __all__ as __all__
 from smoothapi import __version__ as __version__
-from smoothapi import add_hook as add_hook
-from smoothapi import live_breakers as live_breakers
-from smoothapi import remove_hook as remove_hook
-from smoothapi import reset_all as reset_all
-from smoothapi import resilient_api as resilient_api
 
+# Each name is smoothapi's own, loaded when first asked for (as in smoothapi): importing
+# the alias costs no more than importing smoothapi.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from smoothapi import AsyncResilientTransport as AsyncResilientTransport
+    from smoothapi import BackoffConfig as BackoffConfig
+    from smoothapi import CallRejected as CallRejected
+    from smoothapi import CircuitBreaker as CircuitBreaker
+    from smoothapi import CircuitBreakerConfig as CircuitBreakerConfig
+    from smoothapi import CircuitOpenError as CircuitOpenError
+    from smoothapi import CircuitState as CircuitState
+    from smoothapi import ConfigError as ConfigError
+    from smoothapi import ConfigTypeError as ConfigTypeError
+    from smoothapi import Event as Event
+    from smoothapi import FallbackServed as FallbackServed
+    from smoothapi import Jitter as Jitter
     from smoothapi import ResilientAdapter as ResilientAdapter
+    from smoothapi import ResilientConfig as ResilientConfig
+    from smoothapi import ResilientFunction as ResilientFunction
     from smoothapi import ResilientTransport as ResilientTransport
+    from smoothapi import RetriesExhausted as RetriesExhausted
+    from smoothapi import RetryBudgetConfig as RetryBudgetConfig
+    from smoothapi import RetryBudgetExhausted as RetryBudgetExhausted
+    from smoothapi import RetryScheduled as RetryScheduled
+    from smoothapi import SmoothAPIError as SmoothAPIError
+    from smoothapi import StateChanged as StateChanged
+    from smoothapi import add_hook as add_hook
+    from smoothapi import live_breakers as live_breakers
+    from smoothapi import remove_hook as remove_hook
+    from smoothapi import reset_all as reset_all
+    from smoothapi import resilient_api as resilient_api
 
 
 def __getattr__(name: str) -> Any:
-    # ResilientAdapter and the transports load their client library lazily, as in smoothapi.
-    return getattr(smoothapi, name)
+    value = getattr(smoothapi, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

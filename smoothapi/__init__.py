@@ -13,30 +13,41 @@ client library on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from . import _runtime
-from . import events as _events
-from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
-from .config import BackoffConfig, CircuitBreakerConfig, Jitter, ResilientConfig, RetryBudgetConfig
-from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
-from .events import (
-    CallRejected,
-    Event,
-    FallbackServed,
-    RetriesExhausted,
-    RetryBudgetExhausted,
-    RetryScheduled,
-    StateChanged,
-    StoreRecovered,
-    StoreUnavailable,
-    add_hook,
-    remove_hook,
-)
-from .mounts.decorator import ResilientFunction, resilient_api
 
+# Every public name loads with the module that defines it, at its first use (PEP 562's
+# module __getattr__, below): `import smoothapi` costs only this file and _runtime, and
+# `from smoothapi import resilient_api` loads the core it needs and nothing else.  The
+# imports below are for type checkers and IDEs (typing's own TYPE_CHECKING would import
+# typing, ~10 ms with re).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
+    from .config import (
+        BackoffConfig,
+        CircuitBreakerConfig,
+        Jitter,
+        ResilientConfig,
+        RetryBudgetConfig,
+    )
+    from .errors import CircuitOpenError, ConfigError, ConfigTypeError, SmoothAPIError
+    from .events import (
+        CallRejected,
+        Event,
+        FallbackServed,
+        RetriesExhausted,
+        RetryBudgetExhausted,
+        RetryScheduled,
+        StateChanged,
+        StoreRecovered,
+        StoreUnavailable,
+        add_hook,
+        remove_hook,
+    )
     from .mounts._transport import attempts
+    from .mounts.decorator import ResilientFunction, resilient_api
     from .mounts.httpx_transport import AsyncResilientTransport, ResilientTransport
     from .mounts.requests_adapter import ResilientAdapter
     from .storage import BreakerStore, RedisStore, SharedCircuitBreaker
@@ -56,7 +67,8 @@ _runtime.shared_breaker_class = _shared_breaker_class
 def _prometheus_at_first_event() -> None:
     # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
     # decided at the first event, so a process whose calls all succeed never imports it.
-    # The events sit below every backend, so the package, above every layer, registers this.
+    # The events sit below every backend, so the package, above every layer, registers this
+    # (in _runtime's list, which the events read: registering imports no events).
     import os  # noqa: PLC0415 - once, at the first event
 
     if os.environ.get("SMOOTHAPI_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
@@ -70,10 +82,12 @@ def _prometheus_at_first_event() -> None:
 
         auto_instrument()
     except Exception:
-        _events.logger().exception("could not register the Prometheus metrics; calls go on")
+        from ._log import logger  # noqa: PLC0415
+
+        logger().exception("could not register the Prometheus metrics; calls go on")
 
 
-_events.on_first_event(_prometheus_at_first_event)
+_runtime.first_event_setups.append(_prometheus_at_first_event)
 
 __version__ = "2.0.0"  # pyproject.toml's version (tests/cli/test_packaging.py holds them equal)
 
@@ -114,27 +128,52 @@ __all__ = [
     "resilient_api",
 ]
 
+# Where each public name lives (relative to this package).
 _LAZY = {
+    "CircuitBreaker": "breaker",
+    "CircuitState": "breaker",
+    "live_breakers": "breaker",
+    "reset_all": "breaker",
+    "BackoffConfig": "config",
+    "CircuitBreakerConfig": "config",
+    "Jitter": "config",
+    "ResilientConfig": "config",
+    "RetryBudgetConfig": "config",
+    "CircuitOpenError": "errors",
+    "ConfigError": "errors",
+    "ConfigTypeError": "errors",
+    "SmoothAPIError": "errors",
+    "CallRejected": "events",
+    "Event": "events",
+    "FallbackServed": "events",
+    "RetriesExhausted": "events",
+    "RetryBudgetExhausted": "events",
+    "RetryScheduled": "events",
+    "StateChanged": "events",
+    "StoreRecovered": "events",
+    "StoreUnavailable": "events",
+    "add_hook": "events",
+    "remove_hook": "events",
+    "ResilientFunction": "mounts.decorator",
+    "resilient_api": "mounts.decorator",
     "attempts": "mounts._transport",  # with the transports: it loads their shared module
-    "ResilientAdapter": "mounts.requests_adapter",
-    "ResilientTransport": "mounts.httpx_transport",
+    "ResilientAdapter": "mounts.requests_adapter",  # imports requests
+    "ResilientTransport": "mounts.httpx_transport",  # imports httpx
     "AsyncResilientTransport": "mounts.httpx_transport",
-    "RedisStore": "storage.redis",
+    "RedisStore": "storage.redis",  # imports redis
     "SharedCircuitBreaker": "storage",
     "BreakerStore": "storage",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # The mount classes import requests/httpx, RedisStore imports redis; load them only
-    # when asked for.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'smoothapi' has no attribute {name!r}")
-    from importlib import import_module  # noqa: PLC0415
-
     try:
-        loaded = import_module(f".{module}", __name__)
+        # __import__ rather than importlib.import_module: the same import, and one that
+        # `python -X importtime` reports (import_module's top module goes unreported).
+        loaded = __import__(f"{__name__}.{module}", None, None, [name], 0)
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get(module)
         if extra is None or "' extra: pip install" in str(exc):  # already says what to do

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+
+# `import smoothapi` loads this module: typing and collections.abc (~10 ms with re) are
+# for the type checker only, as in every module the package loads at import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # The clock every breaker without an injected clock reads.
 clock: Callable[[], float] = time.monotonic
@@ -23,6 +28,10 @@ on_skipped_sleep: Callable[[float], object] | None = None
 # package (smoothapi/__init__.py), above every layer: the breaker builds one when given a
 # store without importing the stores, which sit above it.
 shared_breaker_class: Callable[[], type] | None = None
+# Run once per process at its first event, before that event is delivered: the package
+# registers its automatic telemetry here without importing the events (see
+# smoothapi.events.on_first_event, which adds to the same list).
+first_event_setups: list[Callable[[], object]] = []
 
 
 class Mark:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._async_hooks import defer
 from ._log import logger as _logger
 from ._runtime import at_fork_child, before_fork
+from ._runtime import first_event_setups as _runtime_first_event_setups
 
 if TYPE_CHECKING:
     from .machine import CircuitState
@@ -185,7 +186,8 @@ def remove_hook(hook: Hook) -> None:
 # serialises imports, and a setup serialises its own registration, so a thread's first
 # event still waits until the setup is done.  _setup_lock guards only the bookkeeping
 # below, which lets a fork wait for a setup in progress (see _before_fork).
-_first_event_setups: list[Callable[[], object]] = []
+# The list lives in _runtime so that the package registers without importing this module.
+_first_event_setups = _runtime_first_event_setups
 _auto_pending = True
 _setup_lock = threading.Lock()
 _setting_up: set[int] = set()  # the threads running the first-event setup now
