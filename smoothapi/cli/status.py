@@ -112,7 +112,7 @@ def format_table(
 def format_json(breakers: Sequence[BreakerStatus], *, ensure_ascii: bool = False) -> str:
     """The breakers as a JSON list of objects, sorted by name (``[]`` for none).
 
-    Each object has the fields of :class:`~smoothapi.storage.shared.BreakerStatus`,
+    Each object has the fields of :class:`~smoothapi.storage.protocol.BreakerStatus`,
     ``state`` as its name and ``retry_after`` in seconds.
     """
     records = [_as_dict(b) for b in sorted(breakers, key=_by_name)]

@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-:class:`SharedCircuitBreaker` speaks the same protocol as the in-memory
-:class:`~smoothapi.breaker.CircuitBreaker` (``acquire`` / ``record_*`` /
-``release`` and their ``*_async`` twins), but every decision is one atomic
-call on a :class:`BreakerStore` - for :class:`~smoothapi.RedisStore`, one Lua
-script run on the server, on the server's clock.  So every process that
+:class:`SharedCircuitBreaker` is the in-memory
+:class:`~smoothapi.breaker.CircuitBreaker` over another store: the same
+protocol (``admit`` / ``acquire`` / ``record_*`` / ``release`` and their
+``*_async`` twins) and the same rules (:mod:`smoothapi.machine`), but every
+decision is one atomic call on a :class:`BreakerStore` - for
+:class:`~smoothapi.RedisStore`, one Lua script run on the server, on the
+server's clock, proven equal to the rules by a differential test.  So every process that
 builds a breaker with the same name and store trips, rejects and probes as
 one breaker: one probe for the fleet in HALF_OPEN, as a lease tagged with a
 generation (the probe's ticket) that expires by itself if its prober dies.
@@ -45,7 +47,13 @@ Never worse than no store
     if the store is back by then.
 
 A shared breaker's ``clean_ticket`` is always 0 (the store decides every call), so
-mount points hand every call to the engine, which calls ``acquire``.
+mount points hand every call to the engine, which calls ``admit``.
+
+One flow per operation
+    Each operation (admit, a report, reset, force_open, a read) is written
+    once, as a short generator that yields the store calls it needs and is
+    sent their replies (None while the store is down); ``_run`` drives it
+    with the sync client, ``_run_async`` with the async one.
 
 Adaptive open time
     With a store that sets ``adaptive = True`` (``RedisStore`` does), the
@@ -64,47 +72,27 @@ import math
 import random
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .._runtime import at_fork_child
-from .._runtime import running_trio as _running_trio
 from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
 from ..errors import ConfigError
-from ..events import Hook, StateChanged, StoreRecovered, StoreUnavailable, emit
-from ..events import logger as smoothapi_logger
+from ..events import Hook, StateChanged, emit
+from . import outage
 from .protocol import (
     Admission,
-    BreakerStatus,
     BreakerStore,
-    MalformedBreaker,
     MalformedState,
     Op,
     Opening,
     Report,
     Snapshot,
-    Survey,
 )
 
-if TYPE_CHECKING:
-    import asyncio
-
-__all__ = [
-    "CLEAN",
-    "Admission",
-    "BreakerStatus",
-    "BreakerStore",
-    "MalformedBreaker",
-    "Op",
-    "Opening",
-    "Report",
-    "SharedCircuitBreaker",
-    "Snapshot",
-    "Survey",
-]
+__all__ = ["CLEAN", "SharedCircuitBreaker"]
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
@@ -115,140 +103,30 @@ HALF_OPEN = CircuitState.HALF_OPEN
 CLEAN = -2
 # Tickets from the local fallback breaker: -100 - local ticket (so local 0 is -100).
 _LOCAL = -100
-# How long a rejection's retry_after stays good for the engine's read right after acquire().
-_REJECTION_FRESH = 0.1
-
-_log = smoothapi_logger()  # the library's logger, with its NullHandler
 
 T = TypeVar("T")
 
 
-# -- outage bookkeeping, one per store ---------------------------------------------------
+class _Ask(NamedTuple):
+    """A store call a flow needs: ``store.<method>(*args, **options)`` (or its ``_async``)."""
+
+    method: str
+    args: tuple[Any, ...]
+    options: dict[str, Any] | None = None
 
 
-class _Health:
-    """Whether a store is down, shared by every breaker that uses the store."""
-
-    __slots__ = ("__weakref__", "down_since", "lock", "retry_at")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.down_since: float | None = None
-        self.retry_at = 0.0
-
-    def mark_down(self, interval: float) -> bool:
-        """Record an error; True when it starts an outage."""
-        now = time.monotonic()
-        with self.lock:
-            first = self.down_since is None
-            if first:
-                self.down_since = now
-            self.retry_at = now + interval
-        return first
-
-    def mark_up(self) -> float | None:
-        """Record an answer; the seconds the store was down if this ends an outage."""
-        with self.lock:
-            since = self.down_since
-            self.down_since = None
-        return None if since is None else time.monotonic() - since
-
-    def claim_retry(self, interval: float) -> bool:
-        # Only one caller per interval tries a store that was down: a dead
-        # store then costs one timeout per interval, not one per call.
-        now = time.monotonic()
-        with self.lock:
-            if self.down_since is None:
-                return True
-            if now < self.retry_at:
-                return False
-            self.retry_at = now + interval
-            return True
-
-
-_healths: weakref.WeakKeyDictionary[Any, _Health] = weakref.WeakKeyDictionary()
-
-# The failure count each shared breaker last reported to this process, by (store label,
-# key), for the breakers whose count was not 0: whether a success must be reported.
-# Bounded, least recently used first out: every acquire and report of a breaker with a
-# count moves it to the end, so beyond _COUNTED_MAX only breakers no call has touched
-# while _COUNTED_MAX others counted failures are forgotten (abandoned breakers must not
-# pile up).  A forgotten breaker is learnt again at its next acquire; only a call admitted
-# before it was forgotten skips its success's reset report.
-_counted: dict[tuple[str, str], int] = {}
-_COUNTED_MAX = 10_000
-_healths_lock = threading.Lock()
+#: An operation: yields the store calls it needs, is sent their replies (None: the store
+#: is down or failed), returns its result.
+Flow = Generator[_Ask, Any, T]
 
 
 @at_fork_child
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork stays held in the child (see _runtime).
-    global _healths_lock
-    _healths_lock = threading.Lock()
-    for health in list(_healths.values()):
-        health.lock = threading.Lock()
     for breaker in list(_LIVE):
         if isinstance(breaker, SharedCircuitBreaker):  # its local one is not in _LIVE
             breaker._local._lock = threading.Lock()
             breaker._health.lock = threading.Lock()
-
-
-def _health_of(store: object) -> _Health:
-    with _healths_lock:
-        try:
-            health = _healths.get(store)
-            if health is None:
-                health = _healths[store] = _Health()
-        except TypeError:  # unhashable or not weak-referenceable: one record per breaker
-            return _Health()
-        return health
-
-
-# -- cancellation-safe awaiting --------------------------------------------------------
-
-# Background releases of probes whose acquirer was cancelled; kept so they are not collected.
-_background: set[asyncio.Future[Any]] = set()
-
-
-def _is_probe(ticket: int) -> bool:
-    """A store's probe ticket (odd and positive); local and rejected ones are negative."""
-    return ticket > 0 and ticket % 2 == 1
-
-
-async def _shielded(
-    make: Callable[[], Awaitable[T]], orphan: Callable[[T], object] | None = None
-) -> T:
-    """Await ``make()`` so that cancelling the caller cannot cut the store call in half.
-
-    A store call cut in half may have changed state on the server (claimed
-    the probe, say) without anyone hearing about it, and leaves the client's
-    connection unusable.  Under trio the call is shielded and finishes (it is
-    bounded by the client's socket timeout); under asyncio it runs on as a
-    task, and ``orphan`` receives its result if the caller was cancelled.
-    """
-    if _running_trio():
-        import trio  # noqa: PLC0415 - only under trio
-
-        with trio.CancelScope(shield=True):
-            return await make()
-    import asyncio  # noqa: PLC0415 - keeps `import smoothapi` light
-
-    task = asyncio.ensure_future(make())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(functools.partial(_settle_orphan, orphan))
-        raise
-
-
-def _settle_orphan(orphan: Callable[[Any], object] | None, task: asyncio.Future[Any]) -> None:
-    if task.cancelled():
-        return
-    error = task.exception()
-    if error is not None:
-        _log.debug("a store call outlived its cancelled caller and failed: %r", error)
-    elif orphan is not None:
-        orphan(task.result())
 
 
 class SharedCircuitBreaker(CircuitBreaker):
@@ -283,7 +161,6 @@ class SharedCircuitBreaker(CircuitBreaker):
         "_local",
         "_malformed",
         "_max_cooldown_ms",
-        "_rejection",
         "_reset_ms",
         "_seen_key",
         "_threshold",
@@ -311,16 +188,17 @@ class SharedCircuitBreaker(CircuitBreaker):
         else:
             check_store("CircuitBreaker(store=...)", store)
         self.store: BreakerStore = store
-        # Every call goes through the engine, which asks the store.
-        self.clean_ticket = 0
+        self.clean_ticket = 0  # every call goes through the engine, which asks the store
         self._threshold = config.failure_threshold
         self._cooldown_ms = math.ceil(config.cooldown_ms)
         self._key = store.key(name)
         self._seen_key = (str(store.label), self._key)
-        self._health = _health_of(store)
+        self._health = outage.health_of(store)
+        # Where the calls go while the store cannot answer: the same rules in memory.
         self._local = CircuitBreaker(
             replace(config, store=None), name=name, clock=clock, hooks=self._hooks, rand=rand
         )
+        _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._adaptive = getattr(store, "adaptive", False) is True
         self._max_cooldown_ms = math.ceil(config.max_cooldown * 1000)
         self._reset_ms = math.ceil(config.cooldown_reset * 1000)
@@ -329,8 +207,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             _check_open_time(
                 store, "CircuitBreakerConfig.max_cooldown_ms", config.max_cooldown * 1000
             )
-        _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
-        self._rejection = threading.local()
         self._malformed = False  # its entry in the store held nonsense (warned once)
         # The last state this breaker heard from the store: (state, failures, open
         # until on the local monotonic clock).  Answers the reports that need no round
@@ -349,155 +225,85 @@ class SharedCircuitBreaker(CircuitBreaker):
     @property
     def state(self) -> CircuitState:
         """The shared state (read from the store; the local one while the store is down)."""
-        snap = self._read()
-        return self._local.state if snap is None else snap.state
+        return self.snapshot().state
 
     @property
     def failure_count(self) -> int:
         """Consecutive failed attempts counted in CLOSED, fleet-wide."""
-        snap = self._read()
-        return self._local.failure_count if snap is None else snap.failures
+        return self.snapshot().failures
 
     @property
     def retry_after(self) -> float:
         """Seconds until a probe is allowed: 0.0 when CLOSED, HALF_OPEN or cooled down."""
-        seen: tuple[float, float] | None = getattr(self._rejection, "seen", None)
-        if seen is not None:
-            # The engine reads this right after a rejected acquire(), whose reply
-            # carried it: answering from that saves a second round trip per rejection.
-            self._rejection.seen = None
-            elapsed = time.monotonic() - seen[0]
-            if elapsed < _REJECTION_FRESH:
-                return max(0.0, seen[1] - elapsed)
-        snap = self._read()
-        return self._local.retry_after if snap is None else snap.retry_after
+        return self.snapshot().retry_after
 
     def snapshot(self) -> Snapshot:
-        """State, failure count and retry_after in one read (one round trip)."""
-        snap = self._read()
-        if snap is None:
+        """State, failure count and retry_after in one read (one round trip).
+
+        With a store that has no sync client (an async-only ``RedisStore``),
+        the last reply this breaker saw; :meth:`snapshot_async` reads the store.
+        """
+        if self.store.supports_sync:
+            return self._run(self._snapshot_flow())
+        if self._health.down_since is not None:
             local = self._local
             return Snapshot(local.state, local.failure_count, local.retry_after)
-        return snap
+        state, failures, open_until = self._last
+        retry = max(0.0, open_until - time.monotonic()) if state is OPEN else 0.0
+        return Snapshot(state, failures, retry)
 
     async def snapshot_async(self) -> Snapshot:
         """:meth:`snapshot` for async code (reads the store with the async client)."""
-        if self._may_call():
-            try:
-                snap = await self.store.snapshot_async(self._key)
-            except Exception as exc:
-                self._store_failed(exc)
-            else:
-                self._store_ok()
-                return self._seen_snapshot(snap)
-        local = self._local
-        return Snapshot(local.state, local.failure_count, local.retry_after)
+        return await self._run_async(self._snapshot_flow())
 
-    def _read(self) -> Snapshot | None:
-        if not self.store.supports_sync:
-            if self._health.down_since is not None:
-                return None
-            state, failures, open_until = self._last
-            retry = max(0.0, open_until - time.monotonic()) if state is OPEN else 0.0
-            return Snapshot(state, failures, retry)
-        snap = self._call(self.store.snapshot, self._key)
-        return None if snap is None else self._seen_snapshot(snap)
-
-    # -- the protocol the engine speaks ----------------------------------------------
-
-    def acquire(self) -> int:
-        """Ask to make one attempt: 0 or :data:`CLEAN`, a probe ticket, or ``REJECTED``."""
-        admission = self._call(self.store.acquire, self._key, self._threshold, self._cooldown_ms)
-        if admission is None:
-            return self._local_acquire()
-        try:
-            return self._admit(admission)
-        except BaseException:  # a hook interrupted the probe's claim (KeyboardInterrupt)
-            if _is_probe(admission[0]):
-                self.release(admission[0])  # give it back now, not when the lease runs out
-            raise
+    # -- the protocol the engine speaks: each operation once, as a flow ---------------
 
     def admit(self) -> tuple[int, float]:
-        """:meth:`acquire`, with the seconds until a probe is allowed when rejected (from
-        the store's one reply: no second round trip)."""
-        ticket = self.acquire()
-        return (ticket, self._rejected_for() if ticket == REJECTED else 0.0)
+        """Ask to make one attempt: ``(ticket, 0.0)`` or ``(REJECTED, retry_after)``, from
+        the store's one reply."""
+        return self._run(self._admit_flow())
 
     async def admit_async(self) -> tuple[int, float]:
-        """:meth:`admit` for the async driver."""
-        ticket = await self.acquire_async()
-        return (ticket, self._rejected_for() if ticket == REJECTED else 0.0)
+        """:meth:`admit` for the async driver (cancellation never strands a probe)."""
+        return await self._run_async(self._admit_flow())
 
-    def _rejected_for(self) -> float:
-        seen: tuple[float, float] | None = getattr(self._rejection, "seen", None)
-        self._rejection.seen = None
-        if seen is not None:
-            return max(0.0, seen[1] - (time.monotonic() - seen[0]))
-        return self._local.retry_after  # rejected by the local fallback breaker
+    def acquire(self) -> int:
+        """Ask to make one attempt: an even ticket, a probe's (odd), or ``REJECTED``."""
+        return self.admit()[0]
+
+    async def acquire_async(self) -> int:
+        """:meth:`acquire` for the async driver."""
+        return (await self.admit_async())[0]
 
     def record_success(self, ticket: int) -> CircuitState:
         """The attempt holding ``ticket`` succeeded; returns the state after the report."""
-        if ticket <= _LOCAL:
-            return self._local.record_success(_LOCAL - ticket)
-        if ticket == CLEAN:
-            ticket = 0
-        elif ticket < 0:
-            return self._last[0]
-        if ticket % 2 == 0 and self._seen_key not in _counted:
-            return CLOSED  # no failure counted as far as this process knows: no round trip
-        return self._record("success", ticket)
+        return self._run(self._record_flow("success", ticket))
+
+    async def record_success_async(self, ticket: int) -> CircuitState:
+        """:meth:`record_success` for the async driver."""
+        return await self._run_async(self._record_flow("success", ticket))
 
     def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
         """The attempt holding ``ticket`` failed; returns the state after the report.
 
-        ``retry_after`` (the server's requested wait) holds the local fallback
-        breaker open; the store ignores it.
+        ``retry_after`` (the server's requested wait) holds an opening open at
+        least that long with an adaptive store, and the local fallback breaker.
         """
-        if ticket <= _LOCAL:
-            return self._local.record_failure(_LOCAL - ticket, retry_after)
-        if ticket == CLEAN:
-            ticket = 0
-        elif ticket < 0:
-            return self._last[0]
-        return self._record("failure", ticket, retry_after)
-
-    def release(self, ticket: int) -> CircuitState:
-        """The attempt ended without a verdict: give back the probe permit it may hold."""
-        if ticket <= _LOCAL:
-            return self._local.release(_LOCAL - ticket)
-        if ticket <= 0 or ticket % 2 == 0:
-            return self._last[0]  # only a probe holds anything to give back
-        return self._record("release", ticket)
-
-    async def acquire_async(self) -> int:
-        """:meth:`acquire` for the async driver (cancellation never strands a probe)."""
-        if not self._may_call():
-            return self._local_acquire()
-        return await _shielded(self._acquire_remote_async, self._orphaned_ticket)
-
-    async def record_success_async(self, ticket: int) -> CircuitState:
-        """:meth:`record_success` for the async driver."""
-        if ticket == CLEAN:
-            ticket = 0
-        elif ticket < 0:
-            return self.record_success(ticket)  # local or rejected: no store call
-        if ticket % 2 == 0 and self._seen_key not in _counted:
-            return CLOSED  # no failure counted as far as this process knows: no round trip
-        return await self._record_async("success", ticket)
+        return self._run(self._record_flow("failure", ticket, retry_after))
 
     async def record_failure_async(
         self, ticket: int, retry_after: float | None = None
     ) -> CircuitState:
         """:meth:`record_failure` for the async driver."""
-        if ticket <= _LOCAL or (ticket < 0 and ticket != CLEAN):
-            return self.record_failure(ticket, retry_after)  # local or rejected: no store call
-        return await self._record_async("failure", 0 if ticket == CLEAN else ticket, retry_after)
+        return await self._run_async(self._record_flow("failure", ticket, retry_after))
+
+    def release(self, ticket: int) -> CircuitState:
+        """The attempt ended without a verdict: give back the probe permit it may hold."""
+        return self._run(self._record_flow("release", ticket))
 
     async def release_async(self, ticket: int) -> CircuitState:
         """:meth:`release` for the async driver; completes even while the caller is cancelled."""
-        if ticket <= 0 or ticket % 2 == 0:
-            return self.release(ticket)  # only a probe holds anything to give back
-        return await self._record_async("release", ticket)
+        return await self._run_async(self._record_flow("release", ticket))
 
     def add_hook(self, hook: Hook, *, owner: object = None) -> None:
         """Also send this breaker's events (and its local fallback's) to ``hook``."""
@@ -508,101 +314,105 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     def reset(self) -> None:
         """Close the breaker for the whole fleet and forget every failure."""
-        self._rejection.seen = None
-        report = self._call(self.store.reset, self._key, self.name)
+        self._run(self._reset_flow())
+
+    async def reset_async(self) -> None:
+        """:meth:`reset` for async code (and for a store with only an async client)."""
+        await self._run_async(self._reset_flow())
+
+    def force_open(self, cooldown_ms: float | None = None) -> None:
+        """Open the breaker fleet-wide for ``cooldown_ms`` (default: the configured cooldown)."""
+        self._run(self._force_open_flow(cooldown_ms))
+
+    async def force_open_async(self, cooldown_ms: float | None = None) -> None:
+        """:meth:`force_open` for async code (and for a store with only an async client)."""
+        await self._run_async(self._force_open_flow(cooldown_ms))
+
+    # -- the flows ---------------------------------------------------------------------
+
+    def _admit_flow(self) -> Flow[tuple[int, float]]:
+        admission = yield _Ask("acquire", (self._key, self._threshold, self._cooldown_ms))
+        if admission is None:  # the store is down: the local breaker decides
+            ticket, retry_after = self._local.admit()
+            return (REJECTED if ticket == REJECTED else _LOCAL - ticket, retry_after)
+        ticket, retry_after, failures, state, changed = admission
+        outage.count(self._seen_key, failures)
+        if ticket >= 0 and ticket % 2 == 0:
+            self._last = (CLOSED, failures, 0.0)
+            return (ticket, 0.0)
+        self._last = (state, failures, time.monotonic() + retry_after)
+        if ticket < 0:
+            return (REJECTED, retry_after)
+        if changed:  # this call moved OPEN -> HALF_OPEN: it tells the hooks
+            try:
+                emit(StateChanged(self.name, OPEN, HALF_OPEN, failures, self.now()), self._hooks)
+            except BaseException:  # a hook interrupted the claim: give the lease back now
+                yield from self._record_flow("release", ticket)
+                raise
+        return (ticket, 0.0)
+
+    def _record_flow(
+        self, op: Op, ticket: int, retry_after: float | None = None
+    ) -> Flow[CircuitState]:
+        if ticket <= _LOCAL:  # handed out by the local breaker: reported to it
+            return self._local_report(op, _LOCAL - ticket, retry_after)
+        if ticket == CLEAN:
+            ticket = 0
+        elif ticket < 0:
+            return self._last[0]  # rejected: nothing held
+        if op == "release" and (ticket == 0 or ticket % 2 == 0):
+            return self._last[0]  # only a probe holds anything to give back
+        if op == "success" and ticket % 2 == 0 and not outage.counted(self._seen_key):
+            return CLOSED  # no failure counted as far as this process knows: no round trip
+        report = yield _Ask(
+            "record", (self._key, op, ticket), self._record_options(op, retry_after)
+        )
+        if report is None:
+            # The store failed under a call it admitted: count the verdict locally as an
+            # ordinary call.  A shared probe's lease runs out on the server by itself.
+            return self._local_report(op, 0, retry_after) if op != "release" else self._local.state
+        return self._report(report)
+
+    def _reset_flow(self) -> Flow[None]:
+        report = yield _Ask("reset", (self._key, self.name))
         if report is None:
             self._local.reset()
         else:
             self._report(report, "reset")
 
-    def force_open(self, cooldown_ms: float | None = None) -> None:
-        """Open the breaker fleet-wide for ``cooldown_ms`` (default: the configured cooldown)."""
-        millis = self._force_cooldown(cooldown_ms)
-        self._rejection.seen = None
-        report = self._call(self.store.force_open, self._key, millis, self.name)
+    def _force_open_flow(self, cooldown_ms: float | None) -> Flow[None]:
+        if cooldown_ms is None:
+            millis = self._cooldown_ms
+        else:
+            CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
+            _check_open_time(self.store, "force_open(cooldown_ms)", cooldown_ms)
+            millis = math.ceil(cooldown_ms)
+        report = yield _Ask("force_open", (self._key, millis, self.name))
         if report is None:
             self._local.force_open(cooldown_ms)
         else:
             self._report(report, "forced open")
 
-    async def reset_async(self) -> None:
-        """:meth:`reset` for async code (and for a store with only an async client)."""
-        self._rejection.seen = None
-        if self._may_call():
-            try:
-                report = await _shielded(
-                    functools.partial(self.store.reset_async, self._key, self.name)
-                )
-            except Exception as exc:
-                self._unavailable(exc)
-            else:
-                self._store_ok()
-                self._report(report, "reset")
-                return
-        self._local.reset()
+    def _snapshot_flow(self) -> Flow[Snapshot]:
+        snap = yield _Ask("snapshot", (self._key,))
+        if snap is None:
+            local = self._local
+            return Snapshot(local.state, local.failure_count, local.retry_after)
+        outage.count(self._seen_key, snap.failures)
+        self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
+        return snap  # type: ignore[no-any-return]
 
-    async def force_open_async(self, cooldown_ms: float | None = None) -> None:
-        """:meth:`force_open` for async code (and for a store with only an async client)."""
-        millis = self._force_cooldown(cooldown_ms)
-        self._rejection.seen = None
-        if self._may_call():
-            try:
-                report = await _shielded(
-                    functools.partial(self.store.force_open_async, self._key, millis, self.name)
-                )
-            except Exception as exc:
-                self._unavailable(exc)
-            else:
-                self._store_ok()
-                self._report(report, "forced open")
-                return
-        self._local.force_open(cooldown_ms)
-
-    # -- internals -------------------------------------------------------------------
-
-    def _force_cooldown(self, cooldown_ms: float | None) -> int:
-        if cooldown_ms is None:
-            return self._cooldown_ms
-        CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
-        _check_open_time(self.store, "force_open(cooldown_ms)", cooldown_ms)
-        return math.ceil(cooldown_ms)
-
-    def _local_acquire(self) -> int:
-        ticket = self._local.acquire()
-        return REJECTED if ticket == REJECTED else _LOCAL - ticket
-
-    def _admit(self, admission: Admission) -> int:
-        ticket, retry_after, failures, state, changed = admission
-        self._count(failures)
-        if ticket >= 0 and ticket % 2 == 0:
-            self._last = (CLOSED, failures, 0.0)
-            return ticket
-        now = time.monotonic()
-        self._last = (state, failures, now + retry_after)
-        if ticket < 0:
-            self._rejection.seen = (now, retry_after)
-            return REJECTED
-        if changed:
-            emit(StateChanged(self.name, OPEN, HALF_OPEN, failures, self.now()), self._hooks)
-        return ticket
-
-    def _count(self, failures: int) -> None:
-        if not failures:
-            _counted.pop(self._seen_key, None)
-            return
-        # Re-inserted, not updated in place: a dict keeps insertion order, so the front
-        # is the least recently used breaker.
-        _counted.pop(self._seen_key, None)
-        _counted[self._seen_key] = failures
-        while len(_counted) > _COUNTED_MAX:
-            try:
-                del _counted[next(iter(_counted))]
-            except (KeyError, StopIteration, RuntimeError):  # another thread got there first
-                break
+    def _local_report(self, op: Op, ticket: int, retry_after: float | None) -> CircuitState:
+        local = self._local
+        if op == "success":
+            return local.record_success(ticket)
+        if op == "failure":
+            return local.record_failure(ticket, retry_after)
+        return local.release(ticket)
 
     def _report(self, report: Report, cause: str | None = None) -> CircuitState:
         state, old, failures = report
-        self._count(failures)
+        outage.count(self._seen_key, failures)
         if state is OPEN and old is not OPEN:
             self._last = (state, failures, time.monotonic() + self._cooldown_ms / 1000.0)
         elif state is not OPEN:
@@ -611,22 +421,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             event = StateChanged(self.name, old, state, failures, self.now())
             emit(event, self._hooks, cause=cause)
         return state
-
-    def _seen_snapshot(self, snap: Snapshot) -> Snapshot:
-        self._count(snap.failures)
-        self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
-        return snap
-
-    def _record(self, op: Op, ticket: int, retry_after: float | None = None) -> CircuitState:
-        report = self._call(
-            functools.partial(self.store.record, **self._record_options(op, retry_after)),
-            self._key,
-            op,
-            ticket,
-        )
-        if report is None:
-            return self._local_verdict(op, retry_after)
-        return self._report(report)
 
     def _record_options(self, op: Op, retry_after: float | None) -> dict[str, Any]:
         """The keywords of ``store.record``: ``opening=`` only for a failure reported to
@@ -648,83 +442,66 @@ class SharedCircuitBreaker(CircuitBreaker):
         )
         return options
 
-    def _local_verdict(self, op: Op, retry_after: float | None = None) -> CircuitState:
-        # The store failed under a call it admitted: count the verdict locally as an
-        # ordinary call.  A shared probe's lease runs out on the server by itself.
-        local = self._local
-        if op == "success":
-            return local.record_success(0)
-        if op == "failure":
-            return local.record_failure(0, retry_after)
-        return local.state
+    # -- the two drivers -------------------------------------------------------------
 
-    async def _acquire_remote_async(self) -> int:
+    def _run(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` with the store's sync client."""
         try:
-            admission = await self.store.acquire_async(
-                self._key, self._threshold, self._cooldown_ms
-            )
-        except Exception as exc:
-            self._unavailable(exc)
-            return self._local_acquire()
-        self._store_ok()
+            ask = next(flow)
+            while True:
+                ask = flow.send(self._ask(ask))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _run_async(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` with the store's async client; a store call runs to its end even
+        if the caller is cancelled (see :func:`outage.shielded`)."""
         try:
-            return self._admit(admission)
-        except BaseException:  # a hook interrupted the probe's claim (KeyboardInterrupt)
-            if _is_probe(admission[0]):
-                await self.release_async(admission[0])
-            raise
+            ask = next(flow)
+            while True:
+                ask = flow.send(await self._ask_async(ask))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
-    def _orphaned_ticket(self, ticket: int) -> None:
-        # acquire_async() was cancelled while the store answered: give back a probe
-        # it claimed at once, rather than leave the fleet waiting for the lease.
-        if ticket <= _LOCAL:
-            self._local.release(_LOCAL - ticket)
-        elif ticket > 0 and ticket % 2 == 1:
-            import asyncio  # noqa: PLC0415 - orphans exist only under asyncio
-
-            task = asyncio.ensure_future(self.release_async(ticket))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
-
-    async def _record_async(
-        self, op: Op, ticket: int, retry_after: float | None = None
-    ) -> CircuitState:
+    def _ask(self, ask: _Ask) -> Any:
+        """One store call, or None (no exception) when the store is down or fails."""
         if not self._may_call():
-            return self._local_verdict(op, retry_after)
-        return await _shielded(
-            functools.partial(self._record_remote_async, op, ticket, retry_after)
-        )
-
-    async def _record_remote_async(
-        self, op: Op, ticket: int, retry_after: float | None = None
-    ) -> CircuitState:
+            return None
         try:
-            report = await self.store.record_async(
-                self._key, op, ticket, **self._record_options(op, retry_after)
-            )
+            result = getattr(self.store, ask.method)(*ask.args, **(ask.options or {}))
         except Exception as exc:
             self._unavailable(exc)
-            return self._local_verdict(op, retry_after)
-        self._store_ok()
-        return self._report(report)
+            return None
+        outage.store_recovered(self._health, self.store, self._hooks)
+        return result
+
+    async def _ask_async(self, ask: _Ask) -> Any:
+        """:meth:`_ask` with the async client."""
+        if not self._may_call():
+            return None
+        call = functools.partial(
+            getattr(self.store, ask.method + "_async"), *ask.args, **(ask.options or {})
+        )
+        orphan = self._orphaned_admission if ask.method == "acquire" else None
+        try:
+            result = await outage.shielded(call, orphan)
+        except Exception as exc:
+            self._unavailable(exc)
+            return None
+        outage.store_recovered(self._health, self.store, self._hooks)
+        return result
+
+    def _orphaned_admission(self, admission: Admission) -> None:
+        # admit_async() was cancelled while the store answered: give back a probe it
+        # claimed at once, rather than leave the fleet waiting for the lease.
+        if outage.is_probe(admission[0]):
+            outage.in_background(self.release_async(admission[0]))
 
     # -- store health ----------------------------------------------------------------
 
     def _may_call(self) -> bool:
         health = self._health
         return health.down_since is None or health.claim_retry(self.store.retry_interval)
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T | None:
-        """``fn(*args)`` on the store, or None (no exception) when the store is down."""
-        if not self._may_call():
-            return None
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            self._unavailable(exc)
-            return None
-        self._store_ok()
-        return result
 
     def _unavailable(self, error: Exception) -> None:
         """The store raised: an outage, unless it is a misuse no retry will fix.
@@ -733,72 +510,18 @@ class SharedCircuitBreaker(CircuitBreaker):
         (redis-py: ``RedisClusterException``, ``AttributeError`` for a server
         that answers its handshake with nonsense, ``RuntimeError`` for a closed
         event loop...), and a breaker must never fail a call because of its
-        store.  :class:`ConfigError` (no sync client, say) reaches the caller.
+        store.  :class:`ConfigError` (no sync client, say) reaches the caller;
+        :class:`MalformedState` (only this breaker's entry is bad) makes this
+        breaker local with one WARNING while the store stays up for the others.
         """
         if isinstance(error, ConfigError):
             raise error
         if isinstance(error, MalformedState):
-            self._malformed_entry(error)
+            if not self._malformed:
+                self._malformed = True
+                outage.entry_malformed(self.name, self._key, self.store, error)
             return
-        self._store_failed(error)
-
-    def _malformed_entry(self, error: MalformedState) -> None:
-        """Only this breaker's entry is bad: it goes local, the store stays up for the rest."""
-        if self._malformed:
-            return
-        self._malformed = True  # one WARNING per breaker
-        _log.warning(
-            "breaker %s: its entry %s in store %s is malformed (%s); this breaker runs on "
-            "in-process state until the entry is fixed or deleted (smoothapi status shows it)",
-            self.name,
-            self._key,
-            self.store.label,
-            error,
-            extra={
-                "smoothapi_event": "store_entry_malformed",
-                "breaker": self.name,
-                "store": self.store.label,
-            },
-        )
-
-    def _store_failed(self, error: BaseException) -> None:
-        interval = self.store.retry_interval
-        label = self.store.label
-        if not self._health.mark_down(interval):
-            _log.debug("breaker store %s still unreachable: %r", label, error)
-            return
-        _log.warning(
-            "breaker store %s is unreachable (%s: %s); breakers fall back to "
-            "in-process state and try the store again every %gs. Check the server, or the "
-            "client's address and credentials.",
-            label,
-            type(error).__name__,
-            error,
-            interval,
-            extra={
-                "smoothapi_event": "store_unavailable",
-                "store": label,
-                "error_type": type(error).__qualname__,
-                "retry_interval": interval,
-            },
-        )
-        emit(StoreUnavailable(label, error), self._hooks)
-
-    def _store_ok(self) -> None:
-        health = self._health
-        if health.down_since is None:
-            return
-        down_for = health.mark_up()
-        if down_for is None:  # another thread reported the recovery
-            return
-        label = self.store.label
-        _log.info(
-            "breaker store %s answers again after %.1fs; breakers share its state again",
-            label,
-            down_for,
-            extra={"smoothapi_event": "store_recovered", "store": label, "down_for": down_for},
-        )
-        emit(StoreRecovered(label, down_for), self._hooks)
+        outage.store_failed(self._health, self.store, error, self._hooks)
 
 
 def _check_open_time(store: object, field: str, millis: float) -> None:

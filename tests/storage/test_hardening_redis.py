@@ -42,7 +42,7 @@ from smoothapi import (
 )
 from smoothapi.breaker import REJECTED
 from smoothapi.cli import main
-from smoothapi.storage import RedisStore, SharedCircuitBreaker, shared
+from smoothapi.storage import RedisStore, SharedCircuitBreaker, outage
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 WAIT = 10.0  # bound on every polling loop; a passing run never comes near it
@@ -548,13 +548,13 @@ def test_what_a_process_remembers_of_failure_counts_is_bounded(
 ) -> None:
     """The per-breaker memory of "a failure is counted" never grows without bound (many
     abandoned failing breakers); forgetting one only skips a success's reset report."""
-    monkeypatch.setattr(shared, "_COUNTED_MAX", 5)
+    monkeypatch.setattr(outage, "_COUNTED_MAX", 5)
     store = _store(client)
     config = CircuitBreakerConfig(failure_threshold=3)
     for i in range(20):
         breaker = CircuitBreaker(config, name=f"svc-{i}", store=store)
         breaker.record_failure(breaker.acquire())
-    assert len(shared._counted) <= 5
+    assert len(outage._counted) <= 5
 
 
 # -- 1 (shared): a hook interrupting the probe's claim gives the lease back at once ------------
@@ -665,8 +665,8 @@ def test_the_breakers_in_use_stay_remembered_past_the_bound(
     breaker a call has just acquired stays, however many others count failures meanwhile
     (as long as they are fewer than the bound)."""
     cap = 5
-    monkeypatch.setattr(shared, "_COUNTED_MAX", cap)
-    monkeypatch.setattr(shared, "_counted", {})  # none of the other tests' breakers
+    monkeypatch.setattr(outage, "_COUNTED_MAX", cap)
+    monkeypatch.setattr(outage, "_counted", {})  # none of the other tests' breakers
     store = _store(client)
     config = CircuitBreakerConfig(failure_threshold=1000)
     hot = CircuitBreaker(config, name="hot", store=store)
@@ -679,12 +679,12 @@ def test_the_breakers_in_use_stay_remembered_past_the_bound(
 
     for _ in range(cap - 1):  # the memory is full
         another_fails()
-    assert len(shared._counted) == cap
+    assert len(outage._counted) == cap
     for _ in range(20):
         held = hot.acquire()  # in use: the most recently used now
         for _ in range(cap - 1):
             another_fails()
-            assert len(shared._counted) <= cap
+            assert len(outage._counted) <= cap
         hot.record_success(held)  # must reach the store and reset the count
         assert int(client.hget(store.key("hot"), "failures") or b"0") == 0
         hot.record_failure(hot.acquire())  # counted again for the next round

@@ -52,7 +52,7 @@ from smoothapi import (
     resilient_api,
 )
 from smoothapi.engine import FAILURE, IGNORED
-from smoothapi.storage import shared
+from smoothapi.storage import outage
 from smoothapi.testing import FakeClock
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -344,7 +344,7 @@ def test_a_child_forked_while_another_thread_holds_every_lock_makes_its_calls(
         "transport registry": lambda: transport._core._lock,
         "fake clock": lambda: clock._lock,
         "async hooks": lambda: _async_hooks._lock,
-        "store healths": lambda: shared._healths_lock,
+        "store healths": lambda: outage._healths_lock,
         "prometheus": lambda: prometheus._lock,
         "otel": lambda: otel._lock,
         "first event": lambda: events._setup_lock,
@@ -378,7 +378,7 @@ def test_a_child_forked_while_another_thread_holds_every_lock_makes_its_calls(
 
         asyncio.run(main())
         step("store healths")
-        shared._health_of(object())
+        outage.health_of(object())
         step("prometheus")
         prometheus.uninstrument()
         step("otel")
