@@ -23,9 +23,9 @@ import contextlib
 import sys
 from collections.abc import Collection
 
+from ._log import logger
 from .engine import ANSWERED, FAILURE, IGNORED, Outcome
 from .errors import CircuitOpenError
-from .events import logger
 from .retry_after import parse_retry_after
 
 __all__ = ["classify_exception", "http_status", "is_transport_error"]
