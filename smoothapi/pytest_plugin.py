@@ -11,13 +11,16 @@ entry point, so installing smoothapi is enough).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
-from .breaker import reset_all
-from .testing import FakeClock, set_testing
+# pytest loads this plugin in every test run of a project that has smoothapi installed:
+# the breakers and the testing helpers load with the first test that asks for them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from .testing import FakeClock
 
 __all__ = ["smoothapi_clock"]
 
@@ -33,6 +36,9 @@ def pytest_configure(config: Any) -> None:
 @pytest.fixture
 def smoothapi_clock() -> Iterator[FakeClock]:
     """Instant retries, a fake clock for every breaker, all breakers reset around the test."""
+    from .breaker import reset_all  # noqa: PLC0415 - see above
+    from .testing import FakeClock, set_testing  # noqa: PLC0415
+
     clock = FakeClock()
     reset_all()
     with set_testing(clock=clock):

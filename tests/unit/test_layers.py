@@ -159,3 +159,9 @@ def test_integer_and_flag_refuse_bools_and_strings() -> None:
     with pytest.raises(ConfigTypeError, match=r"O\.b must be True or False, got 1"):
         _validate.flag("O", "b", 1)
     assert _validate.flag("O", "b", False) is False
+
+
+def test_the_pytest_plugin_loads_the_breakers_only_for_a_test_that_asks() -> None:
+    """pytest loads the plugin in every run of a project with smoothapi installed."""
+    loaded = _loaded_after("import smoothapi.pytest_plugin")
+    assert not loaded & {"smoothapi.breaker", "smoothapi.config", "smoothapi.testing"}
