@@ -166,9 +166,31 @@ _LAZY = {
 }
 
 
+# The submodules an eager `import smoothapi` used to load, so that `smoothapi.events.X`
+# after a plain `import smoothapi` keeps working (the import sets the attribute).
+_SUBMODULES = {
+    "backoff": "backoff",
+    "breaker": "breaker",
+    "budget": "budget",
+    "classify": "classify",
+    "config": "config",
+    "engine": "engine",
+    "errors": "errors",
+    "events": "events",
+    "flow": "flow",
+    "machine": "machine",
+    "mounts": "mounts.decorator",
+    "retry_after": "retry_after",
+}
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
+        submodule = _SUBMODULES.get(name)
+        if submodule is not None:
+            __import__(f"{__name__}.{submodule}")
+            return globals()[name]
         raise AttributeError(f"module 'smoothapi' has no attribute {name!r}")
     try:
         # __import__ rather than importlib.import_module: the same import, and one that

@@ -88,6 +88,16 @@ def test_every_public_name_resolves_and_is_listed() -> None:
         smoothapi.nothing  # noqa: B018
 
 
+def test_the_submodules_an_eager_import_loaded_are_still_attributes() -> None:
+    """`import smoothapi` then `smoothapi.backoff.next_delay` works as before the lazy names."""
+    loaded = _loaded_after(
+        "import smoothapi; "
+        "assert smoothapi.backoff.next_delay and smoothapi.events.StateChanged; "
+        "assert smoothapi.mounts.decorator.resilient_api is smoothapi.resilient_api"
+    )
+    assert {"smoothapi.backoff", "smoothapi.events", "smoothapi.mounts.decorator"} <= loaded
+
+
 def test_the_prometheus_setup_is_registered_without_loading_the_events() -> None:
     """The package registers its first-event setup in _runtime: the events read that list."""
     loaded = _loaded_after(
