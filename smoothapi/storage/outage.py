@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Health",
+    "caught",
     "count",
     "counted",
     "entry_malformed",
@@ -129,6 +130,20 @@ def health_of(store: object) -> Health:
 
 # Background releases of probes whose acquirer was cancelled; kept so they are not collected.
 _background: set[asyncio.Future[Any]] = set()
+
+
+async def caught(make: Callable[[], Awaitable[T]]) -> tuple[T | None, Exception | None]:
+    """``(result, None)``, or ``(None, error)`` if ``make()`` raised.
+
+    A store call awaited through :func:`shielded` runs in a task of its own;
+    an error it raised would be kept by that task, and the error's traceback
+    by the task's awaiting frame: a reference cycle holding the breaker that
+    asked until the garbage collector runs.  Returned, it forms none.
+    """
+    try:
+        return (await make(), None)
+    except Exception as exc:
+        return (None, exc)
 
 
 def in_background(work: Awaitable[object]) -> None:

@@ -482,20 +482,13 @@ class SharedCircuitBreaker(CircuitBreaker):
         call = functools.partial(
             getattr(self.store, ask.method + "_async"), *ask.args, **(ask.options or {})
         )
-        orphan = self._orphaned_admission if ask.method == "acquire" else None
-        try:
-            result = await outage.shielded(call, orphan)
-        except Exception as exc:
-            self._unavailable(exc)
+        orphan = _orphaned_admission(self) if ask.method == "acquire" else None
+        result, error = await outage.shielded(functools.partial(outage.caught, call), orphan)
+        if error is not None:
+            self._unavailable(error)
             return None
         outage.store_recovered(self._health, self.store, self._hooks)
         return result
-
-    def _orphaned_admission(self, admission: Admission) -> None:
-        # admit_async() was cancelled while the store answered: give back a probe it
-        # claimed at once, rather than leave the fleet waiting for the lease.
-        if outage.is_probe(admission[0]):
-            outage.in_background(self.release_async(admission[0]))
 
     # -- store health ----------------------------------------------------------------
 
@@ -522,6 +515,21 @@ class SharedCircuitBreaker(CircuitBreaker):
                 outage.entry_malformed(self.name, self._key, self.store, error)
             return
         outage.store_failed(self._health, self.store, error, self._hooks)
+
+
+def _orphaned_admission(
+    breaker: SharedCircuitBreaker,
+) -> Callable[[tuple[Admission | None, Exception | None]], None]:
+    """What to do with an admission whose ``admit_async()`` was cancelled while the store
+    answered: give back a probe it claimed at once, rather than leave the fleet waiting for
+    the lease."""
+
+    def orphaned(outcome: tuple[Admission | None, Exception | None]) -> None:
+        admission = outcome[0]
+        if admission is not None and outage.is_probe(admission[0]):
+            outage.in_background(breaker.release_async(admission[0]))
+
+    return orphaned
 
 
 def _check_open_time(store: object, field: str, millis: float) -> None:
