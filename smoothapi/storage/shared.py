@@ -363,7 +363,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         if op == "release" and (ticket == 0 or ticket % 2 == 0):
             return self._last[0]  # only a probe holds anything to give back
         if op == "success" and ticket % 2 == 0 and not outage.counted(self._seen_key):
-            return CLOSED  # no failure counted as far as this process knows: no round trip
+            return self._last[0]  # no failure counted as far as this process knows: no round trip
         report = yield _Ask(
             "record", (self._key, op, ticket), self._record_options(op, retry_after)
         )
