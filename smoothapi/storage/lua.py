@@ -135,8 +135,8 @@ return {gen, 0, failures, state, 0}
 #: An ordinary ticket (even) counts only in CLOSED and only in the period it was admitted
 #: in (a call admitted before the breaker last opened must not flip or reset a state it
 #: knows nothing about); ticket 0 reads as the current period.  A probe ticket (odd)
-#: counts only while it is the current generation in HALF_OPEN.  Anything else is
-#: ignored and changes nothing.
+#: counts only while it is the current generation in HALF_OPEN and has not given its
+#: lease back (``release``).  Anything else is ignored and changes nothing.
 RECORD = (
     """
 local key = KEYS[1]
@@ -145,7 +145,8 @@ local ticket = tonumber(ARGV[2])
 local threshold = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at', 'period')
+local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at', 'period',
+                     'lease_until')
 local state = h[1] or 'CLOSED'
 local failures = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
@@ -198,7 +199,8 @@ if ticket % 2 == 0 then
   redis.call('PEXPIRE', key, ttl)
   return {'OPEN', state, failures}
 end
-if state ~= 'HALF_OPEN' or ticket ~= gen then
+-- A probe that gave its lease back (lease_until 0) reports nothing any more.
+if state ~= 'HALF_OPEN' or ticket ~= gen or (tonumber(h[7]) or 0) == 0 then
   return {state, state, failures}
 end
 if op == 'success' then

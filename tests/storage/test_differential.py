@@ -1,0 +1,407 @@
+"""The shared breaker's Lua scripts against the machine: a differential property test.
+
+The breaker's rules are written twice: as Python (:mod:`smoothapi.machine`,
+which the in-memory :class:`~smoothapi.CircuitBreaker` applies) and as the
+Lua scripts of :mod:`smoothapi.storage.lua` (which a real Redis applies for
+a :class:`~smoothapi.SharedCircuitBreaker`).  Hypothesis drives one breaker
+of each kind with the same random histories - admissions (concurrent probes
+included), successes, failures with and without Retry-After, releases, of
+any ticket ever handed out (stale ones from before a trip, a reset or a
+forced opening; twice; out of order), ticket 0, ``reset()``,
+``force_open()``, clock moves (onto a cooldown's end, just before it, far
+past it) - over random configs (threshold, cooldown, the adaptive open
+time's multiplier, cap and reset) and requires, after every step, the same
+replies, the same state, failure count and ``retry_after``, and the same
+StateChanged transitions.  The memory breaker is the reference.
+
+How the two are made comparable:
+
+* One clock.  The memory breaker reads a fake clock; the store runs the
+  shipped scripts with only their clock prologue swapped, so that ``now``
+  is that same fake clock instead of the server's TIME
+  (:func:`smoothapi.storage.lua.caller_clock`, a test-only RedisStore
+  subclass below).  New probe generations still come from TIME: they only
+  need to be fresh.
+* Exact times.  The store keeps whole milliseconds; the memory breaker keeps
+  float seconds, in which a whole millisecond is not exact (0.1 + 0.2 !=
+  0.3), so a clock landing exactly on a cooldown's end could read an ulp
+  before it.  Every time and duration drawn here is a multiple of 125 ms
+  (1/8 s, exact in a float), open times included (cooldowns and caps are
+  multiples of 250 ms and the jitter draw is fixed at 0.5), so both sides
+  compute the very same instants and "exactly onto a cooldown's end" means
+  the same on both.  ``retry_after`` is compared within 1 ms all the same:
+  a rejection's figure is the store's whole milliseconds minus the (real,
+  microseconds) time since its reply.
+* Tickets are paired by the order they were handed out: their numbers
+  differ (the memory breaker counts, the store derives generations from
+  the server's clock), their kind (ordinary, probe, rejected) must not.
+* The probe's lease.  In memory a probe holds its lease until it reports or
+  releases; the store's lease expires by itself (its prober may have died),
+  after ``lease_ms``, at most the cooldown.  The test store's lease is far
+  longer than any history's clock span (``LEASE_MS``), so that expiry -
+  which no single process can reproduce - never happens here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from smoothapi import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from smoothapi.breaker import REJECTED
+from smoothapi.events import Event, StateChanged
+from smoothapi.storage import RedisStore, SharedCircuitBreaker
+
+CLOSED, HALF_OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN
+
+# Every time and duration is a multiple of this (1/8 s: exact in a float, see above).
+GRID_MS = 125
+# The histories' clock starts here (any multiple of GRID_MS: a server-like epoch).
+START_MS = 1_700_000_000_000
+# The test store's probe lease: far beyond any history's clock span (40 moves of < 1 min).
+LEASE_MS = 10**9
+# Whole milliseconds on the store's side, and real time between a rejection and its figure.
+TOLERANCE = 0.001
+
+SETTINGS = settings(
+    max_examples=500,
+    stateful_step_count=40,
+    deadline=None,
+    derandomize=True,  # the same histories on every run, so CI is reproducible
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+class Clock:
+    """The one clock both breakers read: milliseconds for the store, seconds for memory."""
+
+    def __init__(self) -> None:
+        self.ms = START_MS
+
+    def seconds(self) -> float:
+        return self.ms / 1000.0
+
+
+class ClockedStore(RedisStore):
+    """A RedisStore whose scripts read ``clock`` instead of the server's TIME, with a lease
+    that outlasts every history (tests only; see the module docstring)."""
+
+    def __init__(self, client: Any, clock: Clock, *, prefix: str) -> None:
+        self.clock = clock
+        super().__init__(client, prefix=prefix, retry_interval=0.0)
+
+    def _now_ms(self) -> int:  # type: ignore[override]  # RedisStore reads it if set
+        return self.clock.ms
+
+    def _acquire_args(self, threshold: int, cooldown_ms: int) -> list[int]:
+        args = super()._acquire_args(threshold, cooldown_ms)
+        args[2] = LEASE_MS  # a RedisStore caps it at the cooldown: not here (see above)
+        return args
+
+
+def grid(low: int, high: int) -> st.SearchStrategy[int]:
+    """Milliseconds: multiples of GRID_MS from low to high (both in GRID_MS units)."""
+    return st.integers(low, high).map(lambda k: k * GRID_MS)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> CircuitBreakerConfig:
+    cooldown = draw(st.integers(0, 8)) * 2 * GRID_MS  # 0 to 2 s, multiples of 250 ms
+    cap = draw(st.none() | st.integers(0, 8).map(lambda k: cooldown + k * 2 * GRID_MS))
+    return CircuitBreakerConfig(
+        failure_threshold=draw(st.integers(1, 3)),
+        cooldown_ms=cooldown,
+        cooldown_multiplier=draw(st.sampled_from([1.0, 2.0, 3.0])),
+        max_cooldown_ms=cap,
+        cooldown_reset_ms=draw(st.none() | grid(0, 64)),
+    )
+
+
+# A failure's Retry-After, in seconds (exact: multiples of 1/8 s), or none.
+retry_afters = st.none() | grid(0, 80).map(lambda ms: ms / 1000.0)
+
+
+# Failures twice as likely as the others, so that histories reach OPEN and HALF_OPEN often.
+verdicts = st.sampled_from(["failure", "success", "failure", "release"])
+
+
+def report(
+    breaker: CircuitBreaker, ticket: int, verdict: str, retry_after: float | None
+) -> CircuitState:
+    """The breaker's answer to a report: the state after it."""
+    if verdict == "success":
+        return breaker.record_success(ticket)
+    if verdict == "failure":
+        return breaker.record_failure(ticket, retry_after)
+    return breaker.release(ticket)
+
+
+def kind(ticket: int) -> str:
+    if ticket == REJECTED:
+        return "rejected"
+    return "probe" if ticket % 2 else "ordinary"
+
+
+NAMES = itertools.count()  # a breaker of its own per history
+
+
+class Differential(RuleBasedStateMachine):
+    """One history: a memory breaker and a Redis breaker, fed the same steps.
+
+    ``clock`` and ``store`` are set on a subclass per test (the ``machine`` fixture).
+    """
+
+    clock: Clock
+    store: ClockedStore
+
+    tickets: Bundle[tuple[int, int]] = Bundle("tickets")  # (memory's, store's), paired
+
+    @initialize(config=configs())
+    def build(self, config: CircuitBreakerConfig) -> None:
+        self.clock.ms = START_MS
+        self.latest: tuple[int, int] | None = None
+        self.closed_ms: int | None = None  # when a probe last closed the breaker
+        self.reset_ms = round(config.cooldown_reset * 1000)
+        self.events: dict[str, list[Any]] = {"memory": [], "redis": [], "store": []}
+        self.memory = CircuitBreaker(
+            config,
+            name="memory",
+            clock=self.clock.seconds,
+            rand=lambda: 0.5,
+            hooks=(self._collect("memory"),),
+        )
+        self.shared = CircuitBreaker(
+            config,
+            name=f"differential-{next(NAMES)}",
+            clock=self.clock.seconds,
+            rand=lambda: 0.5,
+            store=self.store,
+            hooks=(self._collect("redis"),),
+        )
+        assert isinstance(self.shared, SharedCircuitBreaker)
+
+    def _collect(self, side: str) -> Any:
+        def hook(event: Event) -> None:  # (emit() logs what a hook raises: record only)
+            if isinstance(event, StateChanged):
+                self.events[side].append((event.old, event.new))
+                if side == "memory" and (event.old, event.new) == (HALF_OPEN, CLOSED):
+                    self.closed_ms = self.clock.ms
+            else:  # StoreUnavailable & co: the store must answer every call here
+                self.events["store"].append(event)
+
+        return hook
+
+    # -- admissions ------------------------------------------------------------------
+
+    def _admit(self) -> tuple[int, int] | None:
+        mine, mine_wait = self.memory.admit()
+        theirs, their_wait = self.shared.admit()
+        assert theirs == REJECTED or theirs >= 0, f"a local fallback ticket: {theirs}"
+        assert kind(theirs) == kind(mine), (mine, theirs)
+        assert abs(their_wait - mine_wait) <= TOLERANCE, (mine_wait, their_wait)
+        if mine == REJECTED:
+            return None
+        self.latest = (mine, theirs)
+        return self.latest
+
+    @rule(target=tickets)
+    def admit(self) -> Any:
+        pair = self._admit()
+        return multiple() if pair is None else pair
+
+    @rule(target=tickets)
+    def admit_two_at_once(self) -> Any:
+        """Two callers at once (two probes asked for in HALF_OPEN, say)."""
+        pairs = [self._admit(), self._admit()]
+        return multiple(*[p for p in pairs if p is not None])
+
+    # -- reports, of any ticket ever handed out ------------------------------------------
+
+    def _report(self, pair: tuple[int, int], verdict: str, retry_after: float | None) -> None:
+        mine = report(self.memory, pair[0], verdict, retry_after)
+        assert report(self.shared, pair[1], verdict, retry_after) == mine
+
+    @rule(pair=tickets, verdict=verdicts, retry_after=retry_afters)
+    def report(self, pair: tuple[int, int], verdict: str, retry_after: float | None) -> None:
+        """Any ticket: stale, reported before, out of order."""
+        self._report(pair, verdict, retry_after)
+
+    @rule(verdict=verdicts, retry_after=retry_afters)
+    def report_the_latest(self, verdict: str, retry_after: float | None) -> None:
+        """The ticket handed out last (the common case: a call reports as it ends)."""
+        if self.latest is not None:
+            self._report(self.latest, verdict, retry_after)
+
+    @rule(verdict=verdicts, retry_after=retry_afters)
+    def report_ticket_zero(self, verdict: str, retry_after: float | None) -> None:
+        """Ticket 0: an ordinary call of the current CLOSED period."""
+        self._report((0, 0), verdict, retry_after)
+
+    # -- manual control ----------------------------------------------------------------
+
+    @rule(action=st.sampled_from(["reset", "force_open"]), cooldown_ms=st.none() | grid(0, 40))
+    def manual(self, action: str, cooldown_ms: int | None) -> None:
+        """``reset()``, or ``force_open(cooldown_ms)`` (None: the configured cooldown)."""
+        if action == "reset":
+            self.closed_ms = None  # a reset forgets the grown open time, and this with it
+            self.memory.reset()
+            self.shared.reset()
+        else:
+            self.memory.force_open(cooldown_ms)
+            self.shared.force_open(cooldown_ms)
+
+    # -- the clock ---------------------------------------------------------------------
+
+    @rule(ms=grid(0, 16) | grid(0, 480))
+    def wait(self, ms: int) -> None:
+        self.clock.ms += ms
+
+    @rule(before=st.booleans())
+    def wait_for_the_cooldown(self, before: bool) -> None:
+        """Onto the cooldown's end exactly (or one grid step before it)."""
+        left = round(self.memory.retry_after * 1000)
+        assert left % GRID_MS == 0, left  # every open time is on the grid
+        self.clock.ms += max(0, left - GRID_MS) if before else left
+
+    @rule(before=st.booleans())
+    def wait_for_the_cooldown_reset(self, before: bool) -> None:
+        """Onto the moment the breaker has been CLOSED ``cooldown_reset`` since a probe
+        closed it (a trip from then on starts again from the plain cooldown), or one
+        grid step before it."""
+        if self.closed_ms is None:
+            return
+        left = self.closed_ms + self.reset_ms - self.clock.ms
+        self.clock.ms += max(0, left - GRID_MS if before else left)
+
+    # -- after every step --------------------------------------------------------------
+
+    @invariant()
+    def same_state(self) -> None:
+        memory, shared = self.memory, self.shared
+        assert shared.state == memory.state
+        assert shared.failure_count == memory.failure_count
+        assert abs(shared.retry_after - memory.retry_after) <= TOLERANCE
+        assert self.events["redis"] == self.events["memory"]
+        assert not self.events["store"], "the store failed: no comparison is possible"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def machine(redis_client: redis.Redis, redis_prefix: str) -> type[Differential]:
+    """:class:`Differential` on a clock of its own and a store under this test's prefix."""
+    clock = Clock()
+    store = ClockedStore(redis_client, clock, prefix=redis_prefix)
+    return type("Differential", (Differential,), {"clock": clock, "store": store})
+
+
+def test_the_lua_scripts_decide_as_the_memory_breaker_does(machine: type[Differential]) -> None:
+    run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+# -- the edges, replayed as written ---------------------------------------------------------
+
+# Histories that random ones reach only rarely, replayed on the machine above with its
+# checks after every step.  A step: "admit"; "success N", "failure N [retry_after]",
+# "release N" (N: the ticket's place among those handed out); "reset"; "force_open";
+# "wait MS"; "to the cooldown's end" / "before the cooldown's end" (one grid step
+# before); "to the cooldown reset" / "before the cooldown reset".
+ADAPTIVE = CircuitBreakerConfig(
+    failure_threshold=1,
+    cooldown_ms=1000,
+    cooldown_multiplier=2.0,
+    max_cooldown_ms=4000,
+    cooldown_reset_ms=2000,
+)
+PLAIN = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1000)
+# A failed probe (growth 1: open 1.5 s), then a probe that closes the breaker.
+GROWN_THEN_CLOSED = (
+    "admit; failure 0; to the cooldown's end; admit; failure 1; to the cooldown's end; "
+    "admit; success 2"
+)
+HISTORIES = {
+    "a trip exactly cooldown_reset after the close starts from the plain cooldown": (
+        ADAPTIVE,
+        f"{GROWN_THEN_CLOSED}; to the cooldown reset; admit; failure 3",
+    ),
+    "a trip just before it keeps the grown open time": (
+        ADAPTIVE,
+        f"{GROWN_THEN_CLOSED}; before the cooldown reset; admit; failure 3",
+    ),
+    "a call exactly at the cooldown's end is the probe, one step before it is rejected": (
+        PLAIN,
+        "admit; failure 0; before the cooldown's end; admit; to the cooldown's end; admit; admit",
+    ),
+    "a probe that gave its lease back reports nothing (success)": (
+        PLAIN,
+        "admit; failure 0; to the cooldown's end; admit; release 1; success 1",
+    ),
+    "a probe that gave its lease back reports nothing (failure)": (
+        PLAIN,
+        "admit; failure 0; to the cooldown's end; admit; release 1; failure 1 4.0; admit",
+    ),
+    "tickets from before a forced opening and a reset report nothing": (
+        CircuitBreakerConfig(failure_threshold=2, cooldown_ms=500),
+        "admit; force_open; to the cooldown's end; admit; reset; success 1; failure 0; failure 1",
+    ),
+    "a Retry-After hold stops at max_cooldown_ms": (
+        CircuitBreakerConfig(failure_threshold=1, cooldown_ms=250, max_cooldown_ms=1000),
+        "admit; failure 0 5.0; wait 875; admit; wait 125; admit",
+    ),
+}
+
+
+def replay(state: Differential, steps: str) -> None:
+    held: list[tuple[int, int]] = []
+    for step in steps.split("; "):
+        state.same_state()
+        verb, *args = step.split(" ")
+        if verb == "admit":
+            pair = state._admit()
+            if pair is not None:
+                held.append(pair)
+        elif verb in ("success", "failure", "release"):
+            retry_after = float(args[1]) if len(args) > 1 else None
+            state.report(held[int(args[0])], verb, retry_after)
+        elif verb in ("reset", "force_open"):
+            state.manual(verb, None)
+        elif verb == "wait":
+            state.wait(int(args[0]))
+        elif step.endswith("cooldown's end"):
+            state.wait_for_the_cooldown(before=verb == "before")
+        else:
+            assert step.endswith("cooldown reset"), step
+            state.wait_for_the_cooldown_reset(before=verb == "before")
+    state.same_state()
+
+
+@pytest.mark.parametrize("history", list(HISTORIES))
+def test_histories_at_the_edges(machine: type[Differential], history: str) -> None:
+    config, steps = HISTORIES[history]
+    state = machine()
+    state.build(config)
+    replay(state, steps)
+    state.teardown()
