@@ -131,7 +131,8 @@ return {gen, 0, failures, state, 0}
 #: The open time is the memory breaker's: after ``growth`` failed probes in a row,
 #: cooldown + rand * (min(max_cooldown, cooldown * multiplier^growth) - cooldown), and at
 #: least the server's Retry-After (capped at max_cooldown); a trip after reset_ms CLOSED
-#: since the last close starts again from growth 0.
+#: since the last close starts again from growth 0.  It is kept in whole milliseconds,
+#: rounded up (the machine's float seconds would allow a probe up to 1 ms sooner).
 #: An ordinary ticket (even) counts only in CLOSED and only in the period it was admitted
 #: in (a call admitted before the breaker last opened must not flip or reset a state it
 #: knows nothing about); ticket 0 reads as the current period.  A probe ticket (odd)
@@ -167,7 +168,8 @@ local function open_for(level)
   if wanted > open then
     open = math.max(open, math.min(wanted, cap))
   end
-  return math.floor(open)
+  -- Whole milliseconds, rounded up: never a probe before the machine's rule allows one.
+  return math.ceil(open)
 end
 if ticket % 2 == 0 then
   if state ~= 'CLOSED' or op == 'release' or (ticket ~= 0 and ticket ~= period) then

@@ -367,6 +367,15 @@ HISTORIES = {
         CircuitBreakerConfig(failure_threshold=2, cooldown_ms=500),
         "admit; force_open; to the cooldown's end; admit; reset; success 1; failure 0; failure 1",
     ),
+    # Off the grid on purpose: open 1.5 ms (1 + 0.5 * (2 - 1)), which the store keeps as
+    # whole milliseconds - rounded up, so that it never admits a probe the machine would
+    # reject (0.5 ms early).
+    "a jittered open time in fractions of a millisecond is rounded up": (
+        CircuitBreakerConfig(
+            failure_threshold=1, cooldown_ms=1, cooldown_multiplier=2.0, max_cooldown_ms=100
+        ),
+        "admit; failure 0; wait 1; admit; failure 1; wait 1; admit; wait 1; admit",
+    ),
     "a Retry-After hold stops at max_cooldown_ms": (
         CircuitBreakerConfig(failure_threshold=1, cooldown_ms=250, max_cooldown_ms=1000),
         "admit; failure 0 5.0; wait 875; admit; wait 125; admit",
