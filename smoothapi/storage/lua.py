@@ -33,7 +33,7 @@ Replies are flat arrays of integers and state names, decoded by
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "FORCE_OPEN", "READ_BREAKER", "RECORD", "RESET", "SNAPSHOT", "caller_clock"]
+__all__ = ["ACQUIRE", "FORCE_OPEN", "READ_BREAKER", "RECORD", "RESET", "SNAPSHOT"]
 
 # Shared prologue: `now` in whole milliseconds of server time.
 _NOW = """

@@ -160,7 +160,8 @@ class RedisStore:
         # a time, the others get a client of their own.
         self._loops = None
         if async_client is not None:
-            self._loops = _LoopClients(_Scripts(async_client, caller_clock=clocked))
+            given = _Scripts(async_client, caller_clock=clocked)
+            self._loops = _LoopClients(given, caller_clock=clocked)
         self._label = _describe(sync_client if sync_client is not None else async_client)
 
     @classmethod
