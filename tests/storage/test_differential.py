@@ -12,7 +12,11 @@ forced opening; twice; out of order), ticket 0, ``reset()``,
 past it) - over random configs (threshold, cooldown, the adaptive open
 time's multiplier, cap and reset) and requires, after every step, the same
 replies, the same state, failure count and ``retry_after``, and the same
-StateChanged transitions.  The memory breaker is the reference.
+StateChanged transitions.  The memory breaker is the reference.  Histories
+that chance reaches only rarely are replayed as written beside it
+(``test_histories_at_the_edges``).  500 derandomized examples: the same
+histories on every run, and enough that a known slip (a released probe still
+reporting) is caught whatever the seed.
 
 How the two are made comparable:
 
@@ -29,7 +33,8 @@ How the two are made comparable:
   (1/8 s, exact in a float), open times included (cooldowns and caps are
   multiples of 250 ms and the jitter draw is fixed at 0.5), so both sides
   compute the very same instants and "exactly onto a cooldown's end" means
-  the same on both.  ``retry_after`` is compared within 1 ms all the same:
+  the same on both (one edge history leaves the grid on purpose, for the
+  store's rounding up).  ``retry_after`` is compared within 1 ms all the same:
   a rejection's figure is the store's whole milliseconds minus the (real,
   microseconds) time since its reply.
 * Tickets are paired by the order they were handed out: their numbers
