@@ -200,8 +200,8 @@ class SharedCircuitBreaker(CircuitBreaker):
         )
         _LIVE.discard(self._local)  # an implementation detail of this breaker, not a breaker
         self._adaptive = getattr(store, "adaptive", False) is True
-        self._max_cooldown_ms = math.ceil(config.max_cooldown * 1000)
-        self._reset_ms = math.ceil(config.cooldown_reset * 1000)
+        self._max_cooldown_ms = _millis(config.max_cooldown)
+        self._reset_ms = _millis(config.cooldown_reset)
         _check_open_time(store, "CircuitBreakerConfig.cooldown_ms", config.cooldown_ms)
         if self._adaptive:
             _check_open_time(
@@ -530,6 +530,12 @@ def _orphaned_admission(
             outage.in_background(breaker.release_async(admission[0]))
 
     return orphaned
+
+
+def _millis(seconds: float) -> int:
+    """Whole milliseconds, rounded up, of a config's seconds (``max_cooldown_ms=2007`` is
+    2.007 s, and 2.007 * 1000 is 2007.0000000000002: not 2008)."""
+    return math.ceil(round(seconds * 1000, 6))
 
 
 def _check_open_time(store: object, field: str, millis: float) -> None:

@@ -130,3 +130,12 @@ def test_every_state_change_the_rules_make_is_in_the_table() -> None:
     }
     assert seen <= moves
     assert "probe failed" in (machine.__doc__ or "")  # the table is drawn in the docstring
+
+
+def test_a_shared_breaker_sends_the_configured_milliseconds_exactly() -> None:
+    """Found beside the differential test: 2.007 s * 1000 is 2007.0000000000002, which a plain
+    ceil made 2008 ms of max_cooldown / cooldown_reset for the store."""
+    from smoothapi.storage.shared import _millis  # noqa: PLC0415
+
+    assert [n for n in range(1, 20_001) if _millis(n / 1000) != n] == []
+    assert _millis(0.0015) == 2  # a fraction of a millisecond still rounds up
