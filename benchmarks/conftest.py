@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import statistics
+import subprocess
+import sys
+import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from smoothapi.cli.demo_server import FlakyServer
@@ -60,3 +66,74 @@ def paired(
     medians = {name: statistics.median(values) for name, values in samples.items()}
     benchmark.extra_info["paired"] = medians
     return medians
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def extract_commit(rev: str, target: Path, name: str) -> Any:
+    """smoothapi as of commit ``rev``, extracted with ``git archive`` under ``target`` and
+    imported as the package ``name``, to run beside the working tree in the same run."""
+    try:
+        archive = subprocess.run(  # noqa: S603 - a fixed git command
+            ["git", "archive", "--format=tar", rev, "smoothapi"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"needs a git clone with commit {rev} to compare against: {exc}")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    (target / "smoothapi").rename(target / name)
+    sys.path.insert(0, str(target))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(target))
+
+
+def f(x: int) -> int:
+    return x
+
+
+async def af(x: int) -> int:
+    return x
+
+
+def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The floor for any decorator: a plain pass-through wrapper."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def apassthrough(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """:func:`passthrough` for a coroutine function."""
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+class NullTransport(httpx.BaseTransport):
+    """An inner transport that returns a ready response: the transport's own cost."""
+
+    def __init__(self) -> None:
+        self.response = httpx.Response(200, content=b"ok")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.response
+
+
+class AsyncNullTransport(httpx.AsyncBaseTransport):
+    """:class:`NullTransport` for the async transports."""
+
+    def __init__(self) -> None:
+        self.response = httpx.Response(200, content=b"ok")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.response

@@ -12,33 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BATCH, paired
+from conftest import BATCH, af, apassthrough, f, paired, passthrough
 
 from smoothapi import ResilientConfig, resilient_api
 
 RANGE = range(BATCH)
-
-
-def f(x: int) -> int:
-    return x
-
-
-async def af(x: int) -> int:
-    return x
-
-
-def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def apassthrough(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await fn(*args, **kwargs)
-
-    return wrapper
 
 
 Decorate = Callable[[Callable[..., Any]], Callable[..., Any]]

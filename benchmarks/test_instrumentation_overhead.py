@@ -19,17 +19,12 @@ slot): a few attribute writes per batch of calls, nothing per call.
 
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
-import tarfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from conftest import BATCH, paired
+from conftest import BATCH, NullTransport, extract_commit, paired
 
 import smoothapi.otel
 import smoothapi.prometheus
@@ -38,40 +33,12 @@ from smoothapi import ResilientTransport, _runtime, events, resilient_api
 MOCK_BATCH = 200
 #: The last commit before the observability extras (async hooks, smoothapi.otel).
 BASELINE = "0953fd2"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """smoothapi as of BASELINE, importable as ``smoothapi_baseline``."""
-    try:
-        archive = subprocess.run(  # noqa: S603 - a fixed git command
-            ["git", "archive", "--format=tar", BASELINE, "smoothapi"],  # noqa: S607
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"needs a git clone with commit {BASELINE} to compare against: {exc}")
-    target = tmp_path_factory.mktemp("baseline")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    (target / "smoothapi").rename(target / "smoothapi_baseline")
-    sys.path.insert(0, str(target))
-    try:
-        import smoothapi_baseline  # type: ignore[import-not-found]
-
-        yield smoothapi_baseline
-    finally:
-        sys.path.remove(str(target))
-
-
-class _Null(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.response = httpx.Response(200, content=b"ok")
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.response
+    return extract_commit(BASELINE, tmp_path_factory.mktemp("baseline"), "smoothapi_baseline")
 
 
 def _modes() -> dict[str, tuple[list[Any], Any]]:
@@ -109,9 +76,9 @@ def modes() -> Any:
 def test_transport_instrumentation(benchmark: Any, modes: dict[str, Any], baseline: Any) -> None:
     """ResilientTransport(null).handle_request: before, off, metrics on, spans on; bare."""
     request = httpx.Request("GET", "http://upstream.test/x")
-    bare = _Null()
-    before = baseline.ResilientTransport(transport=_Null())
-    resilient = ResilientTransport(transport=_Null())
+    bare = NullTransport()
+    before = baseline.ResilientTransport(transport=NullTransport())
+    resilient = ResilientTransport(transport=NullTransport())
 
     def run(transport: httpx.BaseTransport, mode: Any) -> Callable[[], None]:
         def batch() -> None:

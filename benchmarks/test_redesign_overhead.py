@@ -14,50 +14,32 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-import subprocess
-import sys
-import tarfile
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import BATCH, paired
+from conftest import (
+    BATCH,
+    AsyncNullTransport,
+    NullTransport,
+    af,
+    apassthrough,
+    extract_commit,
+    f,
+    paired,
+    passthrough,
+)
 
 from smoothapi import AsyncResilientTransport, ResilientTransport, resilient_api
 
 #: The commit before issue 12 reshaped the happy path and the mount points.
 BASELINE = "b22768b"
-ROOT = Path(__file__).resolve().parent.parent
 MOCK_BATCH = 200
 THREADS = 8
 PER_THREAD = 5_000
-
-
-def _extract(rev: str, target: Path) -> Any:
-    """smoothapi as of ``rev``, imported under a name of its own."""
-    try:
-        archive = subprocess.run(  # noqa: S603 - a fixed git command
-            ["git", "archive", "--format=tar", rev, "smoothapi"],  # noqa: S607
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"needs a git clone with commit {rev} to compare against: {exc}")
-    name = "smoothapi_before_redesign" if rev == BASELINE else f"smoothapi_at_{rev}"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    (target / "smoothapi").rename(target / name)
-    sys.path.insert(0, str(target))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(target))
 
 
 @pytest.fixture(scope="module")
@@ -71,47 +53,10 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for rev in revs:
         label = "before redesign" if rev == BASELINE else f"at {rev}"
-        found[label] = _extract(rev, tmp_path_factory.mktemp(f"rev-{rev}"))
+        name = "smoothapi_before_redesign" if rev == BASELINE else f"smoothapi_at_{rev}"
+        found[label] = extract_commit(rev, tmp_path_factory.mktemp(f"rev-{rev}"), name)
     found["smoothapi"] = smoothapi
     return found
-
-
-def f(x: int) -> int:
-    return x
-
-
-async def af(x: int) -> int:
-    return x
-
-
-def _passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _apassthrough(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await fn(*args, **kwargs)
-
-    return wrapper
-
-
-class _Null(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.response = httpx.Response(200, content=b"ok")
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.response
-
-
-class _AsyncNull(httpx.AsyncBaseTransport):
-    def __init__(self) -> None:
-        self.response = httpx.Response(200, content=b"ok")
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return self.response
 
 
 def _decorated(versions: dict[str, Any], fn: Any, passthrough: Any) -> dict[str, Any]:
@@ -125,7 +70,7 @@ def _decorated(versions: dict[str, Any], fn: Any, passthrough: Any) -> dict[str,
 def test_redesign_decorator_sync(benchmark: Any, versions: dict[str, Any]) -> None:
     """@resilient_api on `def f(x): return x`: before the redesign, now; bare and passthrough."""
     contenders: dict[str, Callable[[], object]] = {}
-    for name, fn in _decorated(versions, f, _passthrough).items():
+    for name, fn in _decorated(versions, f, passthrough).items():
 
         def run(fn: Callable[[int], int] = fn) -> None:
             for i in range(BATCH):
@@ -140,7 +85,7 @@ def test_redesign_decorator_async(benchmark: Any, versions: dict[str, Any]) -> N
     """The same for an `async def`, awaited in one running event loop."""
     loop = asyncio.new_event_loop()
     contenders: dict[str, Callable[[], object]] = {}
-    for name, fn in _decorated(versions, af, _apassthrough).items():
+    for name, fn in _decorated(versions, af, apassthrough).items():
 
         async def batch(fn: Callable[[int], Awaitable[int]] = fn) -> None:
             for i in range(BATCH):
@@ -157,7 +102,7 @@ def test_redesign_decorator_async(benchmark: Any, versions: dict[str, Any]) -> N
 def test_redesign_threads(benchmark: Any, versions: dict[str, Any]) -> None:
     """8 threads x PER_THREAD calls through ONE decorated function (one breaker)."""
     contenders: dict[str, Callable[[], object]] = {}
-    for name, fn in _decorated(versions, f, _passthrough).items():
+    for name, fn in _decorated(versions, f, passthrough).items():
 
         def run(fn: Callable[[int], int] = fn) -> None:
             def worker() -> None:
@@ -178,9 +123,9 @@ def test_redesign_threads(benchmark: Any, versions: dict[str, Any]) -> None:
 def test_redesign_transport_sync(benchmark: Any, versions: dict[str, Any]) -> None:
     """handle_request over a null inner transport: before the redesign, now; bare."""
     request = httpx.Request("GET", "http://upstream.test/x")
-    transports: dict[str, httpx.BaseTransport] = {"bare": _Null()}
+    transports: dict[str, httpx.BaseTransport] = {"bare": NullTransport()}
     for label, package in versions.items():
-        transports[label] = package.ResilientTransport(transport=_Null())
+        transports[label] = package.ResilientTransport(transport=NullTransport())
     assert isinstance(transports["smoothapi"], ResilientTransport)
     contenders: dict[str, Callable[[], object]] = {}
     for name, transport in transports.items():
@@ -197,9 +142,9 @@ def test_redesign_transport_sync(benchmark: Any, versions: dict[str, Any]) -> No
 def test_redesign_transport_async(benchmark: Any, versions: dict[str, Any]) -> None:
     """handle_async_request over a null inner transport: before the redesign, now; bare."""
     request = httpx.Request("GET", "http://upstream.test/x")
-    transports: dict[str, httpx.AsyncBaseTransport] = {"bare": _AsyncNull()}
+    transports: dict[str, httpx.AsyncBaseTransport] = {"bare": AsyncNullTransport()}
     for label, package in versions.items():
-        transports[label] = package.AsyncResilientTransport(transport=_AsyncNull())
+        transports[label] = package.AsyncResilientTransport(transport=AsyncNullTransport())
     assert isinstance(transports["smoothapi"], AsyncResilientTransport)
     loop = asyncio.new_event_loop()
     contenders: dict[str, Callable[[], object]] = {}

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import paired
+from conftest import AsyncNullTransport, NullTransport, paired
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -43,30 +43,14 @@ def _httpx_retries(inner: Any) -> Any | None:
     return RetryTransport(transport=inner, retry=HXRetry(total=3))
 
 
-class _Null(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.response = httpx.Response(200, content=b"ok")
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.response
-
-
-class _AsyncNull(httpx.AsyncBaseTransport):
-    def __init__(self) -> None:
-        self.response = httpx.Response(200, content=b"ok")
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return self.response
-
-
 @pytest.mark.benchmark(group="transport-null-sync")
 def test_transport_null_sync(benchmark: Any) -> None:
     """handle_request on the transport itself: bare null transport vs ResilientTransport(null)."""
     request = httpx.Request("GET", "http://upstream.test/x")
     contenders: dict[str, Callable[[], object]] = {}
     for name, transport in (
-        ("bare", _Null()),
-        ("smoothapi", ResilientTransport(transport=_Null())),
+        ("bare", NullTransport()),
+        ("smoothapi", ResilientTransport(transport=NullTransport())),
     ):
 
         def batch(t: httpx.BaseTransport = transport) -> None:
@@ -84,8 +68,8 @@ def test_transport_null_async(benchmark: Any) -> None:
     loop = asyncio.new_event_loop()
     contenders: dict[str, Callable[[], object]] = {}
     for name, transport in (
-        ("bare", _AsyncNull()),
-        ("smoothapi", AsyncResilientTransport(transport=_AsyncNull())),
+        ("bare", AsyncNullTransport()),
+        ("smoothapi", AsyncResilientTransport(transport=AsyncNullTransport())),
     ):
 
         async def many(t: httpx.AsyncBaseTransport = transport) -> None:
