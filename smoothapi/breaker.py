@@ -19,22 +19,62 @@ takes no lock at all.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import _runtime, machine
 from .config import CircuitBreakerConfig
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError
 from .events import Hook, StateChanged, emit, logger
-from .machine import INITIAL, REJECTED, CircuitState, Machine, Rules
+from .machine import INITIAL, REJECTED, CircuitState, Machine, Rules, Window
 
 if TYPE_CHECKING:
     from .storage import BreakerStore
 
-__all__ = ["REJECTED", "CircuitBreaker", "CircuitState", "live_breakers", "reset_all"]
+__all__ = [
+    "REJECTED",
+    "CircuitBreaker",
+    "CircuitState",
+    "WindowCounts",
+    "live_breakers",
+    "reset_all",
+    "rules_of",
+]
+
+
+class WindowCounts(NamedTuple):
+    """A failure-rate breaker's sliding window now: attempts that ended in it, how many
+    failed (slow calls included) and how many of those were slow calls."""
+
+    calls: int
+    failures: int
+    slow: int
+
+    @property
+    def rate(self) -> float:
+        """The failed share (0.0 for an empty window)."""
+        return self.failures / self.calls if self.calls else 0.0
+
+
+def rules_of(config: CircuitBreakerConfig, scale: float = 1.0, lease: float = math.inf) -> Rules:
+    """The machine's :class:`Rules` for ``config``, with times in seconds times ``scale``
+    (a store that counts milliseconds passes 1000)."""
+    return Rules(
+        config.failure_threshold,
+        config.cooldown * scale,
+        config.cooldown_multiplier,
+        config.max_cooldown * scale,
+        config.cooldown_reset * scale,
+        lease,
+        config.failure_rate,
+        config.window * scale,
+        config.minimum_calls,
+        config.half_open_calls,
+    )
 
 
 # Every breaker alive in this process (decorators', transports' per-origin ones, yours),
@@ -144,6 +184,8 @@ class CircuitBreaker:
         "_m",
         "_rand",
         "_rules",
+        "_slow",
+        "_window",
         "clean_ticket",
         "config",
         "name",
@@ -193,15 +235,11 @@ class CircuitBreaker:
                 "subclass smoothapi.SharedCircuitBreaker instead, or drop store="
             )
         self._lock = threading.Lock()
-        self._rules = Rules(
-            config.failure_threshold,
-            config.cooldown,
-            config.cooldown_multiplier,
-            config.max_cooldown,
-            config.cooldown_reset,
-        )
+        self._rules = rules_of(config)
+        self._window = None if config.failure_rate is None else Window(config.window)
         self._m = INITIAL
-        self.clean_ticket = INITIAL.period
+        # A slow-call rule times every attempt, so no call takes the happy path.
+        self.clean_ticket = INITIAL.period if self._slow is None else 0
         _LIVE.add(self)
 
     def _setup(
@@ -223,13 +261,17 @@ class CircuitBreaker:
         self._clock = clock
         self._hooks = tuple(hooks)
         self._rand = rand
+        self._slow = config.slow_call
         return config
 
     def __repr__(self) -> str:
-        return (
-            f"<CircuitBreaker {self.name!r} {self._m.state.value} "
-            f"failures={self._m.failures}/{self.config.failure_threshold}>"
-        )
+        rate = self.config.failure_rate
+        if rate is None:
+            counts = f"failures={self._m.failures}/{self.config.failure_threshold}"
+        else:
+            calls, failures, _ = self.window or (0, 0, 0)
+            counts = f"window={failures}/{calls} failure_rate={rate:g}"
+        return f"<CircuitBreaker {self.name!r} {self._m.state.value} {counts}>"
 
     # -- reading (no side effects) ---------------------------------------
 
@@ -245,8 +287,28 @@ class CircuitBreaker:
 
     @property
     def failure_count(self) -> int:
-        """Consecutive failed attempts counted in CLOSED."""
-        return self._m.failures
+        """Failed attempts counted in CLOSED: consecutive ones, or for the failure-rate rule
+        those in the window; after a trip, the failures that tripped it."""
+        m = self._m
+        window = self._window
+        if window is not None and m.state is CircuitState.CLOSED:
+            return window.totals(self.now())[1]
+        return m.failures
+
+    @property
+    def window(self) -> WindowCounts | None:
+        """The failure-rate rule's window now (None for the consecutive rule).  Empty
+        while the breaker is not CLOSED: the window restarts when it closes."""
+        window = self._window
+        if window is None:
+            return None
+        return WindowCounts(*window.totals(self.now()))
+
+    @property
+    def reason(self) -> str:
+        """Why the breaker last opened (see :class:`~smoothapi.events.StateChanged`),
+        or "" if it never did."""
+        return machine.reason(self._m)
 
     @property
     def retry_after(self) -> float:
@@ -296,17 +358,24 @@ class CircuitBreaker:
             raise CircuitOpenError(self.name, retry_after)
         return ticket
 
-    def record_success(self, ticket: int) -> CircuitState:
+    def record_success(self, ticket: int, elapsed: float | None = None) -> CircuitState:
         """The attempt holding ``ticket`` succeeded, or the service answered (a 404, say).
 
-        Returns the state after the report (as do :meth:`record_failure` and
-        :meth:`release`).
+        ``elapsed`` is how long the attempt took, in seconds on this breaker's
+        clock: over ``config.slow_call_ms`` the success counts as a failure for
+        the breaker (a slow call).  Returns the state after the report (as do
+        :meth:`record_failure` and :meth:`release`).
         """
         if ticket and ticket == self.clean_ticket:
-            return CircuitState.CLOSED  # nothing to reset: no lock
+            window = self._window
+            if window is None or window.success(self.now()):
+                return CircuitState.CLOSED  # nothing to reset, or counted: no lock
+        slow = self._slow
+        if elapsed is not None and slow is not None and elapsed > slow:
+            return self._fail(ticket, None, slow=True)
         with self._lock:
             old = self._m
-            new = machine.succeed(old, ticket, self.now())
+            new = machine.succeed(old, ticket, self.now(), self._rules, self._window)
             self._swap(new)
         return self._changed(old, new)
 
@@ -317,9 +386,14 @@ class CircuitBreaker:
         carried one: when this failure opens the breaker, it stays open at least
         that long (capped at ``config.max_cooldown``).
         """
+        return self._fail(ticket, retry_after)
+
+    def _fail(self, ticket: int, retry_after: float | None, *, slow: bool = False) -> CircuitState:
         with self._lock:
             old = self._m
-            new = machine.fail(old, ticket, self.now(), self._rules, self._rand, retry_after)
+            new = machine.fail(
+                old, ticket, self.now(), self._rules, self._rand, retry_after, slow, self._window
+            )
             self._swap(new)
         return self._changed(old, new)
 
@@ -342,9 +416,9 @@ class CircuitBreaker:
         """:meth:`acquire` for the async driver."""
         return self.acquire()
 
-    async def record_success_async(self, ticket: int) -> CircuitState:
+    async def record_success_async(self, ticket: int, elapsed: float | None = None) -> CircuitState:
         """:meth:`record_success` for the async driver."""
-        return self.record_success(ticket)
+        return self.record_success(ticket, elapsed)
 
     async def record_failure_async(
         self, ticket: int, retry_after: float | None = None
@@ -426,7 +500,7 @@ class CircuitBreaker:
         """
         with self._lock:
             old = self._m
-            new = machine.reset(old)
+            new = machine.reset(old, window=self._window)
             self._swap(new)
         self._changed(old, new, cause="reset")
 
@@ -439,7 +513,7 @@ class CircuitBreaker:
             cooldown = cooldown_ms / 1000.0
         with self._lock:
             old = self._m
-            new = machine.force_open(old, self.now(), cooldown)
+            new = machine.force_open(old, self.now(), cooldown, window=self._window)
             self._swap(new)
         self._changed(old, new, cause="forced open")
 
@@ -448,7 +522,7 @@ class CircuitBreaker:
     def _swap(self, new: Machine) -> None:
         # With the lock held: the one place the state and the happy path's read change.
         self._m = new
-        self.clean_ticket = new.clean
+        self.clean_ticket = new.clean if self._slow is None else 0
 
     def _changed(self, old: Machine, new: Machine, cause: str | None = None) -> CircuitState:
         """Send the transition from ``old`` to ``new``, if the state moved (lock released)."""
@@ -459,8 +533,9 @@ class CircuitBreaker:
                     f"smoothapi bug: breaker {self.name!r} cannot go from {old.state.value} "
                     f"to {state.value}"
                 )
+            why = machine.reason(new) if state is CircuitState.OPEN else ""
             emit(
-                StateChanged(self.name, old.state, state, new.failures, self.now()),
+                StateChanged(self.name, old.state, state, new.failures, self.now(), why),
                 self._hooks,
                 cause=cause,
             )

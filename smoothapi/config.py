@@ -33,12 +33,16 @@ __all__ = [
     "DEFAULT_RETRY_ON",
     "IDEMPOTENT_METHODS",
     "MAX_DELAY_SECONDS",
+    "MAX_HALF_OPEN_CALLS",
     "BackoffConfig",
     "CircuitBreakerConfig",
     "Jitter",
     "ResilientConfig",
     "RetryBudgetConfig",
 ]
+
+#: The most probes ``half_open_calls`` may admit at once.
+MAX_HALF_OPEN_CALLS = 1000
 
 DEFAULT_RETRY_ON: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -200,6 +204,25 @@ class CircuitBreakerConfig:
       ``cooldown_ms``; one that trips sooner keeps the open time it had
       reached.  ``None``: the effective ``max_cooldown_ms``.
 
+    Trip rules (the seed's consecutive rule by default):
+
+    * ``failure_rate`` - ``None``, or a share ``0 < r <= 1``: the breaker
+      opens when, among the attempts that ended in the last ``window_ms``,
+      at least ``minimum_calls`` were seen and the failed share reaches
+      ``r``.  It replaces the consecutive rule (``failure_threshold`` is then
+      unused).  The window is ten buckets of ``window_ms / 10``: an attempt
+      leaves it between 90 % and 100 % of ``window_ms`` after it ended.  It
+      restarts empty whenever the breaker closes.
+    * ``window_ms`` (10 s), ``minimum_calls`` (20) - the rate rule's window
+      and the fewest attempts it gives a verdict on.
+    * ``slow_call_ms`` - ``None``, or a duration: an attempt that succeeds
+      but took longer counts as a failure for the breaker, in either rule
+      (its result is still returned, and it is not retried).  Measured on
+      the breaker's clock.
+    * ``half_open_calls`` (1) - how many probes HALF_OPEN admits at once
+      after the cooldown; that many successes close the breaker, any failed
+      probe re-opens it, and a cancelled probe gives its permit back.
+
     ``store`` - ``None`` keeps each breaker's state in its process; a
     :class:`~smoothapi.storage.BreakerStore` such as
     :class:`~smoothapi.RedisStore` makes every breaker built from this config
@@ -213,8 +236,14 @@ class CircuitBreakerConfig:
     cooldown_multiplier: float = 1.0
     max_cooldown_ms: float | None = None
     cooldown_reset_ms: float | None = None
+    failure_rate: float | None = None
+    window_ms: float = 10_000
+    minimum_calls: int = 20
+    slow_call_ms: float | None = None
+    half_open_calls: int = 1
 
     def __post_init__(self) -> None:
+        self._check_rules()
         threshold = _integer(
             "CircuitBreakerConfig", "failure_threshold", self.failure_threshold, minimum=1
         )
@@ -257,6 +286,53 @@ class CircuitBreakerConfig:
             object.__setattr__(
                 self, "cooldown_reset_ms", _millis("cooldown_reset_ms", self.cooldown_reset_ms)
             )
+
+    def _check_rules(self) -> None:
+        owner = "CircuitBreakerConfig"
+        rate = self.failure_rate
+        if rate is not None:
+            if not _real(rate):
+                raise ConfigTypeError(
+                    f"{owner}.failure_rate must be a number between 0 and 1 (or None for the "
+                    f"consecutive rule), got {rate!r} ({type(rate).__name__})"
+                )
+            if not _finite(rate) or not 0 < rate <= 1:
+                raise ConfigError(
+                    f"{owner}.failure_rate must be > 0 and <= 1 (a share, not a percentage: "
+                    f"0.5 for 50 %), got {rate!r}"
+                )
+            object.__setattr__(self, "failure_rate", float(rate))
+        window = _millis("window_ms", self.window_ms)
+        if window < 10:
+            raise ConfigError(
+                f"{owner}.window_ms must be at least 10 ms (ten buckets of 1 ms), "
+                f"got {self.window_ms!r}"
+            )
+        if type(self.window_ms) is not int:  # ints stay as given, as cooldown_ms does
+            object.__setattr__(self, "window_ms", window)
+        object.__setattr__(
+            self, "minimum_calls", _integer(owner, "minimum_calls", self.minimum_calls, minimum=1)
+        )
+        if self.slow_call_ms is not None:
+            slow = _millis("slow_call_ms", self.slow_call_ms)
+            object.__setattr__(self, "slow_call_ms", slow)
+        probes = _integer(owner, "half_open_calls", self.half_open_calls, minimum=1)
+        if probes > MAX_HALF_OPEN_CALLS:
+            raise ConfigError(
+                f"{owner}.half_open_calls must be at most {MAX_HALF_OPEN_CALLS}, got {probes!r}"
+            )
+        object.__setattr__(self, "half_open_calls", probes)
+
+    @property
+    def window(self) -> float:
+        """The failure-rate rule's window in seconds."""
+        return self.window_ms / 1000.0
+
+    @property
+    def slow_call(self) -> float | None:
+        """The slow-call threshold in seconds, or None."""
+        ms = self.slow_call_ms
+        return None if ms is None else ms / 1000.0
 
     @property
     def cooldown(self) -> float:

@@ -145,10 +145,8 @@ def run_sync(
                 held = None if reply[0] == REJECTED else reply[0]  # nothing else is held here
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method)
-                if decision.retry_after is None:
-                    reply = report(decision.ticket)
-                else:
-                    reply = report(decision.ticket, retry_after=decision.retry_after)
+                options = decision.options
+                reply = report(decision.ticket, **options) if options else report(decision.ticket)
                 held = None
             elif isinstance(decision, Emit):
                 emit(decision.event, decision.hooks)
@@ -208,10 +206,10 @@ async def run_async(
                 held = None if reply[0] == REJECTED else reply[0]  # nothing else is held here
             elif isinstance(decision, Record):
                 report = getattr(breaker, decision.method + "_async")
-                if decision.retry_after is None:
-                    reply = await report(decision.ticket)
-                else:
-                    reply = await report(decision.ticket, retry_after=decision.retry_after)
+                options = decision.options
+                reply = await (
+                    report(decision.ticket, **options) if options else report(decision.ticket)
+                )
                 held = None
             elif isinstance(decision, Emit):
                 emit(decision.event, decision.hooks)

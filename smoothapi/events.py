@@ -82,13 +82,20 @@ class RetryBudgetExhausted(NamedTuple):
 
 
 class StateChanged(NamedTuple):
-    """The breaker ``name`` moved from ``old`` to ``new`` at monotonic time ``at``."""
+    """The breaker ``name`` moved from ``old`` to ``new`` at monotonic time ``at``.
+
+    ``reason`` says why, for a move to OPEN: ``consecutive failures``,
+    ``failure rate 0.53 over 212 calls``, ``slow calls``, ``slow call rate
+    0.60 over 50 calls``, ``probe failed`` or ``forced open`` ("" for the
+    other moves).  ``failures`` is the failed attempts that tripped it.
+    """
 
     name: str
     old: CircuitState
     new: CircuitState
     failures: int
     at: float
+    reason: str = ""
 
 
 class CallRejected(NamedTuple):

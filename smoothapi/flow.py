@@ -184,21 +184,35 @@ class Within:
 
 
 class Record:
-    """Report an attempt's verdict to the breaker: ``breaker.<method>(ticket)``.
+    """Report an attempt's verdict to the breaker: ``breaker.<method>(ticket, **options)``.
 
     ``method`` is ``"record_success"``, ``"record_failure"`` or ``"release"``;
     the driver sends back the breaker's state after the report.  A breaker
     whose state lives elsewhere (Redis) answers from that store, so the core
-    never reads a state it did not just get.
+    never reads a state it did not just get.  ``options`` holds the keywords
+    to pass, or is None: a failure's ``retry_after`` (the server's
+    Retry-After, which may hold an opening breaker open) and a success's
+    ``elapsed`` (the attempt's duration, for the slow-call rule).
     """
 
-    __slots__ = ("method", "retry_after", "ticket")
+    __slots__ = ("method", "options", "retry_after", "ticket")
 
-    def __init__(self, method: str, ticket: int, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        ticket: int,
+        retry_after: float | None = None,
+        elapsed: float | None = None,
+    ) -> None:
         self.method = method
         self.ticket = ticket
-        # With a failure: the server's Retry-After, which may hold an opening breaker open.
         self.retry_after = retry_after
+        options: dict[str, float] | None = None
+        if retry_after is not None:
+            options = {"retry_after": retry_after}
+        elif elapsed is not None:
+            options = {"elapsed": elapsed}
+        self.options = options
 
     def __repr__(self) -> str:
         return f"Record({self.method}, {self.ticket})"
@@ -287,6 +301,7 @@ class Policy:
         "classify_error",
         "classify_value",
         "cooldown",
+        "counts",
         "deadline",
         "discard",
         "fallback_midway",
@@ -295,6 +310,7 @@ class Policy:
         "open_error",
         "rand",
         "sleep_cap",
+        "timed",
     )
 
     def __init__(
@@ -318,6 +334,10 @@ class Policy:
         # The seconds until a probe, as far as the core can tell without asking the breaker
         # again: a failure that opened it reports only the state after it.
         self.cooldown: float = breaker.config.cooldown
+        # The slow-call rule needs each attempt's duration, on the breaker's clock.
+        self.timed = breaker.config.slow_call_ms is not None
+        # The failure-rate rule counts every success, also on the happy path.
+        self.counts = breaker.config.failure_rate is not None
         self.classify_error = classify_error
         self.classify_value = classify_value
         self.discard = discard
@@ -423,26 +443,23 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
     if policy.deadline is not None:
         deadline_at = (breaker.now() if started is None else started) + policy.deadline
 
+    timed = policy.timed
+    began = 0.0  # when the attempt in hand began (timed only)
     if first is None:
         ticket, wait = yield ACQUIRE
         if ticket == REJECTED:
             yield Emit(CallRejected(name, wait), hooks)
             yield from _give_up(policy, fallback, rejection(name, wait), None, 0)
             return
-        outcome = yield (ATTEMPT if deadline_at is None else Within(policy.deadline or 0.0))
+        decision = ATTEMPT if deadline_at is None else Within(policy.deadline or 0.0)
+        outcome, began = yield from _attempt(breaker, decision, timed)
     else:
         ticket, outcome = first_ticket, first
     attempts, backoff = 1, None
 
     while True:
         if outcome.kind is not FAILURE:  # a success, an answer or an ignored result: done
-            if outcome.kind is IGNORED:
-                yield Record("release", ticket)
-            else:
-                if policy.budget is not None:
-                    policy.budget.deposit()
-                yield Record("record_success", ticket)
-            yield Finish(outcome.value, outcome.error, attempts)
+            yield from _done(policy, outcome, ticket, began, attempts)
             return
         state = yield Record("record_failure", ticket, outcome.retry_after)
         wait = policy.cooldown if state is CircuitState.OPEN else 0.0
@@ -459,7 +476,8 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
                 yield Record("release", ticket)
                 reason = DEADLINE
             else:
-                outcome = yield (ATTEMPT if deadline_at is None else Within(left))
+                decision = ATTEMPT if deadline_at is None else Within(left)
+                outcome, began = yield from _attempt(breaker, decision, timed)
                 attempts += 1
                 continue
 
@@ -473,6 +491,27 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
         else:
             yield Finish(outcome.value, outcome.error, attempts)
         return
+
+
+def _attempt(
+    breaker: CircuitBreaker, decision: _Attempt | Within, timed: bool
+) -> Generator[Decision, Any, tuple[Outcome, float]]:
+    """One attempt: its outcome, and when it began on the breaker's clock (if ``timed``)."""
+    began = breaker.now() if timed else 0.0
+    outcome: Outcome = yield decision
+    return outcome, began
+
+
+def _done(policy: Policy, outcome: Outcome, ticket: int, began: float, attempts: int) -> Flow:
+    """Finish a call whose attempt succeeded, was answered or is ignored."""
+    if outcome.kind is IGNORED:
+        yield Record("release", ticket)
+    else:
+        if policy.budget is not None:
+            policy.budget.deposit()
+        elapsed = policy.breaker.now() - began if policy.timed else None
+        yield Record("record_success", ticket, elapsed=elapsed)
+    yield Finish(outcome.value, outcome.error, attempts)
 
 
 def _give_up(

@@ -719,10 +719,10 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                     break
                 elif isinstance(decision, Record):
                     report = getattr(breaker, decision.method)
-                    if decision.retry_after is None:
-                        decision = send(report(decision.ticket))
-                    else:
-                        decision = send(report(decision.ticket, retry_after=decision.retry_after))
+                    options = decision.options
+                    decision = send(
+                        report(decision.ticket, **options) if options else report(decision.ticket)
+                    )
                 elif isinstance(decision, Within):
                     # An attempt with a deadline: bounded the way the transports bound it, by
                     # a timeout of the time left.

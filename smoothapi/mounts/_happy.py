@@ -34,11 +34,13 @@ def settle(policy: Policy, ticket: int) -> None:
 
     If the breaker's clean ticket moved meanwhile (someone failed, or the
     period ended), the success is reported with the ticket it ran under: it
-    resets a CLOSED period's count, and a stale ticket is ignored.  Otherwise
-    there is nothing to report.  A retry budget earns its deposit either way.
+    resets a CLOSED period's count, and a stale ticket is ignored.  A
+    failure-rate breaker counts every success (``policy.counts``: without a
+    lock, see :class:`~smoothapi.machine.Window`).  Otherwise there is
+    nothing to report.  A retry budget earns its deposit either way.
     """
     breaker = policy.breaker
-    if breaker.clean_ticket != ticket:
+    if policy.counts or breaker.clean_ticket != ticket:
         breaker.record_success(ticket)
     budget = policy.budget
     if budget is not None:

@@ -210,7 +210,8 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         classify_value=_success,
         budget=shared_budget(br, config) if shared else None,
     )
-    budget = policy.budget
+    # Settle every happy-path success when a budget earns from it or the breaker counts it.
+    settles = policy.budget is not None or policy.counts
     # With a deadline every call goes through the engine, which starts the clock
     # before the first attempt; without one, the happy path stays a straight line.
     fast = config.deadline is None
@@ -253,7 +254,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br.clean_ticket != ticket or budget is not None:  # else nothing to settle
+                    if settles or br.clean_ticket != ticket:  # else nothing to settle
                         settle(policy, ticket)
                     return result
                 finally:
@@ -280,7 +281,7 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if br.clean_ticket != ticket or budget is not None:  # else nothing to settle
+                    if settles or br.clean_ticket != ticket:  # else nothing to settle
                         settle(policy, ticket)
                     return result
                 finally:

@@ -275,13 +275,20 @@ class SharedCircuitBreaker(CircuitBreaker):
         """:meth:`acquire` for the async driver."""
         return (await self.admit_async())[0]
 
-    def record_success(self, ticket: int) -> CircuitState:
-        """The attempt holding ``ticket`` succeeded; returns the state after the report."""
-        return self._run(self._record_flow("success", ticket))
+    def record_success(self, ticket: int, elapsed: float | None = None) -> CircuitState:
+        """The attempt holding ``ticket`` succeeded (``elapsed`` seconds: a slow call counts
+        as a failure); returns the state after the report."""
+        return self._run(self._record_flow(self._success_op(elapsed), ticket))
 
-    async def record_success_async(self, ticket: int) -> CircuitState:
+    async def record_success_async(self, ticket: int, elapsed: float | None = None) -> CircuitState:
         """:meth:`record_success` for the async driver."""
-        return await self._run_async(self._record_flow("success", ticket))
+        return await self._run_async(self._record_flow(self._success_op(elapsed), ticket))
+
+    def _success_op(self, elapsed: float | None) -> Op:
+        slow = self._slow
+        return (
+            "failure" if elapsed is not None and slow is not None and elapsed > slow else "success"
+        )
 
     def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
         """The attempt holding ``ticket`` failed; returns the state after the report.

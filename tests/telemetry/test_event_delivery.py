@@ -308,7 +308,7 @@ def outage_events(mount: Mount, clock: SleepLog, fallback: bool) -> list[Event]:
     events: list[Event] = [
         RetryScheduled(name, 1, clock.slept[0], 503, error(1)),
         RetryScheduled(name, 2, clock.slept[1], 503, error(2)),
-        StateChanged(name, CLOSED, OPEN, 3, clock.now),
+        StateChanged(name, CLOSED, OPEN, 3, clock.now, "consecutive failures"),
         RetriesExhausted(name, 3, 503, error(3), "breaker open"),
     ]
     if mount.decorator and fallback:
@@ -459,7 +459,7 @@ async def test_async_hook_of_a_sync_call_inside_a_running_loop_runs_as_a_task(
     name = f"{down.__module__}.{down.__qualname__}"
     assert typed(seen) == typed(
         [
-            StateChanged(name, CLOSED, OPEN, 1, clock.now),
+            StateChanged(name, CLOSED, OPEN, 1, clock.now, "consecutive failures"),
             RetriesExhausted(name, 1, None, error, "breaker open"),
             FallbackServed(name, error),
         ]

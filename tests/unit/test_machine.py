@@ -74,7 +74,7 @@ def test_a_failed_probe_reopens_and_a_released_one_frees_the_lease() -> None:
     reopened = machine.fail(probing, ticket, 10.5, RULES, never)
     assert (reopened.state, reopened.failures, reopened.open_until) == (OPEN, 3, 20.5)
     freed = machine.release(probing, ticket)
-    assert (freed.state, freed.lease_until) == (HALF_OPEN, 0.0)
+    assert (freed.state, freed.probes) == (HALF_OPEN, ())
     assert machine.succeed(freed, ticket, 11.0) is freed  # it gave its lease back
     assert machine.admit(freed, 11.0, RULES)[1] > ticket  # the next caller probes
 
