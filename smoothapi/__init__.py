@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .breaker import CircuitBreaker, CircuitState, live_breakers, reset_all
+    from .breaker import CircuitBreaker, CircuitState, WindowCounts, live_breakers, reset_all
     from .config import (
         BackoffConfig,
         CircuitBreakerConfig,
@@ -119,6 +119,7 @@ __all__ = [
     "StateChanged",
     "StoreRecovered",
     "StoreUnavailable",
+    "WindowCounts",
     "__version__",
     "add_hook",
     "attempts",
@@ -132,6 +133,7 @@ __all__ = [
 _LAZY = {
     "CircuitBreaker": "breaker",
     "CircuitState": "breaker",
+    "WindowCounts": "breaker",
     "live_breakers": "breaker",
     "reset_all": "breaker",
     "BackoffConfig": "config",
