@@ -144,7 +144,8 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         epilog=(
             "Config files are TOML (Python 3.11+) or JSON, tables as in ResilientConfig: "
             "[backoff] base_delay/max_delay/max_retries/jitter, [circuit_breaker] "
-            'failure_threshold/cooldown_ms, fallback = true, name = "...". Any other option '
+            "failure_threshold/cooldown_ms/failure_rate/window_ms/minimum_calls/slow_call_ms/"
+            'half_open_calls, fallback = true, name = "...". Any other option '
             "of the config is settable there or with --set."
         ),
     )
@@ -169,7 +170,8 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--timeline",
         metavar="SPEC",
         help=(
-            "phases in seconds: healthy:S, down:S, degraded:S:FAILURE_RATE, comma-separated "
+            "phases in seconds: healthy:S, down:S, degraded:S:FAILURE_RATE, "
+            "slow:S:LATENCY_MS, comma-separated "
             "(default: healthy, down, healthy, a third of --duration each)"
         ),
     )
@@ -223,6 +225,25 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     cfg.add_argument("--jitter", choices=("full", "equal", "decorrelated", "none"))
     cfg.add_argument("--threshold", type=int, metavar="N", help="the breaker's failure_threshold")
     cfg.add_argument("--cooldown-ms", type=float, metavar="MS")
+    cfg.add_argument(
+        "--failure-rate",
+        type=float,
+        metavar="R",
+        help="open at this failed share (0 < R <= 1) over the window instead of --threshold",
+    )
+    cfg.add_argument("--window-ms", type=float, metavar="MS", help="the rate rule's window")
+    cfg.add_argument(
+        "--minimum-calls", type=int, metavar="N", help="no rate verdict on fewer calls"
+    )
+    cfg.add_argument(
+        "--slow-call-ms",
+        type=float,
+        metavar="MS",
+        help="a success slower than this counts as a failure for the breaker",
+    )
+    cfg.add_argument(
+        "--half-open-calls", type=int, metavar="N", help="probes that must succeed to close"
+    )
     cfg.add_argument(
         "--fallback",
         action=argparse.BooleanOptionalAction,

@@ -14,10 +14,11 @@ discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
 * **Upstream**: one server that every client calls, following a scripted
   timeline of phases: ``healthy`` (every request succeeds after ``latency``),
   ``down`` (every request fails: a 503 after ``error_latency``, or a timeout
-  after ``timeout``) and ``degraded`` (each request fails with a given
-  probability).  Optionally it serves at most ``capacity`` times the healthy
-  load in each second of virtual time and answers the excess with a quick
-  503.
+  after ``timeout``), ``degraded`` (each request fails with a given
+  probability) and ``slow`` (every request succeeds, after a given latency:
+  what only a breaker's ``slow_call_ms`` sees).  Optionally it serves at
+  most ``capacity`` times the healthy load in each second of virtual time and
+  answers the excess with a quick 503.
 * **Calls**: each call is a :func:`retry_flow` generator, driven like
   :func:`~smoothapi.engine.run_sync` drives it: ``ACQUIRE`` asks the client's
   breaker, ``ATTEMPT`` sends a request to the upstream and resumes the call
@@ -35,8 +36,11 @@ percentiles (nearest rank, over every call started in the phase, rejected
 ones included), fallbacks served, and - for a healthy phase after a bad one -
 the *time to recover*: from the moment the upstream is back until the success
 rate of the calls started in the last second stays at or above 99% for the
-rest of the phase.  Calls are attributed to the phase they started in,
-requests to the phase they were sent in.
+rest of the phase, and the time until every breaker is closed.  Per config:
+the breakers' openings counted by the rule that tripped them
+(``StateChanged.reason``), and the probes they admitted.  Calls are
+attributed to the phase they started in, requests to the phase they were sent
+in.
 
 Every random draw comes from generators seeded with ``seed``, and arrivals
 from one of their own, so a run is reproducible and every config compared
@@ -63,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..breaker import CircuitBreaker, CircuitState
+from ..breaker import REJECTED, CircuitBreaker, CircuitState
 from ..classify import classify_exception
 from ..config import ResilientConfig
 from ..engine import (
@@ -82,9 +86,10 @@ from ..engine import (
     retry_flow,
 )
 from ..errors import ConfigError, ConfigTypeError
-from ..events import Event, StateChanged, emit
+from ..events import Hook, emit
 from ..mounts.decorator import fallback_function
 from ..testing import set_testing
+from ._simulate_breakers import BreakerLog, closed_after, describe_rule, format_reasons
 
 __all__ = [
     "DEFAULT_TIMELINE",
@@ -116,7 +121,11 @@ NO_BREAKER_THRESHOLD: Final = 1_000_000_000
 #: Success rate over the last second at or above which a caller sees the upstream recovered.
 RECOVERED_RATE: Final = 0.99
 
-_PHASE_KINDS: Final = ("healthy", "down", "degraded")
+_PHASE_KINDS: Final = ("healthy", "down", "degraded", "slow")
+_PHASE_FORMS: Final = {
+    "degraded": "degraded:SECONDS:FAILURE_RATE",
+    "slow": "slow:SECONDS:LATENCY_MS",
+}
 _OK_VALUE: Final = "ok"
 _FALLBACK_VALUE: Final = "fallback"
 
@@ -139,21 +148,28 @@ class UpstreamError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    """Seconds ``[start, end)`` of the timeline; each request fails with ``failure_rate``."""
+    """Seconds ``[start, end)`` of the timeline; each request fails with ``failure_rate``.
+
+    ``latency`` (seconds), for a ``slow`` phase: every answer takes that long
+    instead of the scenario's latency.
+    """
 
     kind: str
     start: float
     end: float
     failure_rate: float
+    latency: float | None = None
 
     @property
     def healthy(self) -> bool:
-        return self.failure_rate == 0.0
+        return self.failure_rate == 0.0 and self.latency is None
 
     @property
     def label(self) -> str:
         if self.kind == "degraded":
             return f"degraded {self.failure_rate:.0%}"
+        if self.latency is not None:
+            return f"{self.kind} {_ms(self.latency)}"
         return self.kind
 
     @property
@@ -169,8 +185,10 @@ def _seconds(value: float) -> str:
 def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...]:
     """Parse ``"healthy:20,down:20,healthy:20"`` (seconds) into phases.
 
-    A phase is ``healthy:SECONDS``, ``down:SECONDS`` or
-    ``degraded:SECONDS:FAILURE_RATE`` (a probability, ``0.3`` or ``30%``).
+    A phase is ``healthy:SECONDS``, ``down:SECONDS``,
+    ``degraded:SECONDS:FAILURE_RATE`` (a probability, ``0.3`` or ``30%``) or
+    ``slow:SECONDS:LATENCY_MS`` (every request succeeds after that many
+    milliseconds, exactly: no spread).
     ``duration``, if given, cuts the timeline short or stretches its last phase.
     """
     phases: list[Phase] = []
@@ -183,15 +201,17 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
             raise ConfigError(
                 f"timeline phase {item!r}: the kind must be one of {', '.join(_PHASE_KINDS)}"
             )
-        wanted = 3 if kind == "degraded" else 2
-        if len(parts) != wanted:
-            form = "degraded:SECONDS:FAILURE_RATE" if kind == "degraded" else f"{kind}:SECONDS"
+        form = _PHASE_FORMS.get(kind, f"{kind}:SECONDS")
+        if len(parts) != form.count(":") + 1:
             raise ConfigError(f"timeline phase {item!r} must read {form}")
         seconds = _positive(f"timeline phase {item!r}: the duration", parts[1])
-        rate = {"healthy": 0.0, "down": 1.0}.get(kind)
+        latency: float | None = None
+        rate = {"healthy": 0.0, "down": 1.0, "slow": 0.0}.get(kind)
         if rate is None:
             rate = _probability(f"timeline phase {item!r}: the failure rate", parts[2])
-        phases.append(Phase(kind, start, start + seconds, rate))
+        elif kind == "slow":
+            latency = _latency_ms(f"timeline phase {item!r}: the latency", parts[2]) / 1000
+        phases.append(Phase(kind, start, start + seconds, rate, latency))
         start += seconds
     if duration is not None:
         duration = _positive("the duration", duration)
@@ -216,6 +236,16 @@ def _positive(what: str, value: object) -> float:
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
     return number
+
+
+def _latency_ms(what: str, text: str) -> float:
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = math.nan
+    if not math.isfinite(ms) or ms <= 0:
+        raise ConfigError(f"{what} must be a positive number of milliseconds, got {text!r}")
+    return ms
 
 
 def _probability(what: str, text: str) -> float:
@@ -293,7 +323,13 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["timeline"] = [
-            {"kind": p.kind, "start": p.start, "end": p.end, "failure_rate": p.failure_rate}
+            {
+                "kind": p.kind,
+                "start": p.start,
+                "end": p.end,
+                "failure_rate": p.failure_rate,
+                "latency": p.latency,
+            }
             for p in self.timeline
         ]
         data["duration"] = self.duration
@@ -416,7 +452,13 @@ def builtin_configs(config: ResilientConfig) -> list[tuple[str, ResilientConfig]
     outage reaches; "no retries" is one attempt per call, no breaker either -
     what a plain client does.
     """
-    no_breaker = dataclasses.replace(config.circuit_breaker, failure_threshold=NO_BREAKER_THRESHOLD)
+    # Every trip rule off: the consecutive one out of reach, the rate and slow-call rules unset.
+    no_breaker = dataclasses.replace(
+        config.circuit_breaker,
+        failure_threshold=NO_BREAKER_THRESHOLD,
+        failure_rate=None,
+        slow_call_ms=None,
+    )
     return [
         ("retries without breaker", dataclasses.replace(config, circuit_breaker=no_breaker)),
         (
@@ -440,12 +482,13 @@ def describe_config(config: ResilientConfig) -> str:
         delays = f"{backoff.base_delay:g}-{backoff.max_delay:g} s"
         jitter = "no" if backoff.jitter == "none" else backoff.jitter
         parts = [f"{backoff.max_retries} retries (backoff {delays}, {jitter} jitter)"]
-    if cb.failure_threshold >= NO_BREAKER_THRESHOLD:
+    if cb.failure_threshold >= NO_BREAKER_THRESHOLD and cb.failure_rate is None:
         parts.append("no breaker")
     else:
-        parts.append(f"breaker opens after {cb.failure_threshold} failures for {cb.cooldown:g} s")
+        parts += describe_rule(cb)
     parts.append("no fallback" if config.fallback is None else "fallback")
     known = {"base_delay", "max_delay", "max_retries", "jitter", "failure_threshold", "cooldown_ms"}
+    known |= {"failure_rate", "window_ms", "minimum_calls", "slow_call_ms", "half_open_calls"}
     for section in (backoff, cb):
         parts += _non_defaults(section, known)
     parts += _non_defaults(config, {"backoff", "circuit_breaker", "fallback", "hooks"})
@@ -516,6 +559,7 @@ class _Upstream:
         self._index = 0
         self._end = self._phases[0].end
         self._fail_rate = self._phases[0].failure_rate
+        self._slow = self._phases[0].latency
         self._rng = random.Random(f"{scenario.seed}/upstream")
         self._latency = scenario.latency
         self._spread = scenario.latency_spread
@@ -551,6 +595,7 @@ class _Upstream:
             phase = self._phases[self._index]
             self._end = phase.end
             self._fail_rate = phase.failure_rate
+            self._slow = phase.latency
         rng = self._rng
         if self._capacity is not None:
             second = int(now)
@@ -560,6 +605,8 @@ class _Upstream:
             self._served += 1
             if self._served > self._capacity:
                 return self._overloaded, self._error_latency
+        if self._slow is not None:  # a slow phase: every answer a success, late
+            return self._ok, self._slow
         rate = self._fail_rate
         if rate == 0.0 or (rate < 1.0 and rng.random() >= rate):
             spread = self._spread
@@ -645,16 +692,8 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
     rand = random.Random(f"{scenario.seed}/jitter").random
     breaker_rand = random.Random(f"{scenario.seed}/breaker").random
     fallback = fallback_function(config.fallback)
-    transitions = [0, 0]  # opened, probes
-
-    def count(event: Event) -> None:
-        if type(event) is StateChanged:
-            if event.new is CircuitState.OPEN:
-                transitions[0] += 1
-            elif event.new is CircuitState.HALF_OPEN:
-                transitions[1] += 1
-
-    hooks = (*config.hooks, count)
+    log = BreakerLog()
+    hooks: tuple[Hook, ...] = (*config.hooks, log)
     n_breakers = 1 if scenario.shared_breaker else scenario.clients
     policies = [
         _make_policy(
@@ -707,7 +746,10 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
             decision = send(value)
             while True:
                 if decision is ACQUIRE:
-                    decision = send(breaker.admit())
+                    reply = breaker.admit()
+                    if reply[0] & 1 and reply[0] != REJECTED:  # odd: admitted as a probe
+                        log.probe()
+                    decision = send(reply)
                 elif isinstance(decision, Emit):
                     emit(decision.event, decision.hooks)
                     decision = send(None)
@@ -764,8 +806,11 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
         attempt_times=attempt_times,
         total_attempts=len(attempt_times),
         phase_attempts=_per_phase(attempt_times, scenario.timeline),
-        breaker_opened=transitions[0],
-        probes=transitions[1],
+        breaker_opened=log.opened,
+        probes=log.probe_rounds,
+        probe_calls=log.probe_calls,
+        trip_reasons=dict(log.reasons),
+        transitions=log.transitions,
         wall_seconds=time.perf_counter() - wall,
     )
 
@@ -805,6 +850,9 @@ class PhaseStats:
     #: Seconds from the phase's start until callers see the upstream recovered; None when
     #: they do not within the phase (or ``after_outage`` is False).
     time_to_recover: float | None
+    #: Seconds from the phase's start until every breaker is CLOSED for the rest of the
+    #: phase; None when one is not by its end (or ``after_outage`` is False).
+    breakers_closed: float | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -829,6 +877,7 @@ class PhaseStats:
             "latency": {"p50": _round(self.p50), "p95": _round(self.p95), "p99": _round(self.p99)},
             "after_outage": self.after_outage,
             "time_to_recover": _round(self.time_to_recover),
+            "breakers_closed": _round(self.breakers_closed),
         }
 
 
@@ -852,6 +901,9 @@ class SimulationResult:
     phase_attempts: list[int]
     breaker_opened: int  # transitions to OPEN, all breakers together
     probes: int  # transitions to HALF_OPEN
+    probe_calls: int  # calls admitted as probes (up to half_open_calls per HALF_OPEN)
+    trip_reasons: dict[str, int]  # openings by the rule that tripped (StateChanged.reason)
+    transitions: list[tuple[float, str, CircuitState]]  # moves to and from CLOSED
     wall_seconds: float
 
     @property
@@ -870,9 +922,11 @@ class SimulationResult:
             lat = sorted(self.latencies[lo:hi])
             after_outage = phase.healthy and not previous_healthy
             recover: float | None = None
+            closed: float | None = None
             if after_outage:
                 recover_at = _recovered_at(self.starts[lo:hi], kinds, phase.start, phase.end)
                 recover = None if recover_at is None else recover_at - phase.start
+                closed = closed_after(self.transitions, phase.start, phase.end)
             previous_healthy = phase.healthy
             calls = hi - lo
             stats.append(
@@ -890,6 +944,7 @@ class SimulationResult:
                     p99=_percentile(lat, 99),
                     after_outage=after_outage,
                     time_to_recover=recover,
+                    breakers_closed=closed,
                 )
             )
         return stats
@@ -926,7 +981,9 @@ class SimulationResult:
             "calls": self.calls,
             "attempts": self.total_attempts,
             "breaker_opened": self.breaker_opened,
+            "trip_reasons": self.trip_reasons,
             "probes": self.probes,
+            "probe_calls": self.probe_calls,
             "phases": [p.to_dict() for p in self.phases()],
             "per_second": {
                 "start": times,
@@ -1061,11 +1118,21 @@ def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> 
         "started in the last second stays >= 99%"
     )
     lines.append("configs:")
-    for result in results:
+    for result, phases in zip(results, per_result, strict=True):
+        closed = [
+            "not yet"
+            if p.breakers_closed is None
+            else f"{p.breakers_closed:.2f} s after its return"
+            for p in phases
+            if p.after_outage
+        ]
         lines.append(
             f"  {result.name}: {describe_config(result.config)}; "
             f"{result.total_attempts} requests for {result.calls} calls, "
             f"breakers opened {result.breaker_opened} times"
+            + (f" ({format_reasons(result.trip_reasons)})" if result.trip_reasons else "")
+            + f", {result.probe_calls} probes"
+            + (f"; every breaker closed: {' / '.join(closed)}" if closed else "")
         )
     if wall:
         total = sum(r.wall_seconds for r in results)
@@ -1125,6 +1192,11 @@ _FLAGS: Final = {
     "jitter": ("backoff", "jitter"),
     "threshold": ("circuit_breaker", "failure_threshold"),
     "cooldown_ms": ("circuit_breaker", "cooldown_ms"),
+    "failure_rate": ("circuit_breaker", "failure_rate"),
+    "window_ms": ("circuit_breaker", "window_ms"),
+    "minimum_calls": ("circuit_breaker", "minimum_calls"),
+    "slow_call_ms": ("circuit_breaker", "slow_call_ms"),
+    "half_open_calls": ("circuit_breaker", "half_open_calls"),
     "fallback": ("", "fallback"),
 }
 
