@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from smoothapi.cli.simulate import (
     build_config,
     builtin_configs,
     compare,
+    format_report,
     load_config_file,
     parse_timeline,
     simulate,
@@ -402,3 +404,200 @@ def test_build_config_and_files(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config_file(path)
+
+
+# -- the trip rules (issue 13) -----------------------------------------------------------------
+
+RULE_FLAGS = (
+    *("--failure-rate", "0.4", "--window-ms", "5000", "--minimum-calls", "7"),
+    *("--slow-call-ms", "250", "--half-open-calls", "3"),
+)
+RULES = {
+    "failure_rate": 0.4,
+    "window_ms": 5000,
+    "minimum_calls": 7,
+    "slow_call_ms": 250,
+    "half_open_calls": 3,
+}
+
+
+def test_cli_rule_flags_reach_the_breaker(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run_main(["simulate", *SMALL_RUN, *RULE_FLAGS, "--json"], capsys)
+    assert status == 0, err
+    result = json.loads(out)["results"][0]
+    cb = result["config"]["circuit_breaker"]
+    assert {key: cb[key] for key in RULES} == RULES
+    assert "failure rate of 40% over 5 s (at least 7 calls)" in result["description"]
+    assert "slower than 250 ms" in result["description"]
+    assert "3 probes to close" in result["description"]
+
+
+def test_cli_config_file_takes_the_rule_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "rate.toml"
+    toml.write_text(
+        "[circuit_breaker]\n" + "".join(f"{key} = {value}\n" for key, value in RULES.items())
+    )
+    status, out, err = run_main(["simulate", *SMALL_RUN, "--config", str(toml), "--json"], capsys)
+    assert status == 0, err
+    cb = json.loads(out)["results"][0]["config"]["circuit_breaker"]
+    assert {key: cb[key] for key in RULES} == RULES
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--failure-rate", "50"], "failure_rate must be > 0 and <= 1"),
+        (["--failure-rate", "0"], "failure_rate must be > 0 and <= 1"),
+        (["--window-ms", "5"], "window_ms must be at least 10 ms"),
+        (["--minimum-calls", "0"], "minimum_calls"),
+        (["--slow-call-ms", "-1"], "slow_call_ms"),
+        (["--half-open-calls", "0"], "half_open_calls"),
+        (["--timeline", "slow:5"], "slow:SECONDS:LATENCY_MS"),
+        (["--timeline", "slow:5:fast"], "positive number of milliseconds"),
+        (["--timeline", "slow:5:0"], "positive number of milliseconds"),
+    ],
+)
+def test_cli_rejects_bad_rule_settings(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_main(["simulate", "--clients", "2", *argv], capsys)
+    assert status == 2
+    assert message in err
+
+
+def test_config_file_with_a_bad_rule_gives_the_configs_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("[circuit_breaker]\nhalf_open_calls = 0\n")
+    status, _, err = run_main(["simulate", "--clients", "2", "--config", str(toml)], capsys)
+    assert status == 2
+    with pytest.raises(ConfigError) as caught:
+        CircuitBreakerConfig(half_open_calls=0)
+    assert str(caught.value) in err
+
+
+def test_slow_phase_parses_and_its_latency_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    healthy, slow = parse_timeline("healthy:2,slow:3:1500")
+    assert (slow.kind, slow.start, slow.end, slow.failure_rate) == ("slow", 2, 5, 0.0)
+    assert slow.latency == 1.5
+    assert healthy.latency is None
+    assert not slow.healthy  # an outage of its own: the phase after it measures recovery
+    assert slow.label == "slow 1.50 s"
+    bare = builtin_configs(ResilientConfig())[1][1]
+    scenario = Scenario(clients=20, timeline=parse_timeline("healthy:2,slow:3:1500"), seed=2)
+    before, during = simulate(bare, scenario).phases()
+    assert (during.p50, during.p99) == pytest.approx((1.5, 1.5))  # a slow phase has no spread
+    assert during.success_rate == 1.0  # slow answers are answers
+    assert before.p99 is not None
+    assert before.p99 < 0.08
+    status, out, _ = run_main(
+        ["simulate", "--clients", "5", "--timeline", "healthy:1,slow:2:300"], capsys
+    )
+    assert status == 0
+    assert "slow 300 ms 1-3 s" in out
+    assert "300 ms  300 ms  300 ms" in out  # p50, p95, p99
+
+
+# The README's comparisons (issue 13, item 6), on one busy traffic: 10 clients, each making
+# 100 calls a second, each with its own breaker.
+BUSY = {"clients": 10, "rate": 100.0, "seed": 1}
+
+
+def rule(**settings: Any) -> ResilientConfig:
+    return ResilientConfig(circuit_breaker=CircuitBreakerConfig(**settings))
+
+
+def test_degraded_upstream_the_consecutive_rule_flaps_the_rate_rule_does_not() -> None:
+    scenario = Scenario(timeline=parse_timeline("healthy:5,degraded:20:0.1,healthy:5"), **BUSY)
+    consecutive, rate = compare(
+        [
+            ("consecutive", rule(failure_threshold=3, cooldown_ms=5000)),
+            ("rate", rule(failure_rate=0.5, cooldown_ms=5000)),
+        ],
+        scenario,
+    )
+    assert consecutive.breaker_opened > len(range(BUSY["clients"]))  # some open more than once
+    assert consecutive.trip_reasons["consecutive failures"] > 0
+    assert rate.breaker_opened == 0
+    assert rate.trip_reasons == {}
+    assert rate.phases()[1].success_rate == 1.0  # the retries absorb 10 %
+    degraded = consecutive.phases()[1].success_rate
+    assert degraded is not None
+    assert degraded < 0.9
+
+
+def test_slow_upstream_trips_only_with_slow_call_ms() -> None:
+    scenario = Scenario(timeline=parse_timeline("healthy:5,slow:20:2000,healthy:15"), **BUSY)
+    results = compare(
+        [
+            ("consecutive", rule()),
+            ("rate", rule(failure_rate=0.5)),
+            ("consecutive, slow", rule(slow_call_ms=1000)),
+            ("rate, slow", rule(failure_rate=0.5, slow_call_ms=1000)),
+        ],
+        scenario,
+    )
+    plain, rate, slow, rate_slow = results
+    assert plain.breaker_opened == rate.breaker_opened == 0
+    assert slow.trip_reasons["slow calls"] == BUSY["clients"]  # every breaker, once
+    assert rate_slow.trip_reasons["slow call rate"] == BUSY["clients"]
+    assert "failure rate" not in rate_slow.trip_reasons
+    for result in (slow, rate_slow):
+        assert result.phases()[1].load < 0.5  # the breakers shed the slow upstream's load
+
+
+# One client calling every 100 ms (exactly), max_retries 0, breaker threshold 3, cooldown
+# 0.5 s; the upstream answers in exactly 50 ms, fails in 10 ms during [1, 2).
+#   1.0, 1.1, 1.2 fail: OPEN at 1.21 until 1.71.  1.3 .. 1.7 rejected.
+#   1.8: the probe, fails at 1.81: OPEN until 2.31.  1.9 .. 2.3 rejected.
+#   half_open_calls=1: the probe at 2.4 succeeds at 2.45: CLOSED, 0.45 s after the outage.
+#   half_open_calls=5: probes at 2.4, 2.5, 2.6, 2.7, 2.8 (each done before the next comes),
+#   CLOSED when the fifth succeeds, at 2.85.
+RECOVERY = Scenario(
+    timeline=parse_timeline("healthy:1,down:1,healthy:2"),
+    clients=1,
+    rate=10.0,
+    arrivals="fixed",
+    latency=0.05,
+    latency_spread=0.0,
+    error_latency=0.01,
+)
+
+
+@pytest.mark.parametrize(("probes", "closed", "probe_calls"), [(1, 0.45, 2), (5, 0.85, 6)])
+def test_recovery_closes_after_half_open_calls_successes(
+    probes: int, closed: float, probe_calls: int
+) -> None:
+    events: list[Event] = []
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(
+            failure_threshold=3, cooldown_ms=500, half_open_calls=probes
+        ),
+        hooks=(events.append,),
+    )
+    result = simulate(config, RECOVERY)
+    changes = [e for e in events if isinstance(e, StateChanged)]
+    assert [e.new for e in changes] == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+    assert [e.at for e in changes] == pytest.approx([1.21, 1.8, 1.81, 2.4, 2 + closed])
+    assert result.probe_calls == probe_calls
+    assert result.trip_reasons == {"consecutive failures": 1, "probe failed": 1}
+    back = result.phases()[2]
+    assert back.breakers_closed == pytest.approx(closed)
+    assert back.rejected == 4  # 2.0 .. 2.3; the probes' round rejects no one
+    assert back.successes == 20 - 4
+
+
+def test_report_shows_openings_by_reason_and_probes() -> None:
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3, cooldown_ms=500),
+    )
+    report = format_report([simulate(config, RECOVERY, name="mine")], wall=False)
+    assert (
+        "breakers opened 2 times (consecutive failures 1, probe failed 1), 2 probes; "
+        "every breaker closed: 0.45 s after its return"
+    ) in report
