@@ -12,7 +12,7 @@ Contenders of every group:
 
 Issue 13 asks: with the consecutive rule nothing changes (`consecutive` vs
 `before trip rules`), and the rate rule's overhead stays within 2x of the
-consecutive rule's.  ``python benchmarks/test_trip_rules.py bench.json``
+consecutive rule's.  ``python benchmarks/test_trip_rules.py run1.json [run2.json ...]``
 prints those ratios from a run's JSON (``report.py`` prints the per-call table).
 """
 
@@ -126,7 +126,7 @@ def test_trip_rules_decorator_sync(benchmark: Any, before: Any) -> None:
                 fn(i)
 
         contenders[name] = run
-    paired(benchmark, contenders, batch=BATCH, rounds=80)
+    paired(benchmark, contenders, batch=BATCH, rounds=150)
     _check_breakers(_ours(chosen))
 
 
@@ -144,7 +144,7 @@ def test_trip_rules_decorator_async(benchmark: Any, before: Any) -> None:
 
         contenders[name] = lambda batch=batch: loop.run_until_complete(batch())
     try:
-        paired(benchmark, contenders, batch=BATCH, rounds=80)
+        paired(benchmark, contenders, batch=BATCH, rounds=150)
     finally:
         loop.close()
     _check_breakers(_ours(chosen))
@@ -171,7 +171,7 @@ def test_trip_rules_threads(benchmark: Any, before: Any) -> None:
                 t.join()
 
         contenders[name] = run
-    paired(benchmark, contenders, batch=THREADS * PER_THREAD, rounds=15)
+    paired(benchmark, contenders, batch=THREADS * PER_THREAD, rounds=25)
     _check_breakers(_ours(chosen))
 
 
@@ -199,7 +199,7 @@ def test_trip_rules_transport_sync(benchmark: Any, before: Any) -> None:
                 t.handle_request(request)
 
         contenders[name] = batch
-    paired(benchmark, contenders, batch=MOCK_BATCH, rounds=120)
+    paired(benchmark, contenders, batch=MOCK_BATCH, rounds=200)
     _check_breakers({label: t.breaker_for(URL) for label, t in ours.items()})
 
 
@@ -226,7 +226,7 @@ def test_trip_rules_transport_async(benchmark: Any, before: Any) -> None:
 
         contenders[name] = lambda many=many: loop.run_until_complete(many())
     try:
-        paired(benchmark, contenders, batch=MOCK_BATCH, rounds=120)
+        paired(benchmark, contenders, batch=MOCK_BATCH, rounds=200)
     finally:
         loop.close()
     _check_breakers({label: t.breaker_for(URL) for label, t in ours.items()})
@@ -241,29 +241,46 @@ def test_baseline_is_the_commit_before(before: Any) -> None:
     assert CircuitBreakerConfig().failure_rate is None
 
 
-def ratios(data: dict[str, Any]) -> str:
-    """Markdown: per group, each rule's overhead over bare ÷ `consecutive`'s, and
-    `consecutive` ÷ `before trip rules` (overhead and time)."""
+GROUPS = {
+    "trip-rules-decorator-sync": "decorator sync",
+    "trip-rules-decorator-async": "decorator async",
+    "trip-rules-8-threads": "decorator, 8 threads, one breaker",
+    "trip-rules-transport-null-sync": "ResilientTransport, null transport",
+    "trip-rules-transport-null-async": "AsyncResilientTransport, null transport",
+}
+
+
+def ratios(runs: list[dict[str, Any]]) -> str:
+    """Markdown, one row per group, one figure per run (``a / b / c``): `consecutive`'s
+    overhead over bare, its time ÷ `before trip rules`' (1.00: nothing changed), and each
+    rule's overhead over bare ÷ `consecutive`'s (the issue's bound for the rate rule: 2)."""
     lines = [
-        "| group | contender | overhead over bare (µs) | overhead ÷ consecutive's "
-        "| time ÷ consecutive's |",
-        "|---|---|---|---|---|",
+        "| group | consecutive: overhead over bare (µs) | consecutive: time ÷ before's | "
+        + " | ".join(f"{rule} ÷ consecutive" for rule in RULES)
+        + " |",
+        "|---" * (3 + len(RULES)) + "|",
     ]
-    for bench in data["benchmarks"]:
-        group = bench["group"] or ""
-        medians = bench.get("extra_info", {}).get("paired")
-        if not group.startswith("trip-rules-") or not medians:
+    medians = [
+        {b["group"]: b["extra_info"]["paired"] for b in run["benchmarks"] if b["group"] in GROUPS}
+        for run in runs
+    ]
+    for group, label in GROUPS.items():
+        found = [m[group] for m in medians if group in m]
+        if not found:
             continue
-        bare = medians["bare"]
-        ref = medians[CONSECUTIVE]
-        for name in (BEFORE, CONSECUTIVE, *RULES):
-            t = medians[name]
-            lines.append(
-                f"| {group} | {name} | {t - bare:+.3f} | {(t - bare) / (ref - bare):.2f} "
-                f"| {t / ref:.3f} |"
+        cells = [
+            " / ".join(f"{m[CONSECUTIVE] - m['bare']:.3f}" for m in found),
+            " / ".join(f"{m[CONSECUTIVE] / m[BEFORE]:.3f}" for m in found),
+        ]
+        for rule in RULES:
+            cells.append(
+                " / ".join(
+                    f"{(m[rule] - m['bare']) / (m[CONSECUTIVE] - m['bare']):.2f}" for m in found
+                )
             )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(ratios(json.loads(Path(sys.argv[1]).read_text())))
+    print(ratios([json.loads(Path(name).read_text()) for name in sys.argv[1:]]))
