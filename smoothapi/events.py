@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .machine import CircuitState
 
 __all__ = [
+    "REASON_KINDS",
     "CallRejected",
     "Event",
     "FallbackServed",
@@ -43,6 +44,7 @@ __all__ = [
     "StoreUnavailable",
     "add_hook",
     "on_first_event",
+    "reason_kind",
     "remove_hook",
 ]
 
@@ -287,6 +289,40 @@ def logger() -> Any:
 
 _DEBUG, _INFO, _WARNING = 10, 20, 30
 
+#: The kinds of reason a breaker opens for: the ``reason`` label of the openings metric
+#: and the ``reason_kind`` of the log line.  A closed set, so that a metric label built
+#: from it stays bounded (the words of ``StateChanged.reason`` carry numbers).
+REASON_KINDS = ("consecutive", "slow", "rate", "slow_rate", "probe", "forced")
+
+# The words machine.reason() writes, by the kind they belong to; longest prefix first
+# ("slow call rate ..." before "slow calls").
+_KIND_OF_WORDS = (
+    ("slow call rate", "slow_rate"),
+    ("slow calls", "slow"),
+    ("failure rate", "rate"),
+    ("consecutive failures", "consecutive"),
+    ("probe failed", "probe"),
+    ("forced open", "forced"),
+)
+
+
+def reason_kind(event: StateChanged) -> str:
+    """The kind of ``event.reason`` (one of :data:`REASON_KINDS`) for a move to OPEN, else "".
+
+    A breaker that gives no reason (a store written before the trip rules) is read
+    the way its log line always was: CLOSED -> OPEN with failures counted is the
+    consecutive rule, HALF_OPEN -> OPEN a failed probe, anything else forced.
+    """
+    if event.new.value != "OPEN":
+        return ""
+    for words, kind in _KIND_OF_WORDS:
+        if event.reason.startswith(words):
+            return kind
+    if event.old.value == "CLOSED" and event.failures:
+        return "consecutive"
+    return "probe" if event.old.value == "HALF_OPEN" else "forced"
+
+
 # Why a breaker makes each move, unless it was made by hand (reset(), force_open()), which
 # the breaker says with emit(cause=...).  CLOSED -> OPEN says its count of failures; with
 # none counted, only force_open() makes that move.
@@ -312,27 +348,19 @@ def _log(event: Event, cause: str | None = None) -> None:
         if not logger.isEnabledFor(level):
             return
         old, new = event.old.value, event.new.value
-        if cause is None and (old, new) == ("CLOSED", "OPEN") and event.failures:
-            plural = "" if event.failures == 1 else "s"
-            reason, joint = f"after {event.failures} consecutive failure{plural}", " "
-        else:
-            reason, joint = cause or _REASONS.get((old, new), "forced open"), ": "
+        reason, joint = _move_reason(event, cause)
+        extra: dict[str, object] = {
+            "smoothapi_event": "state_changed",
+            "breaker": event.name,
+            "old_state": old,
+            "new_state": new,
+            "failures": event.failures,
+            "reason": reason,
+        }
+        if new == "OPEN":
+            extra["reason_kind"] = "forced" if cause == "forced open" else reason_kind(event)
         logger.log(
-            level,
-            "breaker %s: %s -> %s%s%s",
-            event.name,
-            old,
-            new,
-            joint,
-            reason,
-            extra={
-                "smoothapi_event": "state_changed",
-                "breaker": event.name,
-                "old_state": old,
-                "new_state": new,
-                "failures": event.failures,
-                "reason": reason,
-            },
+            level, "breaker %s: %s -> %s%s%s", event.name, old, new, joint, reason, extra=extra
         )
         return
     if isinstance(event, (StoreUnavailable, StoreRecovered)) or not logger.isEnabledFor(_DEBUG):
@@ -406,6 +434,25 @@ def _log(event: Event, cause: str | None = None) -> None:
                 "error_type": _type_name(event.error),
             },
         )
+
+
+def _move_reason(event: StateChanged, cause: str | None) -> tuple[str, str]:
+    """A breaker move's words for its log line, and what joins them to the states.
+
+    The consecutive rule reads as it always did (``CLOSED -> OPEN after 3 consecutive
+    failures``; ``after 3 consecutive slow calls`` when every one was slow); the rate
+    rules say their verdict (``CLOSED -> OPEN: failure rate 0.53 over 212 calls``).
+    """
+    old, new = event.old.value, event.new.value
+    if cause is None and (old, new) == ("CLOSED", "OPEN") and event.failures:
+        kind = reason_kind(event)
+        if kind in {"consecutive", "slow"}:
+            plural = "" if event.failures == 1 else "s"
+            what = "slow call" if kind == "slow" else "failure"
+            return f"after {event.failures} consecutive {what}{plural}", " "
+        if kind in {"rate", "slow_rate"}:
+            return event.reason, ": "
+    return cause or _REASONS.get((old, new), "forced open"), ": "
 
 
 def _type_name(error: BaseException | None) -> str | None:

@@ -13,6 +13,7 @@ from smoothapi import (
     BackoffConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
+    CircuitState,
     ResilientConfig,
     StateChanged,
     resilient_api,
@@ -191,3 +192,116 @@ def test_a_hook_that_moves_the_breaker_does_not_reverse_the_log(
         "breaker one: HALF_OPEN -> OPEN: forced open",
     ]
     assert breaker.state == "OPEN"
+
+
+def _opening(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    (record,) = [r for r in caplog.records if r.name == "smoothapi" and r.levelname == "WARNING"]
+    return record
+
+
+@pytest.mark.parametrize(
+    ("rule", "outcomes", "line", "kind", "failures"),
+    [
+        # failure_rate=0.5 over at least 4 calls: the 4th attempt reaches 2 of 4.
+        ("rate", "ok ok fail fail", "CLOSED -> OPEN: failure rate 0.50 over 4 calls", "rate", 2),
+        ("rate", "fail ok fail fail", "CLOSED -> OPEN: failure rate 0.75 over 4 calls", "rate", 3),
+        # slow_call_ms=100: a success that took 0.5 s is a failure for the breaker.
+        (
+            "rate",
+            "ok slow ok slow",
+            "CLOSED -> OPEN: slow call rate 0.50 over 4 calls",
+            "slow_rate",
+            2,
+        ),
+        ("consecutive", "slow slow", "CLOSED -> OPEN after 2 consecutive slow calls", "slow", 2),
+        (
+            "consecutive",
+            "slow fail",
+            "CLOSED -> OPEN after 2 consecutive failures",
+            "consecutive",
+            2,
+        ),
+    ],
+)
+def test_an_opening_says_the_rule_that_tripped(
+    caplog: pytest.LogCaptureFixture,
+    instant: FakeClock,
+    *,
+    rule: str,
+    outcomes: str,
+    line: str,
+    kind: str,
+    failures: int,
+) -> None:
+    """The rate rules say their verdict with its numbers, the consecutive rule its count as it
+    always did; ``extra`` carries the words and their bounded kind (the metrics' label)."""
+    rates = {"failure_rate": 0.5, "minimum_calls": 4} if rule == "rate" else {}
+    config = CircuitBreakerConfig(failure_threshold=2, slow_call_ms=100, **rates)  # type: ignore[arg-type]
+    breaker = CircuitBreaker(config, name="rules")
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    for outcome in outcomes.split():
+        assert breaker.state == "CLOSED"
+        ticket = breaker.acquire()
+        if outcome == "fail":
+            breaker.record_failure(ticket)
+        else:
+            breaker.record_success(ticket, elapsed=0.5 if outcome == "slow" else 0.01)
+        instant.advance(0.1)
+    assert breaker.state == "OPEN"
+    record = _opening(caplog)
+    assert record.getMessage() == f"breaker rules: {line}"
+    assert record.reason_kind == kind  # type: ignore[attr-defined]
+    assert record.failures == failures  # type: ignore[attr-defined]
+    words = line.split(": ", 1)[1] if ": " in line else line.split("OPEN ", 1)[1]
+    assert record.reason == words  # type: ignore[attr-defined]
+
+
+def test_every_opening_carries_its_reason_kind(
+    caplog: pytest.LogCaptureFixture, instant: FakeClock
+) -> None:
+    """Consecutive failures, a failed probe, a forced opening: each WARNING line names its kind;
+    the other moves carry none."""
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1_000), name="kinds"
+    )
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    breaker.record_failure(breaker.acquire())  # CLOSED -> OPEN
+    instant.advance(1)
+    breaker.record_failure(breaker.acquire())  # the probe fails
+    breaker.reset()
+    breaker.force_open()
+    records = [r for r in caplog.records if r.name == "smoothapi"]
+    assert [(r.new_state, getattr(r, "reason_kind", None)) for r in records] == [  # type: ignore[attr-defined]
+        ("OPEN", "consecutive"),
+        ("HALF_OPEN", None),
+        ("OPEN", "probe"),
+        ("CLOSED", None),
+        ("OPEN", "forced"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "failures", "cause", "line", "kind"),
+    [
+        ("CLOSED", 3, None, "CLOSED -> OPEN after 3 consecutive failures", "consecutive"),
+        ("HALF_OPEN", 3, None, "HALF_OPEN -> OPEN: probe failed", "probe"),
+        ("HALF_OPEN", 0, "forced open", "HALF_OPEN -> OPEN: forced open", "forced"),
+        ("CLOSED", 0, "forced open", "CLOSED -> OPEN: forced open", "forced"),
+    ],
+)
+def test_a_move_with_no_reason_reads_as_before(
+    caplog: pytest.LogCaptureFixture,
+    *,
+    old: str,
+    failures: int,
+    cause: str | None,
+    line: str,
+    kind: str,
+) -> None:
+    """A breaker that sends no ``reason`` (a store that predates the trip rules) logs the
+    lines it always did, and its kind is read from the move."""
+    caplog.set_level(logging.INFO, logger="smoothapi")
+    emit(StateChanged("plain", CircuitState(old), CircuitState.OPEN, failures, 0.0), cause=cause)
+    record = _opening(caplog)
+    assert record.getMessage() == f"breaker plain: {line}"
+    assert record.reason_kind == kind  # type: ignore[attr-defined]
