@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from ..breaker import CircuitBreaker, CircuitState, live_breakers
+from ..breaker import CircuitBreaker, CircuitState, WindowCounts, live_breakers
 from ..events import (
     CallRejected,
     Event,
@@ -25,6 +25,7 @@ from ..events import (
     StateChanged,
     StoreUnavailable,
     add_hook,
+    reason_kind,
     remove_hook,
 )
 
@@ -35,7 +36,7 @@ __all__ = [
     "Gauge",
     "Reading",
     "Subscription",
-    "count",
+    "counts",
     "readings",
 ]
 
@@ -100,7 +101,23 @@ STORE_OUTAGES = Counter(
     "{outage}",
     ("store",),
 )
-COUNTERS = (RETRIES, GAVE_UP, REJECTED, FALLBACKS, BUDGET_EXHAUSTED, TRANSITIONS, STORE_OUTAGES)
+OPENINGS = Counter(
+    "smoothapi.breaker.openings",
+    "Times a breaker opened, by the kind of reason: consecutive, slow, rate, slow_rate, "
+    "probe or forced",
+    "{opening}",
+    ("breaker", "reason"),
+)
+COUNTERS = (
+    RETRIES,
+    GAVE_UP,
+    REJECTED,
+    FALLBACKS,
+    BUDGET_EXHAUSTED,
+    TRANSITIONS,
+    OPENINGS,
+    STORE_OUTAGES,
+)
 
 STATE = Gauge(
     "smoothapi.breaker.state",
@@ -110,7 +127,8 @@ STATE = Gauge(
 )
 FAILURES = Gauge(
     "smoothapi.breaker.failures",
-    "Consecutive failed attempts each live breaker has counted",
+    "Failed attempts each live breaker has counted: consecutive ones, or those in a "
+    "failure-rate breaker's window",
     "{failure}",
     ("breaker",),
 )
@@ -120,26 +138,51 @@ OPEN_REMAINING = Gauge(
     "s",
     ("breaker",),
 )
-GAUGES = (STATE, FAILURES, OPEN_REMAINING)
+# A failure-rate breaker's window, read at collection; a breaker of the consecutive rule
+# has none and reports no sample of these.
+WINDOW_CALLS = Gauge(
+    "smoothapi.breaker.window.calls",
+    "Attempts that ended in a failure-rate breaker's sliding window",
+    "{call}",
+    ("breaker",),
+)
+WINDOW_FAILURES = Gauge(
+    "smoothapi.breaker.window.failures",
+    "Failed attempts (slow calls included) in a failure-rate breaker's sliding window",
+    "{call}",
+    ("breaker",),
+)
+WINDOW_SLOW = Gauge(
+    "smoothapi.breaker.window.slow_calls",
+    "Slow calls (successes over slow_call_ms) in a failure-rate breaker's sliding window",
+    "{call}",
+    ("breaker",),
+)
+GAUGES = (STATE, FAILURES, OPEN_REMAINING, WINDOW_CALLS, WINDOW_FAILURES, WINDOW_SLOW)
+
+Counted = tuple[tuple[Counter, tuple[str, ...]], ...]
 
 
-def count(event: Event) -> tuple[Counter, tuple[str, ...]] | None:
-    """The counter an event advances by one, with its label values (None: no counter)."""
+def counts(event: Event) -> Counted:
+    """The counters an event advances by one, with their label values."""
     if isinstance(event, RetryScheduled):
-        return RETRIES, (event.name, _cause(event.status, event.error))
+        return ((RETRIES, (event.name, _cause(event.status, event.error))),)
     if isinstance(event, RetriesExhausted):
-        return GAVE_UP, (event.name, event.reason)
+        return ((GAVE_UP, (event.name, event.reason)),)
     if isinstance(event, CallRejected):
-        return REJECTED, (event.name,)
+        return ((REJECTED, (event.name,)),)
     if isinstance(event, FallbackServed):
-        return FALLBACKS, (event.name,)
+        return ((FALLBACKS, (event.name,)),)
     if isinstance(event, RetryBudgetExhausted):
-        return BUDGET_EXHAUSTED, (event.name,)
+        return ((BUDGET_EXHAUSTED, (event.name,)),)
     if isinstance(event, StateChanged):
-        return TRANSITIONS, (event.name, event.old.value, event.new.value)
+        moved = (TRANSITIONS, (event.name, event.old.value, event.new.value))
+        kind = reason_kind(event)
+        # The kind, never the reason's words: those carry numbers, a label value each.
+        return (moved, (OPENINGS, (event.name, kind))) if kind else (moved,)
     if isinstance(event, StoreUnavailable):
-        return STORE_OUTAGES, (event.store,)
-    return None  # StoreRecovered: the outage was counted when it began
+        return ((STORE_OUTAGES, (event.store,)),)
+    return ()  # StoreRecovered: the outage was counted when it began
 
 
 class Reading(NamedTuple):
@@ -149,6 +192,7 @@ class Reading(NamedTuple):
     state: CircuitState
     failures: int
     open_remaining: float
+    window: WindowCounts | None = None
 
 
 _SEVERITY = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
@@ -159,7 +203,9 @@ def readings() -> Iterator[Reading]:
 
     Breakers may share a name (a sync and an async transport to one origin each
     keep their own breaker): a metric holds one value per label set, so those
-    are reported as one - the worst state, the most failures, the longest wait.
+    are reported as one - the worst state, the most failures, the longest wait,
+    and of their failure-rate windows the one with the most failures (then the
+    most calls), whole, so that its counts stay one window's.
     """
     merged: dict[str, Reading] = {}
     for breaker in live_breakers():
@@ -171,6 +217,7 @@ def readings() -> Iterator[Reading]:
                 max(seen.state, reading.state, key=_SEVERITY.__getitem__),
                 max(seen.failures, reading.failures),
                 max(seen.open_remaining, reading.open_remaining),
+                _worse(seen.window, reading.window),
             )
         merged[reading.name] = reading
     yield from merged.values()
@@ -182,18 +229,33 @@ def gauge_values(reading: Reading) -> Iterator[tuple[Gauge, tuple[str, ...], flo
         yield STATE, (reading.name, state.value), 1.0 if reading.state is state else 0.0
     yield FAILURES, (reading.name,), float(reading.failures)
     yield OPEN_REMAINING, (reading.name,), reading.open_remaining
+    window = reading.window
+    if window is not None:
+        yield WINDOW_CALLS, (reading.name,), float(window.calls)
+        yield WINDOW_FAILURES, (reading.name,), float(window.failures)
+        yield WINDOW_SLOW, (reading.name,), float(window.slow)
+
+
+def _worse(seen: WindowCounts | None, other: WindowCounts | None) -> WindowCounts | None:
+    if seen is None or other is None:
+        return other if seen is None else seen
+    return max(seen, other, key=lambda w: (w.failures, w.calls))
 
 
 def _read(breaker: CircuitBreaker) -> Reading:
     snapshot = getattr(breaker, "snapshot", None)
     if snapshot is not None:
         # A shared breaker: one round trip to its store (or its local state while the
-        # store is down) rather than three.
-        state, failures, retry_after = snapshot()
+        # store is down) rather than one per property.  A store that keeps a window
+        # answers it in the snapshot; by name, as the snapshot may grow more fields.
+        snap = snapshot()
+        state, failures, retry_after = snap.state, snap.failures, snap.retry_after
+        window = getattr(snap, "window", None)
     else:
         state, failures, retry_after = breaker.state, breaker.failure_count, breaker.retry_after
+        window = breaker.window
     open_remaining = retry_after if state is CircuitState.OPEN else 0.0
-    return Reading(breaker.name, state, failures, open_remaining)
+    return Reading(breaker.name, state, failures, open_remaining, window)
 
 
 def _cause(status: int | None, error: BaseException | None) -> str:
@@ -211,9 +273,10 @@ class Subscription:
         add_hook(self._hook)
 
     def _hook(self, event: Event) -> None:
-        counted = count(event)
-        if counted is not None and not self._closed:
-            self._on_count(*counted)
+        for counter, values in counts(event):
+            if self._closed:
+                return
+            self._on_count(counter, values)
 
     def close(self) -> None:
         self._closed = True  # a hook already running when we remove it counts nothing more

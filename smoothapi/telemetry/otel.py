@@ -7,10 +7,11 @@
     smoothapi.otel.instrument()  # the global providers; or pass meter_provider=/tracer_provider=
 
 **Metrics** - counters that advance from events (retries, give-ups by reason,
-rejections, fallbacks, retry-budget refusals, breaker transitions, store
-outages) and gauges read from every live breaker at collection (state,
-consecutive failures, seconds left open).  Names and labels are in
-:mod:`smoothapi._telemetry`; attributes are namespaced ``smoothapi.*``.
+rejections, fallbacks, retry-budget refusals, breaker transitions, openings by
+the kind of rule that tripped, store outages) and gauges read from every live
+breaker at collection (state, failures counted, seconds left open, and a
+failure-rate breaker's window: calls, failures, slow calls).  Names and labels
+are in :mod:`smoothapi.telemetry._base`; attributes are namespaced ``smoothapi.*``.
 
 **Traces** - the transports (``ResilientAdapter``, ``ResilientTransport``,
 ``AsyncResilientTransport``) open one CLIENT span per physical attempt,

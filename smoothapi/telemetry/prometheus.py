@@ -13,10 +13,17 @@ The same measures as :mod:`smoothapi.otel`, named the Prometheus way:
   ``smoothapi_gave_up_total{breaker,reason}``, ``smoothapi_rejected_total{breaker}``,
   ``smoothapi_fallbacks_total{breaker}``, ``smoothapi_retry_budget_exhausted_total{breaker}``,
   ``smoothapi_breaker_transitions_total{breaker,from_state,to_state}``,
+  ``smoothapi_breaker_openings_total{breaker,reason}`` (``reason``: the kind of rule that
+  opened it, ``consecutive``, ``slow``, ``rate``, ``slow_rate``, ``probe`` or ``forced``;
+  never the words with their numbers, which would make a series per value),
   ``smoothapi_store_outages_total{store}``;
 * gauges, read from every live breaker at each scrape:
   ``smoothapi_breaker_state{breaker,state}`` (1 for its state, 0 for the others),
-  ``smoothapi_breaker_failures{breaker}``, ``smoothapi_breaker_open_remaining_seconds{breaker}``.
+  ``smoothapi_breaker_failures{breaker}``, ``smoothapi_breaker_open_remaining_seconds{breaker}``,
+  and for a failure-rate breaker its window now: ``smoothapi_breaker_window_calls{breaker}``,
+  ``smoothapi_breaker_window_failures{breaker}`` (slow calls included) and
+  ``smoothapi_breaker_window_slow_calls{breaker}``.  The breakers are the live ones (held
+  weakly: a breaker its owner dropped is no longer read, and its series go).
 
 With prometheus_client installed, smoothapi registers these with the global
 registry by itself at the first event of the process (a retry, a breaker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from prometheus_client import Counter as PromCounter
 import smoothapi.prometheus
 from smoothapi import (
     BackoffConfig,
+    CircuitBreaker,
     CircuitBreakerConfig,
     ResilientConfig,
     ResilientTransport,
     resilient_api,
 )
+from smoothapi.events import REASON_KINDS
 from smoothapi.testing import FakeClock
 
 
@@ -221,3 +224,95 @@ def test_breakers_sharing_a_name_report_the_worst_state(registry: CollectorRegis
     labels = {"breaker": opened.name}
     assert registry.get_sample_value("smoothapi_breaker_state", {**labels, "state": "OPEN"}) == 1
     assert registry.get_sample_value("smoothapi_breaker_state", {**labels, "state": "CLOSED"}) == 0
+
+
+def _run_outcomes(breaker: CircuitBreaker, clock: FakeClock, outcomes: str) -> None:
+    """Report one attempt per word (ok, fail, slow: a success that took 0.5 s), 0.1 s apart."""
+    for outcome in outcomes.split():
+        ticket = breaker.acquire()
+        if outcome == "fail":
+            breaker.record_failure(ticket)
+        else:
+            breaker.record_success(ticket, elapsed=0.5 if outcome == "slow" else 0.01)
+        clock.advance(0.1)
+
+
+RATE = CircuitBreakerConfig(
+    failure_rate=0.5, minimum_calls=4, window_ms=10_000, slow_call_ms=100, cooldown_ms=1_000
+)
+
+
+def test_openings_are_counted_by_the_kind_of_rule_never_its_numbers(
+    registry: CollectorRegistry, instant: FakeClock
+) -> None:
+    """Each rule's opening under its kind; the words with their numbers ("failure rate 0.75
+    over 4 calls") never become a label value, so the series stay a fixed few per breaker."""
+    rate = CircuitBreaker(RATE, name="prom-rate")
+    _run_outcomes(rate, instant, "fail ok fail fail")  # failure rate 0.75 over 4 calls
+    instant.advance(1)
+    _run_outcomes(rate, instant, "fail")  # the probe fails
+    slow_rate = CircuitBreaker(RATE, name="prom-slow-rate")
+    _run_outcomes(slow_rate, instant, "ok slow ok slow")
+    slow = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=2, slow_call_ms=100), name="prom-slow"
+    )
+    _run_outcomes(slow, instant, "slow slow")
+    plain = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2), name="prom-plain")
+    _run_outcomes(plain, instant, "fail slow fail fail")  # no slow_call_ms: a success
+    plain.force_open()  # already OPEN: no move, nothing counted
+    plain.reset()
+    plain.force_open()
+    assert rate.reason == "probe failed"
+    assert slow_rate.reason == "slow call rate 0.50 over 4 calls"
+
+    opened: dict[tuple[str, str], float] = {}
+    for family in registry.collect():
+        if family.name == "smoothapi_breaker_openings":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["breaker"], sample.labels["reason"])
+                    opened[key] = sample.value
+    assert opened == {
+        ("prom-rate", "rate"): 1,
+        ("prom-rate", "probe"): 1,
+        ("prom-slow-rate", "slow_rate"): 1,
+        ("prom-slow", "slow"): 1,
+        ("prom-plain", "consecutive"): 1,
+        ("prom-plain", "forced"): 1,
+    }
+    assert {reason for _, reason in opened} <= set(REASON_KINDS)
+    # The transitions counter is unchanged: from and to, no reason.
+    moved = {"breaker": "prom-rate", "from_state": "HALF_OPEN", "to_state": "OPEN"}
+    assert registry.get_sample_value("smoothapi_breaker_transitions_total", moved) == 1
+
+
+def test_a_rate_breakers_window_is_read_at_each_scrape(
+    registry: CollectorRegistry, instant: FakeClock
+) -> None:
+    """calls, failures (slow ones included) and slow calls of the window now: they follow the
+    window as it slides, a consecutive-rule breaker reports none, and a breaker its owner
+    dropped stops being reported (the breakers are held weakly)."""
+    rate: CircuitBreaker | None = CircuitBreaker(RATE, name="prom-window")
+    plain = CircuitBreaker(CircuitBreakerConfig(), name="prom-no-window")
+    assert rate is not None
+    _run_outcomes(rate, instant, "ok ok ok fail slow ok ok")  # 2 of 7 failed: stays CLOSED
+    assert rate.state == "CLOSED"
+    _run_outcomes(plain, instant, "fail")
+
+    def window(name: str) -> tuple[float | None, ...]:
+        return tuple(
+            registry.get_sample_value(f"smoothapi_breaker_window_{count}", {"breaker": name})
+            for count in ("calls", "failures", "slow_calls")
+        )
+
+    assert window("prom-window") == (7, 2, 1)
+    assert tuple(rate.window or ()) == (7, 2, 1)
+    assert window("prom-no-window") == (None, None, None)
+    assert registry.get_sample_value("smoothapi_breaker_failures", {"breaker": "prom-window"}) == 2
+    instant.advance(10)  # every attempt has left the 10 s window
+    assert window("prom-window") == (0, 0, 0)
+    text = generate_latest(registry).decode()
+    assert "# TYPE smoothapi_breaker_window_calls gauge" in text
+    rate = None
+    gc.collect()
+    assert window("prom-window") == (None, None, None)
