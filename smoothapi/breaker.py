@@ -30,7 +30,7 @@ from . import _runtime, machine
 from .config import CircuitBreakerConfig
 from .errors import CircuitOpenError, ConfigError, ConfigTypeError
 from .events import Hook, StateChanged, emit, logger
-from .machine import INITIAL, REJECTED, CircuitState, Machine, Rules, Window
+from .machine import BUCKETS, INITIAL, REJECTED, CircuitState, Machine, Rules, Window
 
 if TYPE_CHECKING:
     from .storage import BreakerStore
@@ -238,8 +238,7 @@ class CircuitBreaker:
         self._rules = rules_of(config)
         self._window = None if config.failure_rate is None else Window(config.window)
         self._m = INITIAL
-        # A slow-call rule times every attempt, so no call takes the happy path.
-        self.clean_ticket = INITIAL.period if self._slow is None else 0
+        self.clean_ticket = INITIAL.period
         _LIVE.add(self)
 
     def _setup(
@@ -366,16 +365,46 @@ class CircuitBreaker:
         the breaker (a slow call).  Returns the state after the report (as do
         :meth:`record_failure` and :meth:`release`).
         """
+        slow = self._slow
+        if elapsed is not None and slow is not None and elapsed > slow:
+            return self._fail(ticket, None, slow=True)
         if ticket and ticket == self.clean_ticket:
             window = self._window
             if window is None or window.success(self.now()):
                 return CircuitState.CLOSED  # nothing to reset, or counted: no lock
-        slow = self._slow
-        if elapsed is not None and slow is not None and elapsed > slow:
-            return self._fail(ticket, None, slow=True)
         with self._lock:
             old = self._m
             new = machine.succeed(old, ticket, self.now(), self._rules, self._window)
+            self._swap(new)
+        return self._changed(old, new)
+
+    def settle(self, ticket: int, began: float | None = None) -> CircuitState:
+        """A happy-path success under ``ticket``, the clean ticket the mount point read;
+        ``began``: when the attempt started, on this breaker's clock (for ``slow_call_ms``).
+
+        :meth:`record_success` with the clock read and the window's count inlined:
+        the happy path of a failure-rate or slow-call breaker makes this one call,
+        and takes no lock unless the success changes something (it was slow, the
+        ticket moved, or the window's bucket rolled).  Memory breakers only: a
+        shared breaker has no happy path (its ``clean_ticket`` is 0).
+        """
+        clock = self._clock
+        now = clock() if clock is not None else _runtime.clock()
+        slow = self._slow
+        if slow is not None and began is not None and now - began > slow:
+            return self._fail(ticket, None, slow=True)
+        if ticket == self.clean_ticket:
+            window = self._window
+            if window is None:
+                return CircuitState.CLOSED
+            epoch = math.floor(now * window.scale)
+            slot = epoch % BUCKETS
+            if window.epochs[slot] == epoch:
+                window.ok[slot] += 1  # lock-free: see Window
+                return CircuitState.CLOSED
+        with self._lock:
+            old = self._m
+            new = machine.succeed(old, ticket, now, self._rules, self._window)
             self._swap(new)
         return self._changed(old, new)
 
@@ -522,7 +551,7 @@ class CircuitBreaker:
     def _swap(self, new: Machine) -> None:
         # With the lock held: the one place the state and the happy path's read change.
         self._m = new
-        self.clean_ticket = new.clean if self._slow is None else 0
+        self.clean_ticket = new.clean
 
     def _changed(self, old: Machine, new: Machine, cause: str | None = None) -> CircuitState:
         """Send the transition from ``old`` to ``new``, if the state moved (lock released)."""

@@ -309,6 +309,7 @@ class Policy:
         "mark",
         "open_error",
         "rand",
+        "settles",
         "sleep_cap",
         "timed",
     )
@@ -338,6 +339,8 @@ class Policy:
         self.timed = breaker.config.slow_call_ms is not None
         # The failure-rate rule counts every success, also on the happy path.
         self.counts = breaker.config.failure_rate is not None
+        # Either way the happy path reports every success (``CircuitBreaker.settle``).
+        self.settles = self.timed or self.counts
         self.classify_error = classify_error
         self.classify_value = classify_value
         self.discard = discard
@@ -431,7 +434,8 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
     ``fallback`` maps the final error to a value, or is None;
     ``open_error`` overrides the policy's rejection error for this call;
     ``started`` is when the mount point read the clock, before its happy-path
-    attempt (the deadline counts from there, else from now);
+    attempt (the deadline counts from there, else from now; a timed policy
+    times ``first`` from there, and does not time it without);
     ``one_attempt``: an outer mount point retries this call, so make one
     attempt whatever ``max_retries`` says (the breaker still counts it).
     """
@@ -444,7 +448,7 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
         deadline_at = (breaker.now() if started is None else started) + policy.deadline
 
     timed = policy.timed
-    began = 0.0  # when the attempt in hand began (timed only)
+    began: float | None = None  # when the attempt in hand began (timed only)
     if first is None:
         ticket, wait = yield ACQUIRE
         if ticket == REJECTED:
@@ -455,6 +459,8 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
         outcome, began = yield from _attempt(breaker, decision, timed)
     else:
         ticket, outcome = first_ticket, first
+        if timed:
+            began = started  # the happy path's attempt began when the mount point read the clock
     attempts, backoff = 1, None
 
     while True:
@@ -495,21 +501,23 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
 
 def _attempt(
     breaker: CircuitBreaker, decision: _Attempt | Within, timed: bool
-) -> Generator[Decision, Any, tuple[Outcome, float]]:
+) -> Generator[Decision, Any, tuple[Outcome, float | None]]:
     """One attempt: its outcome, and when it began on the breaker's clock (if ``timed``)."""
-    began = breaker.now() if timed else 0.0
+    began = breaker.now() if timed else None
     outcome: Outcome = yield decision
     return outcome, began
 
 
-def _done(policy: Policy, outcome: Outcome, ticket: int, began: float, attempts: int) -> Flow:
+def _done(
+    policy: Policy, outcome: Outcome, ticket: int, began: float | None, attempts: int
+) -> Flow:
     """Finish a call whose attempt succeeded, was answered or is ignored."""
     if outcome.kind is IGNORED:
         yield Record("release", ticket)
     else:
         if policy.budget is not None:
             policy.budget.deposit()
-        elapsed = policy.breaker.now() - began if policy.timed else None
+        elapsed = None if began is None else policy.breaker.now() - began
         yield Record("record_success", ticket, elapsed=elapsed)
     yield Finish(outcome.value, outcome.error, attempts)
 

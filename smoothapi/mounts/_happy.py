@@ -29,18 +29,23 @@ if TYPE_CHECKING:
 __all__ = ["settle"]
 
 
-def settle(policy: Policy, ticket: int) -> None:
+def settle(policy: Policy, ticket: int, began: float | None = None) -> None:
     """Close a first attempt made under ``ticket`` that succeeded, without the engine.
 
     If the breaker's clean ticket moved meanwhile (someone failed, or the
     period ended), the success is reported with the ticket it ran under: it
     resets a CLOSED period's count, and a stale ticket is ignored.  A
-    failure-rate breaker counts every success (``policy.counts``: without a
-    lock, see :class:`~smoothapi.machine.Window`).  Otherwise there is
-    nothing to report.  A retry budget earns its deposit either way.
+    failure-rate breaker counts every success, and a slow-call breaker checks
+    its duration (``began``: when the attempt started, read from the
+    breaker's clock when ``policy.timed``), both in one call of
+    :meth:`~smoothapi.CircuitBreaker.settle`, without a lock unless something
+    changes.  Otherwise there is nothing to report.  A retry budget earns its
+    deposit either way.
     """
     breaker = policy.breaker
-    if policy.counts or breaker.clean_ticket != ticket:
+    if policy.settles:
+        breaker.settle(ticket, began)
+    elif breaker.clean_ticket != ticket:
         breaker.record_success(ticket)
     budget = policy.budget
     if budget is not None:

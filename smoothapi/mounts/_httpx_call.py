@@ -27,7 +27,8 @@ class Call:
 
     ``engine`` holds the keyword arguments of ``run_sync``/``run_async`` that do
     not depend on the driver (the fallback, the first outcome and its ticket,
-    which attempts may be resent, the rejection error, when the call started).
+    which attempts may be resent, the rejection error, when the call or its first
+    attempt started).
     """
 
     __slots__ = ("attempts", "engine", "inner", "left", "request", "timeout")
@@ -40,6 +41,7 @@ class Call:
         first: Outcome | None,
         ticket: int,
         *,
+        began: float | None,
         resend: Resend,
         fallback: Callable[[BaseException], Any] | None,
         open_error: Callable[[str, float], BaseException],
@@ -56,7 +58,8 @@ class Call:
             "resend": resend,
             "open_error": open_error,
             "first_ticket": 0 if first is None else ticket,
-            "started": None if left is None else left.started,
+            # The deadline counts from the call's start; a first attempt is timed from its own.
+            "started": began if left is None else left.started,
         }
 
     def attempt(self) -> httpx.Response:

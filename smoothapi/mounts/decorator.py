@@ -210,8 +210,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         classify_value=_success,
         budget=shared_budget(br, config) if shared else None,
     )
-    # Settle every happy-path success when a budget earns from it or the breaker counts it.
-    settles = policy.budget is not None or policy.counts
+    # Settle every happy-path success when a budget earns from it or the breaker counts or
+    # times it; a timed breaker's attempt starts on its clock.
+    settles = policy.budget is not None or policy.settles
+    timed = policy.timed
+    now = br.now
     # With a deadline every call goes through the engine, which starts the clock
     # before the first attempt; without one, the happy path stays a straight line.
     fast = config.deadline is None
@@ -241,9 +244,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = chosen_fallback(kwargs) if kwargs else configured
-            first = None
+            first = began = None
             ticket = br.clean_ticket if fast else 0
             if ticket:
+                if timed:
+                    began = now()
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -255,12 +260,14 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                     first = classify_error(exc)
                 else:
                     if settles or br.clean_ticket != ticket:  # else nothing to settle
-                        settle(policy, ticket)
+                        settle(policy, ticket, began)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
             call = functools.partial(afn, *args, **kwargs)
-            return await run_async(policy, call, fallback, first, first_ticket=ticket)
+            return await run_async(
+                policy, call, fallback, first, first_ticket=ticket, started=began
+            )
 
         wrapper: Any = async_wrapper
     else:
@@ -268,9 +275,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         @functools.wraps(original)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = chosen_fallback(kwargs) if kwargs else configured
-            first = None
+            first = began = None
             ticket = br.clean_ticket if fast else 0
             if ticket:
+                if timed:
+                    began = now()
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -282,12 +291,12 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                     first = classify_error(exc)
                 else:
                     if settles or br.clean_ticket != ticket:  # else nothing to settle
-                        settle(policy, ticket)
+                        settle(policy, ticket, began)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
             call = functools.partial(fn, *args, **kwargs)
-            return run_sync(policy, call, fallback, first, first_ticket=ticket)
+            return run_sync(policy, call, fallback, first, first_ticket=ticket, started=began)
 
         wrapper = sync_wrapper
 

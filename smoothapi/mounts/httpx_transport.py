@@ -187,18 +187,30 @@ class _Base(MountPoint):
         return self._policy(httpx.URL(url)).breaker
 
     def _retried(
-        self, policy: Policy, ticket: int, request: httpx.Request, response: httpx.Response
+        self,
+        policy: Policy,
+        ticket: int,
+        request: httpx.Request,
+        response: httpx.Response,
+        began: float | None,
     ) -> Outcome | None:
         """The happy path's response: settled (None) if it answers, else the engine's first."""
         if response.status_code in self._retry_on:
             response.request = request  # its drain caps the body's reads
             return self._classify_response(response)
-        settle(policy, ticket)
+        settle(policy, ticket, began)
         response.extensions[ATTEMPTS] = 1
         return None
 
     def _call(
-        self, request: httpx.Request, inner: Any, policy: Policy, first: Outcome | None, ticket: int
+        self,
+        request: httpx.Request,
+        inner: Any,
+        policy: Policy,
+        first: Outcome | None,
+        ticket: int,
+        *,
+        began: float | None,
     ) -> Call:
         """The engine's side of one request (both drivers build it here)."""
         return Call(
@@ -207,6 +219,7 @@ class _Base(MountPoint):
             policy,
             first,
             ticket,
+            began=began,
             resend=self._core.resend(request.method, request.headers, _replayable(request)),
             fallback=self._fallback_for(request),
             open_error=lambda name, retry_after: CircuitOpenTransportError(
@@ -244,22 +257,24 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             # A mount point sharing our breaker is making this attempt: it keeps the books.
             return _once(inner.handle_request(request))
         policy = self._policy(request.url)
-        first = None
+        first = began = None
         ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
         if ticket:  # the happy path (see _happy); httpx's own layer needs no mark
+            if policy.timed:
+                began = policy.breaker.now()
             cell = None if self._leaf else _runtime.enter(policy.mark)
             try:
                 response = inner.handle_request(request)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
-                first = self._retried(policy, ticket, request, response)
+                first = self._retried(policy, ticket, request, response, began)
                 if first is None:  # answered, and settled
                     return response
             finally:
                 if cell is not None:
                     _runtime.leave(cell)
-        call = self._call(request, inner, policy, first, ticket)
+        call = self._call(request, inner, policy, first, ticket, began=began)
         attempt, within = call.attempt, call.attempt_within
         response = run_sync(policy, attempt, attempt_within=within, **call.engine)
         return call.returned(response, is_async=False)
@@ -294,22 +309,24 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             # A mount point sharing our breaker is making this attempt: it keeps the books.
             return _once(await inner.handle_async_request(request))
         policy = self._policy(request.url)
-        first = None
+        first = began = None
         ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
         if ticket:  # the happy path (see _happy); httpx's own layer needs no mark
+            if policy.timed:
+                began = policy.breaker.now()
             cell = None if self._leaf else _runtime.enter(policy.mark)
             try:
                 response = await inner.handle_async_request(request)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
-                first = self._retried(policy, ticket, request, response)
+                first = self._retried(policy, ticket, request, response, began)
                 if first is None:  # answered, and settled
                     return response
             finally:
                 if cell is not None:
                     _runtime.leave(cell)
-        call = self._call(request, inner, policy, first, ticket)
+        call = self._call(request, inner, policy, first, ticket, began=began)
         attempt, within = call.attempt_async, call.attempt_within_async
         response = await run_async(policy, attempt, attempt_within=within, **call.engine)
         return call.returned(response, is_async=True)

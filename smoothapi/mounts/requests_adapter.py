@@ -322,15 +322,18 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
             return response
         policy = self._policy(request.url or "")
         first: Outcome | None = None
+        began = None
         ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
         if ticket:  # the happy path (see _happy)
+            if policy.timed:
+                began = policy.breaker.now()
             try:
                 response = send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
                 if response.status_code not in self._retry_on:
-                    settle(policy, ticket)
+                    settle(policy, ticket, began)
                     response.smoothapi_attempts = 1  # type: ignore[attr-defined]
                     return response
                 first = self._classify_response(response)
@@ -364,7 +367,7 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
             ),
             first_ticket=0 if first is None else ticket,
             attempt_within=attempt_within,
-            started=None if left is None else left.started,
+            started=began if left is None else left.started,
         )
         response.smoothapi_attempts = attempts  # type: ignore[attr-defined]
         if left is not None and not stream:

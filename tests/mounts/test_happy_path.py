@@ -48,9 +48,9 @@ def settled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The tickets every mount point settles, in order (the real settle still runs)."""
     tickets: list[int] = []
 
-    def recording(policy: Any, ticket: int) -> None:
+    def recording(policy: Any, ticket: int, began: float | None = None) -> None:
         tickets.append(ticket)
-        _happy.settle(policy, ticket)
+        _happy.settle(policy, ticket, began)
 
     for module in (decorator, httpx_transport, requests_adapter):
         monkeypatch.setattr(module, "settle", recording)
@@ -210,3 +210,82 @@ def test_settle_deposits_into_the_retry_budget() -> None:
     assert budget.tokens == before + budget.ratio
     assert breaker.failure_count == 0
     assert breaker.state == "CLOSED"
+
+
+@pytest.mark.parametrize("kind", MOUNTS)
+def test_a_slow_first_attempt_counts_on_the_happy_path(
+    kind: str,
+    server: ScriptedServer,
+    settled: list[int],
+    inside_requests: list[Callable[[], object]],
+    closing: list[Callable[[], object]],
+) -> None:
+    """A slow-call breaker keeps the happy path: the mount point reads the breaker's clock
+    before the attempt and ``settle`` judges its duration.  Exactly ``slow_call_ms`` is not
+    slow; longer counts as a failure for the breaker, the answer is still returned, and
+    nothing is retried."""
+    server.default = Reply(200, b"ok")
+    now = [0.0]
+    step = [0.05]
+
+    def advance() -> None:  # the attempt "takes" step[0] seconds on the breaker's clock
+        now[0] += step[0]
+
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=2, slow_call_ms=50),
+        name=f"slow-{kind}",
+        clock=lambda: now[0],
+    )
+    if kind == "requests":
+        inside_requests.append(advance)
+    get = _get_through(kind, server.url + "/ok", breaker, advance, closing)
+    ticket = breaker.clean_ticket
+    assert ticket != 0  # a timed breaker keeps its happy path
+    assert get() == "ok"
+    assert breaker.failure_count == 0  # exactly 50 ms: not slow
+    step[0] = 0.2
+    assert get() == "ok"
+    assert breaker.failure_count == 1
+    assert breaker.state == "CLOSED"
+    assert get() == "ok"
+    assert breaker.state == "OPEN"
+    assert breaker.reason == "slow calls"
+    # The first two settled on the happy path; after a counted failure the breaker is not
+    # clean, so the third went through the engine (which timed it as well).
+    assert settled == [ticket] * 2
+    assert server.count("/ok") == 3  # a slow answer is not retried
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_slow_answered_error_on_the_happy_path_is_timed_by_the_engine(
+    is_async: bool, server: ScriptedServer
+) -> None:
+    """A 404 raised by the decorated function is an answer (a success for the breaker) that
+    the engine books as the happy path's first outcome: it is timed from the attempt's start
+    (the mount point's clock read), so a slow one counts as a slow call."""
+    server.default = Reply(404, b"missing")
+    now = [0.0]
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, slow_call_ms=50),
+        name=f"slow-404-{is_async}",
+        clock=lambda: now[0],
+    )
+    url = server.url + "/missing"
+
+    @resilient_api(CONFIG, breaker=breaker)
+    def fetch() -> str:
+        now[0] += 0.2
+        return httpx.get(url).raise_for_status().text
+
+    @resilient_api(CONFIG, breaker=breaker)
+    async def afetch() -> str:
+        now[0] += 0.2
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url)).raise_for_status().text
+
+    call: Callable[[], object] = (lambda: asyncio.run(afetch())) if is_async else fetch
+    with pytest.raises(httpx.HTTPStatusError):
+        call()
+    assert breaker.state == "OPEN"
+    assert breaker.reason == "slow calls"
+    assert server.count("/missing") == 1
