@@ -670,3 +670,52 @@ def test_an_async_hook_task_cancelled_by_loop_shutdown_is_logged_not_lost_silent
     assert ran == []
     assert len(cancelled) == 2  # StateChanged and RetriesExhausted
     assert all("slow_hook" in r.getMessage() for r in cancelled)
+
+
+# -- the trip rules: the opening says the rule that tripped, through every mount ----------------
+
+RATE_OUTAGE = ResilientConfig(
+    backoff=BackoffConfig(max_retries=0),
+    circuit_breaker=CircuitBreakerConfig(
+        failure_rate=0.5, minimum_calls=4, cooldown_ms=COOLDOWN * 1000
+    ),
+)
+
+
+def _rate_opening(mount: Mount, clock: SleepLog, seen: list[Event]) -> None:
+    """200, 503, 200, 503: the fourth attempt brings the window to 2 failed of 4."""
+    changes = [event for event in seen if isinstance(event, StateChanged)]
+    reason = "failure rate 0.50 over 4 calls"
+    expected = [StateChanged(mount.name, CLOSED, OPEN, 2, clock.now, reason)]
+    assert typed(changes) == typed(expected)
+
+
+@pytest.mark.parametrize("kind", SYNC_MOUNTS)
+def test_a_failure_rate_opening_reaches_the_hooks_with_its_reason(
+    kind: str, server: ScriptedServer, clock: SleepLog
+) -> None:
+    seen: list[Event] = []
+    config = replace(RATE_OUTAGE, hooks=(seen.append,))
+    server.script("/rate", Reply(200), Reply(503), Reply(200), Reply(503))
+    with sync_mount(kind, server, config, fallback=False) as mount:
+        for _ in range(4):
+            assert not any(isinstance(event, StateChanged) for event in seen)
+            outcome(mount, "/rate")
+        _rate_opening(mount, clock, seen)
+        assert isinstance(outcome(mount, "/rate"), mount.open_error)  # rejected: it is open
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ASYNC_MOUNTS)
+async def test_async_a_failure_rate_opening_reaches_the_hooks_with_its_reason(
+    kind: str, server: ScriptedServer, clock: SleepLog
+) -> None:
+    seen: list[Event] = []
+    config = replace(RATE_OUTAGE, hooks=(seen.append,))
+    server.script("/rate", Reply(200), Reply(503), Reply(200), Reply(503))
+    async with async_mount(kind, server, config, fallback=False) as mount:
+        for _ in range(4):
+            assert not any(isinstance(event, StateChanged) for event in seen)
+            await async_outcome(mount, "/rate")
+        _rate_opening(mount, clock, seen)
+        assert isinstance(await async_outcome(mount, "/rate"), mount.open_error)

@@ -3,6 +3,7 @@ with the SDK's in-memory exporter and reader, against a real HTTP server on 127.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ import smoothapi.otel
 from smoothapi import (
     AsyncResilientTransport,
     BackoffConfig,
+    CircuitBreaker,
     CircuitBreakerConfig,
     ResilientAdapter,
     ResilientConfig,
@@ -301,3 +303,107 @@ def test_instrument_again_on_the_same_meter_keeps_every_metric(instant: FakeCloc
         smoothapi.otel.uninstrument()
         t.meter_provider.shutdown()
         t.tracer_provider.shutdown()
+
+
+def _report(breaker: CircuitBreaker, clock: FakeClock, outcomes: str) -> None:
+    """One attempt per word (ok, fail, slow: a success that took 0.5 s), 0.1 s apart."""
+    for outcome in outcomes.split():
+        ticket = breaker.acquire()
+        if outcome == "fail":
+            breaker.record_failure(ticket)
+        else:
+            breaker.record_success(ticket, elapsed=0.5 if outcome == "slow" else 0.01)
+        clock.advance(0.1)
+
+
+RATE = CircuitBreakerConfig(
+    failure_rate=0.5, minimum_calls=4, window_ms=10_000, slow_call_ms=100, cooldown_ms=1_000
+)
+
+
+def test_openings_by_rule_kind_and_a_rate_breakers_window(
+    telemetry: Telemetry, instant: FakeClock
+) -> None:
+    """smoothapi.breaker.openings counts by the kind (never the words with their numbers);
+    the window's gauges are read at collection, for a failure-rate breaker only."""
+    tripped = CircuitBreaker(RATE, name="otel-rate")
+    _report(tripped, instant, "ok slow ok slow")  # slow call rate 0.50 over 4 calls
+    instant.advance(1)
+    _report(tripped, instant, "fail")  # the probe fails
+    healthy = CircuitBreaker(RATE, name="otel-window")
+    _report(healthy, instant, "ok fail ok ok slow ok")
+    plain = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1), name="otel-plain")
+    _report(plain, instant, "fail")
+
+    assert telemetry.points("smoothapi.breaker.openings") == {
+        (("smoothapi.breaker", "otel-rate"), ("smoothapi.reason", "slow_rate")): 1,
+        (("smoothapi.breaker", "otel-rate"), ("smoothapi.reason", "probe")): 1,
+        (("smoothapi.breaker", "otel-plain"), ("smoothapi.reason", "consecutive")): 1,
+    }
+
+    def window(name: str) -> tuple[float | None, ...]:
+        key = (("smoothapi.breaker", name),)
+        return tuple(
+            telemetry.points(f"smoothapi.breaker.window.{count}").get(key)
+            for count in ("calls", "failures", "slow_calls")
+        )
+
+    assert window("otel-window") == (6, 2, 1)
+    assert window("otel-rate") == (0, 0, 0)  # OPEN: the window restarts when it closes
+    assert window("otel-plain") == (None, None, None)  # the consecutive rule has no window
+    instant.advance(10)
+    assert window("otel-window") == (0, 0, 0)  # read now, not when the calls happened
+
+
+def test_a_breaker_move_is_an_event_on_the_callers_span(
+    telemetry: Telemetry, instant: FakeClock
+) -> None:
+    """The request that trips the breaker carries the opening, with the rule's kind and its
+    words; a move outside any span is dropped quietly; uninstrument stops the events."""
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=RATE,
+    )
+    outcomes = iter(["ok", "fail", "ok", "fail"])
+
+    @resilient_api(config, name="otel-span")
+    def fetch() -> str:
+        if next(outcomes) == "fail":
+            raise ConnectionError("down")
+        return "fresh"
+
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    fetch()  # no span current: nothing to add to, and no error
+    for _ in range(3):
+        with tracer.start_as_current_span("checkout"), contextlib.suppress(ConnectionError):
+            fetch()
+    spans = [s for s in telemetry.finished() if s.name == "checkout"]
+    assert [len(s.events) for s in spans] == [0, 0, 1]
+    (event,) = spans[-1].events
+    assert event.name == smoothapi.otel.STATE_CHANGED
+    assert dict(event.attributes or {}) == {
+        "smoothapi.breaker": "otel-span",
+        "smoothapi.from_state": "CLOSED",
+        "smoothapi.to_state": "OPEN",
+        "smoothapi.failures": 2,
+        "smoothapi.reason": "rate",
+        "smoothapi.reason_text": "failure rate 0.50 over 4 calls",
+    }
+
+    instant.advance(1)  # cooled down: the next call probes
+    outcomes = iter(["ok"])
+    with tracer.start_as_current_span("probe"):
+        assert fetch() == "fresh"
+    (probe,) = [s for s in telemetry.finished() if s.name == "probe"]
+    assert [dict(e.attributes or {})["smoothapi.to_state"] for e in probe.events] == [
+        "HALF_OPEN",
+        "CLOSED",
+    ]
+    assert all("smoothapi.reason" not in (e.attributes or {}) for e in probe.events)
+
+    smoothapi.otel.uninstrument()
+    fetch.breaker.force_open()
+    with tracer.start_as_current_span("after"):
+        fetch.breaker.reset()
+    (after,) = [s for s in telemetry.finished() if s.name == "after"]
+    assert after.events == ()
