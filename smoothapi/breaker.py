@@ -35,6 +35,8 @@ from .machine import BUCKETS, INITIAL, REJECTED, CircuitState, Machine, Rules, W
 if TYPE_CHECKING:
     from .storage import BreakerStore
 
+_floor = math.floor
+
 __all__ = [
     "REJECTED",
     "CircuitBreaker",
@@ -388,8 +390,7 @@ class CircuitBreaker:
         ticket moved, or the window's bucket rolled).  Memory breakers only: a
         shared breaker has no happy path (its ``clean_ticket`` is 0).
         """
-        clock = self._clock
-        now = clock() if clock is not None else _runtime.clock()
+        now = (self._clock or _runtime.clock)()
         slow = self._slow
         if slow is not None and began is not None and now - began > slow:
             return self._fail(ticket, None, slow=True)
@@ -397,7 +398,7 @@ class CircuitBreaker:
             window = self._window
             if window is None:
                 return CircuitState.CLOSED
-            epoch = math.floor(now * window.scale)
+            epoch = _floor(now * window.scale)
             slot = epoch % BUCKETS
             if window.epochs[slot] == epoch:
                 window.ok[slot] += 1  # lock-free: see Window

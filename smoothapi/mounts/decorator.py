@@ -213,6 +213,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     # Settle every happy-path success when a budget earns from it or the breaker counts or
     # times it; a timed breaker's attempt starts on its clock.
     settles = policy.budget is not None or policy.settles
+    # Without a budget that is the breaker's own settle, called straight from the wrapper
+    # (one call fewer on the failure-rate rule's happy path).
+    counts = br.settle if policy.settles and policy.budget is None else None
     timed = policy.timed
     now = br.now
     # With a deadline every call goes through the engine, which starts the clock
@@ -259,7 +262,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if settles or br.clean_ticket != ticket:  # else nothing to settle
+                    if counts is not None:
+                        counts(ticket, began)
+                    elif settles or br.clean_ticket != ticket:  # else nothing to settle
                         settle(policy, ticket, began)
                     return result
                 finally:
@@ -290,7 +295,9 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if settles or br.clean_ticket != ticket:  # else nothing to settle
+                    if counts is not None:
+                        counts(ticket, began)
+                    elif settles or br.clean_ticket != ticket:  # else nothing to settle
                         settle(policy, ticket, began)
                     return result
                 finally:
