@@ -362,3 +362,50 @@ async def test_three_async_probes_in_flight_then_closed(kind: str, server: Scrip
         assert results == [200, 200, 200]
         assert client.breaker.state is CLOSED
     assert server.count("/probe") == 3
+
+
+def test_a_slow_probe_reopens(sync_kind: str, server: ScriptedServer, made: list[Sync]) -> None:
+    client = Sync(sync_kind, config(slow_call_ms=50, **PROBES), server)
+    made.append(client)
+    tripped(client.breaker, client.get, server)
+    server.script("/slow", SLOW)
+    # (No fast probe first: on a loaded machine even a local answer might pass 50 ms.)
+    assert client.get("/slow") == 200  # answered, but too slowly: a failed probe
+    assert client.last == b"late but fine"
+    assert client.breaker.state is OPEN
+    assert client.breaker.reason == "probe failed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ASYNC_KINDS)
+async def test_a_cancelled_async_probe_gives_its_permit_back(
+    kind: str, server: ScriptedServer
+) -> None:
+    """Two probes hang at the server; one is cancelled, and the next request is admitted
+    (it reaches the server) instead of being rejected."""
+    client = Async(kind, config(**{**PROBES, "half_open_calls": 2}), server)
+    async with client.client:
+        server.script("/down", Reply(503))
+        assert await client.get("/down") == 503
+        await until(lambda: client.breaker.retry_after == 0.0, "the cooldown")
+        hang = Delay(GUARD, Reply(200))  # cut short when the server stops
+        server.script("/probe", hang, Delay(0.3, Reply(200)), Reply(200))
+        results: list[int | str] = []
+
+        async def probe() -> None:
+            results.append(await client.get("/probe"))
+
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as doomed:
+                async with anyio.create_task_group() as hung:
+                    hung.start_soon(probe)
+                    await until(lambda: server.count("/probe") == 1, "the first probe")
+                    tg.start_soon(probe)
+                    await until(lambda: server.count("/probe") == 2, "the second probe")
+                    assert await client.get("/probe") == REJECTED  # both permits taken
+                    doomed.cancel()
+            assert client.breaker.state is HALF_OPEN
+            assert await client.get("/probe") == 200  # the cancelled probe's permit
+        assert results == [200]
+        assert client.breaker.state is CLOSED
+    assert server.count("/probe") == 3

@@ -379,6 +379,27 @@ def test_after_a_failed_probe_the_other_probes_of_the_round_report_nothing() -> 
     assert br.acquire() == REJECTED
 
 
+@pytest.mark.parametrize("how", ["force_open", "reset"])
+def test_probes_in_flight_report_nothing_after_force_open_or_reset(how: str) -> None:
+    br, clock, probes = open_for_probes(3, failure_rate=0.5, minimum_calls=2)
+    br.record_success(probes[0])
+    getattr(br, how)()
+    for probe in probes[1:]:
+        br.record_success(probe)
+        br.record_failure(probe)
+    if how == "reset":
+        assert br.state is CLOSED
+        assert br.window == (0, 0, 0)  # neither stale report was counted
+        return
+    assert br.state is OPEN
+    clock.advance(1.0)
+    fresh = [br.acquire() for _ in range(3)]
+    assert br.acquire() == REJECTED  # a new round: three permits, none used up before
+    for probe in fresh[:2]:
+        assert br.record_success(probe) is HALF_OPEN
+    assert br.record_success(fresh[2]) is CLOSED
+
+
 def test_a_released_probe_gives_its_permit_back_and_reports_nothing_after() -> None:
     br, _, probes = open_for_probes(2)
     assert br.acquire() == REJECTED
