@@ -117,6 +117,7 @@ RATE = {"failure_rate": 0.5, "minimum_calls": 4, "window_ms": 10_000, "slow_call
 # (steps, config overrides, state after, window after (None: as after a trip), reason)
 RATE_CASES: list[tuple[str, dict[str, Any], CircuitState, tuple[int, int, int] | None, str]] = [
     ("fail*3", {}, CLOSED, (3, 3, 0), ""),  # under minimum_calls: no verdict
+    ("fail*3", {"failure_threshold": 1}, CLOSED, (3, 3, 0), ""),  # the rate rule replaces it
     ("fail*4", {}, OPEN, None, "failure rate 1.00 over 4 calls"),
     ("ok*2 fail*2", {}, OPEN, None, "failure rate 0.50 over 4 calls"),  # exactly r
     ("ok*3 fail*2", {}, CLOSED, (5, 2, 0), ""),  # 0.40 < 0.5
@@ -530,6 +531,30 @@ async def test_a_slow_async_success_is_returned_and_counted_by_the_rate_rule(
             assert fetch.breaker.reason == "slow call rate 0.50 over 2 calls"
         else:
             assert fetch.breaker.window == WindowCounts(2, 0, 0)
+
+
+def test_slow_calls_are_timed_on_the_breakers_own_clock() -> None:
+    """A breaker given its own clock= (no set_testing): the decorator times on that clock."""
+    clock = FakeClock(start=START)
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=2, slow_call_ms=250), name="own", clock=clock
+    )
+
+    @resilient_api(ResilientConfig(backoff=BackoffConfig(max_retries=0)), breaker=breaker)
+    def fetch(took: float) -> str:
+        clock.advance(took)
+        return "answer"
+
+    assert [fetch(SLOW_S + TICK), fetch(SLOW_S), fetch(SLOW_S + TICK)] == ["answer"] * 3
+    assert (breaker.state, breaker.failure_count) == (CLOSED, 1)  # the exact one reset it
+    assert fetch(1.0) == "answer"
+    assert breaker.state is OPEN
+    assert breaker.reason == "slow calls"
+
+
+def test_window_counts_rate() -> None:
+    assert WindowCounts(8, 2, 1).rate == 0.25
+    assert WindowCounts(0, 0, 0).rate == 0.0
 
 
 def http_error(status: int) -> httpx.HTTPStatusError:
