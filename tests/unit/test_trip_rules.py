@@ -294,6 +294,16 @@ def test_the_window_restarts_empty_on_reset_force_open_trip_and_close() -> None:
     assert br.window == (0, 0, 0)
 
 
+@pytest.mark.parametrize("report", ["record_success", "settle", "record_failure"])
+def test_an_attempt_admitted_before_the_trip_is_not_counted_after_the_close(report: str) -> None:
+    br, clock, _ = make(failure_rate=0.5, minimum_calls=2)
+    old = br.clean_ticket
+    run(br, clock, "fail*2 adv=1 ok")  # open, then a probe closes it: a new period
+    assert br.state is CLOSED
+    getattr(br, report)(old)  # the lock-free path checks the ticket first
+    assert br.window == (0, 0, 0)
+
+
 def test_the_consecutive_rule_is_unchanged_without_a_failure_rate() -> None:
     br, clock, events = make(failure_threshold=3)
     assert br.window is None
