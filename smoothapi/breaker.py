@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 _floor = math.floor
 
+#: Seconds a duration may exceed ``slow_call_ms`` and still not be slow (float rounding).
+SLOW_SLACK = 1e-6
+
 __all__ = [
     "REJECTED",
     "CircuitBreaker",
@@ -262,7 +265,11 @@ class CircuitBreaker:
         self._clock = clock
         self._hooks = tuple(hooks)
         self._rand = rand
-        self._slow = config.slow_call
+        slow = config.slow_call
+        # A microsecond of slack: the difference of two float clock readings can exceed the
+        # threshold by rounding alone (1000.1 - 1000.0 > 0.1), and exactly slow_call_ms is
+        # documented as not slow.
+        self._slow = None if slow is None else slow + SLOW_SLACK
         return config
 
     def __repr__(self) -> str:

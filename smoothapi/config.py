@@ -207,16 +207,17 @@ class CircuitBreakerConfig:
     Trip rules (the seed's consecutive rule by default):
 
     * ``failure_rate`` - ``None``, or a share ``0 < r <= 1``: the breaker
-      opens when, among the attempts that ended in the last ``window_ms``,
-      at least ``minimum_calls`` were seen and the failed share reaches
-      ``r``.  It replaces the consecutive rule (``failure_threshold`` is then
-      unused).  The window is ten buckets of ``window_ms / 10``: an attempt
-      leaves it between 90 % and 100 % of ``window_ms`` after it ended.  It
-      restarts empty whenever the breaker closes.
+      opens on a failed attempt after which, among the attempts that ended
+      in the last ``window_ms``, at least ``minimum_calls`` were seen and the
+      failed share reaches ``r`` (a success never opens it).  It replaces
+      the consecutive rule (``failure_threshold`` is then unused).  The
+      window is ten buckets of ``window_ms / 10``: an attempt leaves it
+      between 90 % and 100 % of ``window_ms`` after it ended.  It restarts
+      empty whenever the breaker closes.
     * ``window_ms`` (10 s), ``minimum_calls`` (20) - the rate rule's window
       and the fewest attempts it gives a verdict on.
-    * ``slow_call_ms`` - ``None``, or a duration: an attempt that succeeds
-      but took longer counts as a failure for the breaker, in either rule
+    * ``slow_call_ms`` - ``None``, or a duration (more than 0): an attempt that
+      succeeds but took longer counts as a failure for the breaker, in either rule
       (its result is still returned, and it is not retried).  Measured on
       the breaker's clock.
     * ``half_open_calls`` (1) - how many probes HALF_OPEN admits at once
@@ -315,6 +316,11 @@ class CircuitBreakerConfig:
         )
         if self.slow_call_ms is not None:
             slow = _millis("slow_call_ms", self.slow_call_ms)
+            if slow <= 0:
+                raise ConfigError(
+                    f"{owner}.slow_call_ms must be more than 0 ms (every answer takes some "
+                    f"time; None turns the slow-call rule off), got {self.slow_call_ms!r}"
+                )
             object.__setattr__(self, "slow_call_ms", slow)
         probes = _integer(owner, "half_open_calls", self.half_open_calls, minimum=1)
         if probes > MAX_HALF_OPEN_CALLS:

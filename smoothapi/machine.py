@@ -41,8 +41,9 @@ holds an opening at least that long, capped at ``max_cooldown``.
 Trip rules.  With ``rules.rate`` None (the seed's rule) CLOSED counts
 consecutive failed attempts as above.  With a rate, CLOSED counts every
 attempt of the period in a :class:`Window` (``BUCKETS`` buckets of
-``window / BUCKETS``) instead, and opens when the window holds at least
-``minimum`` attempts and the failed share reaches ``rate``; ``failures``
+``window / BUCKETS``) instead, and opens when a failure leaves the window
+holding at least ``minimum`` attempts with a failed share of ``rate`` or more
+(a success never opens it, as in Polly: successes are counted without a lock); ``failures``
 then stays 0 while CLOSED (the window holds the counts).  A *slow* success
 (``fail(..., slow=True)``) is a failure for either rule.  Every opening
 records why (``why``, ``calls``, ``failures``; :func:`reason` words it), and
@@ -206,8 +207,10 @@ class Window:
         epoch = math.floor(now * self.scale)
         slot = epoch % BUCKETS
         if self.epochs[slot] != epoch:
-            self.epochs[slot] = epoch
+            # Zeroed before the epoch moves: a lock-free success that sees the new epoch
+            # lands after the zeroing, not under it.
             self.ok[slot] = self.failed[slot] = self.slow[slot] = 0
+            self.epochs[slot] = epoch
         if failed:
             self.failed[slot] += 1
             self.slow[slot] += slow

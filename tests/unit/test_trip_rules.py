@@ -1,9 +1,10 @@
 """Issue 13's trip rules on the in-memory breaker, on a fake clock (no real waiting).
 
 README, "Trip rules: failure rate, slow calls, several probes": with
-``failure_rate=r`` the breaker opens when, among the attempts that ended in
-the last ``window_ms``, at least ``minimum_calls`` were seen and the failed
-share reaches ``r`` (exactly ``r`` trips); a 404 is a success, an ignored
+``failure_rate=r`` the breaker opens on a failure after which, among the
+attempts that ended in the last ``window_ms``, at least ``minimum_calls``
+were seen and the failed share reaches ``r`` (exactly ``r`` trips; a success
+never opens it); a 404 is a success, an ignored
 outcome is not counted; the window is ten buckets (an attempt leaves it
 between 90 % and 100 % of ``window_ms`` after it ended) and restarts empty
 when the breaker opens, closes, is reset or forced open.  ``slow_call_ms=t``:
@@ -667,6 +668,7 @@ def test_every_reason_in_state_changed_and_breaker_reason() -> None:
         ("minimum_calls", 2.0, ConfigTypeError, "must be an int"),
         ("slow_call_ms", -1, ConfigError, "must be a finite number of milliseconds"),
         ("slow_call_ms", float("inf"), ConfigError, "must be a finite number"),
+        ("slow_call_ms", 0, ConfigError, "must be more than 0 ms"),
         ("half_open_calls", 0, ConfigError, "must be >= 1, got 0"),
         ("half_open_calls", 1001, ConfigError, "must be at most 1000, got 1001"),
         ("half_open_calls", True, ConfigTypeError, "must be an int"),
@@ -689,3 +691,28 @@ def test_the_edges_of_the_valid_settings_are_accepted() -> None:
     )
     assert (config.failure_rate, config.window, config.slow_call) == (1.0, 0.01, 0.001)
     assert CircuitBreakerConfig(failure_rate=1e-9).failure_rate == 1e-9
+
+
+def test_exactly_slow_call_ms_is_not_slow_on_a_clock_that_rounds() -> None:
+    """1000.1 - 1000.0 is 0.10000000000002274 in floats: still exactly 100 ms, not slow."""
+    clock = FakeClock()  # starts at 1000.0
+    br = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1, slow_call_ms=100), clock=clock)
+    began = clock()
+    clock.advance(0.1)
+    assert br.record_success(br.acquire(), clock() - began) is CLOSED
+    assert br.settle(br.clean_ticket, began) is CLOSED
+    clock.advance(0.000_002)  # two microseconds over: slow
+    assert br.settle(br.clean_ticket, began) is OPEN
+    assert br.reason == "slow calls"
+
+
+def test_a_success_never_opens_a_rate_breaker_the_next_failure_does() -> None:
+    """README: the verdict is taken on a failed attempt (as Polly's), so 9 failures and a
+    success with minimum_calls=10 leave it CLOSED though the share is 0.9 over 10 calls."""
+    br, _, _ = make(failure_rate=0.5, minimum_calls=10)
+    for _ in range(9):
+        br.record_failure(br.acquire())
+    assert br.record_success(br.acquire()) is CLOSED
+    assert br.window == WindowCounts(10, 9, 0)
+    assert br.record_failure(br.acquire()) is OPEN
+    assert br.reason == "failure rate 0.91 over 11 calls"
