@@ -13,8 +13,18 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..breaker import CircuitState
-from .protocol import Admission, MalformedState, Op, Opening, Report, Snapshot
+from ..breaker import CircuitState, WindowCounts
+from .protocol import (
+    Admission,
+    Batch,
+    MalformedState,
+    Op,
+    Opening,
+    Report,
+    Snapshot,
+    Trip,
+    TripRules,
+)
 
 T = TypeVar("T")
 
@@ -32,50 +42,114 @@ def _name_field(name: str) -> bytes:
     return name[:_NAME_FIELD_CHARS].encode("utf-8", "backslashreplace")
 
 
+def _window_ms(rules: TripRules | None) -> float:
+    """How long the key must outlive its last write for the rules' window: 0 without one."""
+    return 0 if rules is None or rules.failure_rate is None else rules.window_ms
+
+
+def _rules_args(rules: TripRules | None, batch: Batch | None) -> list[int | str]:
+    """The scripts' rules block: rate ('' for none), window_ms, minimum_calls,
+    half_open_calls, the batch's period and successes ('' for none)."""
+    if rules is None:
+        block: list[int | str] = ["", "", "", ""]
+    else:
+        rate = rules.failure_rate
+        window = rules.window_ms
+        block = [
+            "" if rate is None else repr(float(rate)),
+            str(window) if isinstance(window, int) else repr(float(window)),
+            rules.minimum_calls,
+            rules.half_open_calls,
+        ]
+    if batch is None or batch.successes <= 0:
+        return [*block, "", ""]
+    return [*block, batch.period, batch.successes]
+
+
+def _acquire_args(
+    threshold: int, cooldown_ms: int, lease_ms: int, rules: TripRules | None, batch: Batch | None
+) -> list[int | str]:
+    ttl = _ttl(max(cooldown_ms, _window_ms(rules)))
+    return [threshold, cooldown_ms, lease_ms, ttl, *_rules_args(rules, batch)]
+
+
+def _snapshot_args(rules: TripRules | None, batch: Batch | None) -> list[int | str]:
+    return [*_rules_args(rules, batch), _ttl(_window_ms(rules))]
+
+
 def _record_args(
-    op: Op, ticket: int, threshold: int, cooldown_ms: int, name: str, *, opening: Opening | None
+    op: Op,
+    ticket: int,
+    threshold: int,
+    cooldown_ms: int,
+    name: str,
+    *,
+    opening: Opening | None,
+    rules: TripRules | None = None,
+    batch: Batch | None = None,
 ) -> list[int | float | str | bytes]:
+    longest = max(cooldown_ms, _window_ms(rules))
+    args: list[int | float | str | bytes] = [op, ticket, threshold, cooldown_ms]
     if opening is None:
-        return [op, ticket, threshold, cooldown_ms, _ttl(cooldown_ms), _name_field(name)]
-    longest = max(cooldown_ms, opening.max_cooldown_ms)
-    return [
-        op,
-        ticket,
-        threshold,
-        cooldown_ms,
-        _ttl(longest),
-        _name_field(name),
-        repr(float(opening.multiplier)),
-        opening.max_cooldown_ms,
-        opening.reset_ms,
-        repr(float(opening.rand)),
-        -1 if opening.retry_after_ms is None else opening.retry_after_ms,
-    ]
+        args += [_ttl(longest), _name_field(name), "", "", "", "", ""]
+    else:
+        args += [
+            _ttl(max(longest, opening.max_cooldown_ms)),
+            _name_field(name),
+            repr(float(opening.multiplier)),
+            opening.max_cooldown_ms,
+            opening.reset_ms,
+            repr(float(opening.rand)),
+            -1 if opening.retry_after_ms is None else opening.retry_after_ms,
+        ]
+    return args + _rules_args(rules, batch)
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _tail(failures: int, tail: Sequence[Any]) -> tuple[Trip, WindowCounts | None]:
+    """The six elements every reply ends with (see :mod:`smoothapi.storage.lua`)."""
+    why, slow, calls, window_calls, window_failed, window_slow = tail
+    trip = Trip(_text(why), failures, int(slow), int(calls))
+    if int(window_calls) < 0:
+        return trip, None
+    return trip, WindowCounts(int(window_calls), int(window_failed), int(window_slow))
+
+
 def _admission(reply: Sequence[Any]) -> Admission:
-    ticket, retry_ms, failures, state, changed = reply
+    ticket, retry_ms, failures, state, changed, *tail = reply
+    count = int(failures)
+    trip, window = _tail(count, tail)
     return Admission(
-        int(ticket), int(retry_ms) / 1000.0, int(failures), CircuitState(_text(state)), changed == 1
+        int(ticket),
+        int(retry_ms) / 1000.0,
+        count,
+        CircuitState(_text(state)),
+        changed == 1,
+        trip,
+        window,
     )
 
 
 def _report(reply: Sequence[Any]) -> Report:
-    state, old, failures = reply
-    return Report(CircuitState(_text(state)), CircuitState(_text(old)), int(failures))
+    state, old, failures, *tail = reply
+    count = int(failures)
+    return Report(CircuitState(_text(state)), CircuitState(_text(old)), count, *_tail(count, tail))
 
 
 def _snapshot(reply: Sequence[Any]) -> Snapshot:
-    now_ms, state, failures, open_until = reply
+    now_ms, state, failures, open_until, *tail = reply
     current = CircuitState(_text(state))
     retry = 0.0
     if current is CircuitState.OPEN:
         retry = max(0.0, (float(_text(open_until)) - int(now_ms)) / 1000.0)
-    return Snapshot(current, int(_text(failures)), retry)
+    count = int(_text(failures))
+    trip, window = _tail(count, tail)
+    if window is not None and current is CircuitState.CLOSED:
+        count = window.failures  # the rate rule counts its failures in the window
+    return Snapshot(current, count, retry, trip, window)
 
 
 def _decode(reply: Any, build: Callable[[Any], T]) -> T:

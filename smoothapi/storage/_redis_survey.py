@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from ..breaker import CircuitState
+from .. import machine
+from ..breaker import CircuitState, WindowCounts
 from . import lua
 from ._redis_clients import _is_cluster
 from ._redis_replies import _text
@@ -121,7 +122,8 @@ def _finite(text: str) -> float:
 
 
 def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
-    now_ms, state, failures, open_until, lease_until, has_name, _ = reply
+    now_ms, state, failures, open_until, lease_until, has_name, _ = reply[:7]
+    why, slow, calls, live, passed, permits, window_calls, window_failed, window_slow = reply[7:]
     now = int(now_ms)
     current = _field("state", state, CircuitState)
     count = _field("failures", failures, int)
@@ -133,8 +135,22 @@ def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
         retry_after = max(0.0, left_ms / 1000.0)
         probe_due = left_ms <= 0  # ACQUIRE rejects while now < open_until
     elif current is CircuitState.HALF_OPEN:
-        probe_in_flight = _field("lease_until", lease_until, _finite) > now
-        probe_due = not probe_in_flight
+        _field("lease_until", lease_until, _finite)
+        # A probe runs somewhere while a lease is live; the next call probes while a
+        # permit is free (half_open_calls, less the probes that ran or run).
+        probe_in_flight = int(live) > 0
+        probe_due = int(live) + int(passed) < int(permits)
+    window = None
+    if int(window_calls) >= 0:
+        window = WindowCounts(int(window_calls), int(window_failed), int(window_slow))
+    last = machine.INITIAL._replace(
+        why=_text(why),
+        failures=count,
+        slow=_field("slow", slow, int),
+        calls=_field("calls", calls, int),
+    )
+    if window is not None and current is CircuitState.CLOSED:
+        count = window.failures  # what failure_count reports: the rate rule's window
     return BreakerStatus(
         name=_stored_name(reply) if int(has_name) else None,
         key=key,
@@ -143,6 +159,9 @@ def _breaker_status(key: str, reply: Sequence[Any]) -> BreakerStatus:
         retry_after=retry_after,
         probe_due=probe_due,
         probe_in_flight=probe_in_flight,
+        probes=int(live),
+        reason=machine.reason(last),
+        window=window,
     )
 
 

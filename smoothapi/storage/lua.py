@@ -1,14 +1,50 @@
 """The Lua scripts that move a shared breaker, one atomic round trip each.
 
-State lives in one Redis HASH per breaker (``KEYS[1]``) with the fields
-``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures``, ``open_until`` and
-``lease_until`` (milliseconds on the *server's* clock), ``gen`` (the probe
-generation: a probe's ticket, odd), ``period`` (the CLOSED period: an
-ordinary call's ticket, even), ``growth`` (failed probes in a row: the
-adaptive open time's level), ``closed_at`` (when a probe last closed it) and
-``name`` (the readable breaker name, for
-humans; the key itself is a digest).  A missing key or field reads as a
-fresh CLOSED breaker (period 2), so nothing has to be created up front.
+State lives in one Redis HASH per breaker (``KEYS[1]``); a missing key or
+field reads as a fresh CLOSED breaker (period 2), so nothing has to be
+created up front.  Fields (times are milliseconds on the *server's* clock):
+
+* ``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures`` (consecutive
+  failed attempts while CLOSED, or those that tripped it), ``slow`` (of
+  ``failures``, the slow calls), ``open_until``, ``growth`` (failed probes in
+  a row: the adaptive open time's level), ``closed_at`` (when probes last
+  closed it), ``name`` (the readable breaker name, for humans; the key
+  itself is a digest).
+* ``gen`` - the latest probe generation (a probe's ticket, odd); ``period``
+  - the CLOSED period (an ordinary call's ticket, even).
+* ``why`` ("consecutive", "rate", "probe", "forced" or "") and ``calls``
+  (the window's size at a rate trip): the last opening, which
+  :func:`smoothapi.machine.reason` words.
+* ``probes`` - HALF_OPEN's probes: ``"<gen>/<passed>/<n>,<ticket>:<lease_until>,..."``,
+  the generation it was written under, how many probes of the round
+  succeeded, the permits (``half_open_calls``), then each live probe's
+  ticket and lease end.  ``lease_until`` - the lease of the latest probe
+  (``gen``) while it runs, else 0: what a script that knows one probe
+  (smoothapi before the trip rules) reads.
+* ``w0`` .. ``w9`` - the failure-rate window, a ring of ten buckets (``BUCKETS``
+  in :mod:`smoothapi.machine`), each ``"<period>:<epoch>:<ok>:<failed>:<slow>"``;
+  bucket ``epoch = floor(now_ms * 10 / window_ms)`` lives in slot
+  ``epoch % 10``.  The window is the current bucket and the nine before it,
+  of the current CLOSED period only: a slot written under another period
+  (before the breaker last opened, was reset or forced open) reads as empty,
+  which is how the window is cleared on leaving or re-entering CLOSED
+  without touching ten fields.  ``window_ms`` is kept beside them for
+  ``smoothapi status``, which has no config.  The key's PEXPIRE bounds them
+  all: one key, so every decision stays atomic and cluster-safe.
+
+Older versions.  A fleet being upgraded runs both versions' scripts on the
+same hash.  A script of an older smoothapi knows one probe (``gen`` and
+``lease_until``) and ignores every other new field.  These scripts read
+``probes`` only if its ``<gen>`` is the hash's ``gen``; otherwise (an older
+script claimed the probe since, or the field is missing) they read
+``gen``/``lease_until`` as one probe, as the older scripts do.  They always
+keep ``lease_until`` as the older scripts expect, so with
+``half_open_calls=1`` (the only setting older versions have) both versions
+admit one probe fleet-wide and honour each other's leases.  With more
+permits, an older process may admit one probe more than ``n`` while an
+earlier probe of the round runs after the latest one ended; the failure-rate
+rule and slow calls exist only in this version (an older process counts
+consecutive failures in ``failures``, as before).
 
 Tickets never repeat for a key, even when the key is lost (FLUSHALL, a
 failover that lost writes, an expiry): a new generation is the server's
@@ -20,31 +56,35 @@ doubles hold them exactly; they are written with ``%.0f`` so that no
 exponent notation ever reaches the hash.
 
 Time is always ``redis.call('TIME')``: callers never send their clock, so
-hosts whose clocks disagree still agree on when a cooldown ends.  Redis runs
-a script atomically, so a read-decide-write never interleaves with another
-process's (the race that separate GET/INCR/SET commands have).
+hosts whose clocks disagree still agree on when a cooldown ends and which
+bucket an attempt falls in.  Redis runs a script atomically, so a
+read-decide-write never interleaves with another process's (the race that
+separate GET/INCR/SET commands have).
+
+Batched successes.  With the failure-rate rule, ACQUIRE, RECORD and
+SNAPSHOT take a *batch*: the successes a process counted locally since its
+last script call, with the period they were admitted in.  They are added to
+the current bucket (at this script's time) before anything else, and only if
+the breaker is still CLOSED in that period.
 
 Every script that writes sets a generous PEXPIRE (``ttl_ms``, chosen by the
 store), so a breaker nobody uses any more disappears by itself.
 
-Replies are flat arrays of integers and state names, decoded by
-:mod:`smoothapi.storage._redis_replies`.
+Replies are flat arrays of integers and strings, decoded by
+:mod:`smoothapi.storage._redis_replies`; every one of ACQUIRE, RECORD,
+RESET, FORCE_OPEN and SNAPSHOT ends with the same six elements (``TAIL``):
+``why``, ``slow``, ``calls`` and the window's ``calls, failed, slow`` now
+(-1, -1, -1 without the rate rule).
 """
 
 from __future__ import annotations
 
 __all__ = ["ACQUIRE", "FORCE_OPEN", "READ_BREAKER", "RECORD", "RESET", "SNAPSHOT"]
 
-# Shared prologue: `now` in whole milliseconds of server time.
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+from ._lua_parts import CALLER_NOW, FRESH, NOW, READ, RULES, TAIL
 
-# The prologue of caller_clock()'s variants: `now` is the script's last argument.
-_CALLER_NOW = """
-local now = tonumber(ARGV[#ARGV])
-"""
+# Re-exported for caller_clock (and the tests that read them).
+_NOW, _CALLER_NOW = NOW, CALLER_NOW
 
 
 def caller_clock(source: str) -> str:
@@ -59,75 +99,70 @@ def caller_clock(source: str) -> str:
     return source.replace(_NOW, _CALLER_NOW)
 
 
-# A generation that no earlier one of this key can equal (see the module docstring):
-# odd, from the server's clock in microseconds, above ``prev`` (the key's last one).
-_FRESH = """
-local function fresh(prev)
-  local c = redis.call('TIME')
-  local n = (tonumber(c[1]) * 1000000 + tonumber(c[2])) * 2 + 1
-  prev = tonumber(prev) or 0
-  if n <= prev then
-    n = prev + 1
-    if n % 2 == 0 then n = n + 1 end
-  end
-  return n
-end
-local function int(n)
-  return string.format('%.0f', n)
-end
-"""
+def _script(body: str) -> str:
+    return READ + NOW + FRESH + RULES + TAIL + body
 
-#: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms
-#: -> {ticket, retry_after_ms, failures, state, changed}
+
+#: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms, then the rules block: rate ('' none),
+#: window_ms, minimum_calls, half_open_calls, batch period, batch successes
+#: -> {ticket, retry_after_ms, failures, state, changed, <tail>}
 #: ticket: even = an ordinary call (the CLOSED period it was admitted in), -1 = rejected,
-#: odd = the probe (its generation).  CLOSED is read-only (the happy path writes nothing).
-#: ``changed`` is 1 when this call moved OPEN -> HALF_OPEN, so exactly one process
-#: reports that transition.
-ACQUIRE = (
+#: odd = a probe (its generation).  CLOSED writes nothing but a batch.  ``changed`` is 1
+#: when this call moved OPEN -> HALF_OPEN, so exactly one process reports that transition.
+#: HALF_OPEN admits up to half_open_calls probes, each with its own generation and lease;
+#: a lease that ran out (its prober crashed, hung or was killed) frees its permit.
+ACQUIRE = _script(
     """
-local key = KEYS[1]
-local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'gen', 'lease_until',
-                     'period')
-local state = h[1] or 'CLOSED'
-local failures = tonumber(h[2]) or 0
-if state == 'CLOSED' then
-  return {tonumber(h[6]) or 2, 0, failures, state, 0}
-end
-"""
-    + _NOW
-    + _FRESH
-    + """
+local r = rules_at(5)
 local lease = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
+local ring = flush(r, state, period, ttl)
+if state == 'CLOSED' then
+  return tail({period, 0, failures, state, 0}, r, ring, state, period)
+end
 local gen
 if state == 'OPEN' then
   local open_until = tonumber(h[3]) or 0
   if now < open_until then
-    return {-1, open_until - now, failures, state, 0}
+    return tail({-1, open_until - now, failures, state, 0}, r, nil, state, period)
   end
   gen = fresh(h[4])
-  redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', int(gen), 'lease_until', now + lease)
+  local field, lease_until = probes_field({{gen, now + lease}}, gen, 0, r.permits)
+  redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', int(gen), 'lease_until', lease_until,
+             'probes', field)
   redis.call('PEXPIRE', key, ttl)
-  return {gen, 0, failures, 'HALF_OPEN', 1}
+  return tail({gen, 0, failures, 'HALF_OPEN', 1}, r, nil, 'HALF_OPEN', period)
 end
--- HALF_OPEN: a live lease means a probe is in flight somewhere in the fleet.
-if (tonumber(h[5]) or 0) > now then
-  return {-1, 0, failures, state, 0}
+-- HALF_OPEN: every live lease is a probe in flight somewhere in the fleet.
+local last = tonumber(h[4]) or 0
+local list, passed = probes_of(h[7], last, tonumber(h[5]) or 0)
+local live = {}
+for _, p in ipairs(list) do
+  if now < p[2] then live[#live + 1] = p end
 end
--- The lease ran out (its prober crashed, hung or was killed) or was released:
--- this caller is the new probe, under a new generation so the old one's late
--- report is ignored.
+if #live + passed >= r.permits then
+  if #live ~= #list then  -- forget the leases that ran out
+    local field, lease_until = probes_field(live, last, passed, r.permits)
+    redis.call('HSET', key, 'probes', field, 'lease_until', lease_until)
+  end
+  return tail({-1, 0, failures, state, 0}, r, nil, state, period)
+end
+-- A permit is free: this caller probes, under a new generation, so a probe whose
+-- lease ran out reports nothing any more.
 gen = fresh(h[4])
-redis.call('HSET', key, 'gen', int(gen), 'lease_until', now + lease)
+live[#live + 1] = {gen, now + lease}
+local field, lease_until = probes_field(live, gen, passed, r.permits)
+redis.call('HSET', key, 'gen', int(gen), 'lease_until', lease_until, 'probes', field)
 redis.call('PEXPIRE', key, ttl)
-return {gen, 0, failures, state, 0}
+return tail({gen, 0, failures, state, 0}, r, nil, state, period)
 """
 )
 
-#: ARGV: op ("success" | "failure" | "release"), ticket, threshold, cooldown_ms, ttl_ms, name,
-#: and for the open time: multiplier, max_cooldown_ms, reset_ms, rand (0..1), retry_after_ms
-#: (-1: none) - absent, the breaker opens for the plain cooldown_ms.
-#: -> {state, old_state, failures}
+#: ARGV: op ("success" | "failure" | "slow" | "release"), ticket, threshold, cooldown_ms,
+#: ttl_ms, name; for the open time: multiplier, max_cooldown_ms, reset_ms, rand (0..1),
+#: retry_after_ms (-1: none) - '' or absent: the plain cooldown_ms; then the rules block
+#: (as ACQUIRE's, from ARGV[12]).  -> {state, old_state, failures, <tail>}
+#: "slow" is a success that took too long: a failure for the breaker, counted as slow.
 #: The open time is the memory breaker's: after ``growth`` failed probes in a row,
 #: cooldown + rand * (min(max_cooldown, cooldown * multiplier^growth) - cooldown), and at
 #: least the server's Retry-After (capped at max_cooldown); a trip after reset_ms CLOSED
@@ -135,24 +170,23 @@ return {gen, 0, failures, state, 0}
 #: rounded up (the machine's float seconds would allow a probe up to 1 ms sooner).
 #: An ordinary ticket (even) counts only in CLOSED and only in the period it was admitted
 #: in (a call admitted before the breaker last opened must not flip or reset a state it
-#: knows nothing about); ticket 0 reads as the current period.  A probe ticket (odd)
-#: counts only while it is the current generation in HALF_OPEN and has not given its
-#: lease back (``release``).  Anything else is ignored and changes nothing.
-RECORD = (
+#: knows nothing about); ticket 0 reads as the current period.  With the rate rule it is
+#: counted in the window, and the breaker opens once the window holds minimum_calls and
+#: the failed share reaches the rate; else consecutive failures count up to threshold.
+#: A probe ticket (odd) counts only while it is one of HALF_OPEN's live probes (not given
+#: back with ``release``): half_open_calls successes close, any failure re-opens.
+#: Anything else is ignored and changes nothing.
+RECORD = _script(
     """
-local key = KEYS[1]
 local op = ARGV[1]
 local ticket = tonumber(ARGV[2])
 local threshold = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'state', 'failures', 'gen', 'growth', 'closed_at', 'period',
-                     'lease_until')
-local state = h[1] or 'CLOSED'
-local failures = tonumber(h[2]) or 0
-local gen = tonumber(h[3]) or 0
-local growth = tonumber(h[4]) or 0
-local period = tonumber(h[6]) or 2
+local r = rules_at(12)
+local growth = tonumber(h[11]) or 0
+local ring = flush(r, state, period, ttl)
+local slowed = op == 'slow' and 1 or 0
 local function open_for(level)
   local open = cooldown
   local cap = tonumber(ARGV[8]) or cooldown
@@ -171,123 +205,141 @@ local function open_for(level)
   -- Whole milliseconds, rounded up: never a probe before the machine's rule allows one.
   return math.ceil(open)
 end
+local function trip(old)
+  redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'slow', slow,
+             'open_until', now + open_for(growth), 'lease_until', 0, 'probes', '',
+             'growth', growth, 'why', why, 'calls', calls, 'name', ARGV[6])
+  redis.call('PEXPIRE', key, ttl)
+  return tail({'OPEN', old, failures}, r, nil, 'OPEN', period)
+end
 if ticket % 2 == 0 then
   if state ~= 'CLOSED' or op == 'release' or (ticket ~= 0 and ticket ~= period) then
-    return {state, state, failures}
+    return tail({state, state, failures}, r, ring, state, period)
   end
-  if op == 'success' then
+  if r.rate ~= nil then
+    ring = ring or slots()
+    if op == 'success' then
+      add(r, ring, period, 1, 0, 0)
+      redis.call('PEXPIRE', key, ttl)
+      return tail({state, state, failures}, r, ring, state, period)
+    end
+    add(r, ring, period, 0, 1, slowed)
+    local n, failed, slowest = totals(r, ring, period)
+    if n < r.minimum or failed / n < r.rate then
+      redis.call('HSET', key, 'name', ARGV[6])
+      redis.call('PEXPIRE', key, ttl)
+      return tail({state, state, failures}, r, ring, state, period)
+    end
+    failures, slow, calls, why = failed, slowest, n, 'rate'
+  elseif op == 'success' then
     if failures ~= 0 then
-      redis.call('HSET', key, 'failures', 0)
+      redis.call('HSET', key, 'failures', 0, 'slow', 0)
       redis.call('PEXPIRE', key, ttl)
     end
-    return {state, state, 0}
+    failures, slow = 0, 0
+    return tail({state, state, 0}, r, ring, state, period)
+  else
+    failures = failures + 1
+    slow = slow + slowed
+    if failures < threshold then
+      redis.call('HSET', key, 'state', 'CLOSED', 'failures', failures, 'slow', slow,
+                 'name', ARGV[6])
+      redis.call('PEXPIRE', key, ttl)
+      return tail({state, state, failures}, r, ring, state, period)
+    end
+    calls, why = 0, 'consecutive'
   end
-  failures = failures + 1
-  if failures < threshold then
-    redis.call('HSET', key, 'state', 'CLOSED', 'failures', failures, 'name', ARGV[6])
-    redis.call('PEXPIRE', key, ttl)
-    return {state, state, failures}
-  end
-"""
-    + _NOW
-    + """
-  local closed_at = tonumber(h[5])
+  local closed_at = tonumber(h[12])
   if closed_at == nil or now - closed_at >= (tonumber(ARGV[9]) or 0) then
     growth = 0  -- a healthy period (or none on record): start from the cooldown
   end
-  redis.call('HSET', key, 'state', 'OPEN', 'failures', failures,
-             'open_until', now + open_for(growth), 'lease_until', 0, 'growth', growth,
-             'name', ARGV[6])
+  return trip(state)
+end
+if state ~= 'HALF_OPEN' then
+  return tail({state, state, failures}, r, ring, state, period)
+end
+local last = tonumber(h[4]) or 0
+local list, passed = probes_of(h[7], last, tonumber(h[5]) or 0)
+local at = nil
+for i, p in ipairs(list) do
+  if p[1] == ticket then at = i end
+end
+-- Not a live probe: an earlier round's, one taken over, or one that gave its permit back.
+if at == nil then
+  return tail({state, state, failures}, r, ring, state, period)
+end
+table.remove(list, at)
+if op == 'success' and passed + 1 >= r.permits then
+  failures, slow = 0, 0
+  period = ticket + 1
+  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'slow', 0, 'lease_until', 0,
+             'probes', '', 'closed_at', now, 'period', int(period))
   redis.call('PEXPIRE', key, ttl)
-  return {'OPEN', state, failures}
+  return tail({'CLOSED', state, 0}, r, nil, 'CLOSED', period)
 end
--- A probe that gave its lease back (lease_until 0) reports nothing any more.
-if state ~= 'HALF_OPEN' or ticket ~= gen or (tonumber(h[7]) or 0) == 0 then
-  return {state, state, failures}
-end
-if op == 'success' then
-"""
-    + _NOW
-    + """
-  redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'lease_until', 0, 'closed_at', now,
-             'period', string.format('%.0f', gen + 1))
+if op == 'success' or op == 'release' then
+  -- A success uses its permit up; a release gives it back to the next caller.
+  if op == 'success' then passed = passed + 1 end
+  local field, lease_until = probes_field(list, last, passed, r.permits)
+  redis.call('HSET', key, 'probes', field, 'lease_until', lease_until)
   redis.call('PEXPIRE', key, ttl)
-  return {'CLOSED', state, 0}
+  return tail({state, state, failures}, r, ring, state, period)
 end
-if op == 'release' then
-  -- The next caller probes at once rather than after the lease.
-  redis.call('HSET', key, 'lease_until', 0)
-  return {state, state, failures}
-end
-"""
-    + _NOW
-    + """
 failures = failures + 1
+slow = slow + slowed
 growth = growth + 1
-redis.call('HSET', key, 'state', 'OPEN', 'failures', failures, 'open_until', now + open_for(growth),
-           'lease_until', 0, 'growth', growth, 'name', ARGV[6])
-redis.call('PEXPIRE', key, ttl)
-return {'OPEN', state, failures}
+calls, why = 0, 'probe'
+return trip(state)
 """
 )
 
-#: ARGV: ttl_ms, name -> {state, old_state, failures}
+#: ARGV: ttl_ms, name -> {state, old_state, failures, <tail>}
 #: A new generation invalidates any probe in flight, a new period any call admitted
-#: before; the grown open time is forgotten.
-RESET = (
+#: before (and empties the window); the grown open time and the last opening are forgotten.
+RESET = _script(
     """
-local key = KEYS[1]
-local h = redis.call('HMGET', key, 'state', 'gen')
-local old = h[1] or 'CLOSED'
-"""
-    + _FRESH
-    + """
-local gen = fresh(h[2])
-redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'open_until', 0, 'lease_until', 0,
-           'growth', 0, 'name', ARGV[2], 'gen', int(gen), 'period', int(gen + 1))
+local gen = fresh(h[4])
+failures, slow, calls, why = 0, 0, 0, ''
+redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'slow', 0, 'open_until', 0,
+           'lease_until', 0, 'probes', '', 'why', '', 'calls', 0, 'growth', 0,
+           'name', ARGV[2], 'gen', int(gen), 'period', int(gen + 1))
 redis.call('HDEL', key, 'closed_at')
 redis.call('PEXPIRE', key, tonumber(ARGV[1]))
-return {'CLOSED', old, 0}
+return tail({'CLOSED', state, 0}, nil, nil, 'CLOSED', gen + 1)
 """
 )
 
-#: ARGV: cooldown_ms, ttl_ms, name -> {state, old_state, failures}
-FORCE_OPEN = (
+#: ARGV: cooldown_ms, ttl_ms, name -> {state, old_state, failures, <tail>}
+FORCE_OPEN = _script(
     """
-local key = KEYS[1]
-local h = redis.call('HMGET', key, 'state', 'failures', 'gen')
-local old = h[1] or 'CLOSED'
-local failures = tonumber(h[2]) or 0
-"""
-    + _NOW
-    + _FRESH
-    + """
+why = 'forced'
 redis.call('HSET', key, 'state', 'OPEN', 'open_until', now + tonumber(ARGV[1]), 'lease_until', 0,
-           'name', ARGV[3], 'gen', int(fresh(h[3])))
+           'probes', '', 'why', why, 'name', ARGV[3], 'gen', int(fresh(h[4])))
 redis.call('PEXPIRE', key, tonumber(ARGV[2]))
-return {'OPEN', old, failures}
+return tail({'OPEN', state, failures}, nil, nil, 'OPEN', period)
 """
 )
 
-#: -> {now_ms, state, failures, open_until}: a side-effect-free read on the server's clock
-#: (one key, so it runs in a cluster, where a pipelined TIME has no node to go to).
+#: ARGV: the rules block (as ACQUIRE's), ttl_ms -> {now_ms, state, failures, open_until,
+#: <tail>}: a read on the server's clock (one key, so it runs in a cluster, where a
+#: pipelined TIME has no node to go to) that writes nothing but a batch.
 #: A key that holds no hash raises WRONGTYPE, as the other scripts do.
-SNAPSHOT = (
+SNAPSHOT = _script(
     """
-local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'open_until')
-"""
-    + _NOW
-    + """
-return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0'}
+local r = rules_at(1)
+local ring = flush(r, state, period, tonumber(ARGV[7]) or 0)
+return tail({now, state, failures, h[3] or '0'}, r, ring, state, period)
 """
 )
 
 
 #: KEYS: one breaker -> {} when the key is gone or is not a hash, else
-#: {now_ms, state, failures, open_until, lease_until, has_name, name}, with the defaults
-#: ACQUIRE applies to missing fields (has_name 0 and name '' when there is none: a Lua nil
-#: would end the array, and RESP3 would turn false into a boolean).  Read-only, one key
-#: (so cluster-safe).  For ``RedisStore.survey()``.
+#: {now_ms, state, failures, open_until, lease_until, has_name, name, why, slow, calls,
+#: live probes, passed, permits, window calls, window failed, window slow}, with the
+#: defaults ACQUIRE applies to missing fields (has_name 0 and name '' when there is none:
+#: a Lua nil would end the array, and RESP3 would turn false into a boolean; the window
+#: -1, -1, -1 when no rate breaker wrote ``window_ms``).  Read-only, one key (so
+#: cluster-safe).  For ``RedisStore.survey()``.
 READ_BREAKER = (
     """
 local key = KEYS[1]
@@ -295,10 +347,33 @@ if redis.call('TYPE', key).ok ~= 'hash' then
   return {}
 end
 """
-    + _NOW
+    + NOW
+    + FRESH
+    + RULES
     + """
-local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'lease_until', 'name')
-return {now, h[1] or 'CLOSED', h[2] or '0', h[3] or '0', h[4] or '0',
-        h[5] and 1 or 0, h[5] or ''}
+local h = redis.call('HMGET', key, 'state', 'failures', 'open_until', 'lease_until', 'name',
+                     'gen', 'probes', 'why', 'slow', 'calls', 'period', 'window_ms')
+local state = h[1] or 'CLOSED'
+local live, passed, permits = 0, 0, 1
+if state == 'HALF_OPEN' then
+  local list
+  list, passed = probes_of(h[7], tonumber(h[6]) or 0, tonumber(h[4]) or 0)
+  for _, p in ipairs(list) do
+    if now < p[2] then live = live + 1 end
+  end
+  local g, n = string.match(h[7] or '', '^(%d+)/%d+/(%d+)')
+  if g and tonumber(g) == (tonumber(h[6]) or 0) then permits = tonumber(n) end
+end
+local wc, wf, ws = -1, -1, -1
+local window = tonumber(h[12])
+if window ~= nil and window > 0 then
+  local r = {window = window}
+  wc, wf, ws = 0, 0, 0
+  if state == 'CLOSED' then
+    wc, wf, ws = totals(r, slots(), tonumber(h[11]) or 2)
+  end
+end
+return {now, state, h[2] or '0', h[3] or '0', h[4] or '0', h[5] and 1 or 0, h[5] or '',
+        h[8] or '', h[9] or '0', h[10] or '0', live, passed, permits, wc, wf, ws}
 """
 )

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Protocol
 
-from ..breaker import CircuitState
+from ..breaker import CircuitState, WindowCounts
 from ..errors import SmoothAPIError
 
 __all__ = [
     "Admission",
+    "Batch",
     "BreakerStatus",
     "BreakerStore",
     "MalformedBreaker",
@@ -28,9 +29,13 @@ __all__ = [
     "Report",
     "Snapshot",
     "Survey",
+    "Trip",
+    "TripRules",
 ]
 
-Op = Literal["success", "failure", "release"]
+#: What ``record`` reports.  ``"slow"`` (a success that took longer than ``slow_call_ms``:
+#: a failure for the breaker, counted as slow) reaches only a store with ``trip_rules``.
+Op = Literal["success", "failure", "slow", "release"]
 
 
 class MalformedState(SmoothAPIError, ValueError):
@@ -42,13 +47,47 @@ class MalformedState(SmoothAPIError, ValueError):
     """
 
 
+class Trip(NamedTuple):
+    """The breaker's last opening, as the store keeps it: ``why`` ("consecutive",
+    "rate", "probe", "forced", or "" if it never opened), the failed attempts that
+    tripped it (``failures``, the stored count), how many of them were ``slow`` calls,
+    and the window's size at a rate trip (``calls``).  What
+    :func:`smoothapi.machine.reason` words."""
+
+    why: str
+    failures: int
+    slow: int
+    calls: int
+
+
+class TripRules(NamedTuple):
+    """The trip rules a store with ``trip_rules = True`` applies (see
+    :class:`BreakerStore`): ``failure_rate`` (None: consecutive failures),
+    ``window_ms``, ``minimum_calls`` and ``half_open_calls``, from the config."""
+
+    failure_rate: float | None
+    window_ms: float
+    minimum_calls: int
+    half_open_calls: int
+
+
+class Batch(NamedTuple):
+    """Successes of ordinary calls admitted in CLOSED ``period`` that a process counted
+    locally (the failure-rate rule), for the store to add to its window at once."""
+
+    period: int
+    successes: int
+
+
 class Admission(NamedTuple):
     """A store's answer to ``acquire``.
 
     ``ticket``: even and >= 0 (an ordinary call: the CLOSED period it was
     admitted in), odd (the probe's generation), or -1 (rejected).
-    ``retry_after``: seconds until a probe is allowed (0.0 while another probe
-    is in flight).  ``changed``: this call moved the breaker OPEN -> HALF_OPEN.
+    ``retry_after``: seconds until a probe is allowed (0.0 while every probe
+    permit is taken).  ``changed``: this call moved the breaker OPEN ->
+    HALF_OPEN.  A store with ``trip_rules`` also answers ``trip`` (the last
+    opening) and, for the failure-rate rule, ``window`` (its counts now).
     """
 
     ticket: int
@@ -56,14 +95,19 @@ class Admission(NamedTuple):
     failures: int
     state: CircuitState
     changed: bool
+    trip: Trip | None = None
+    window: WindowCounts | None = None
 
 
 class Report(NamedTuple):
-    """A store's answer to ``record``/``reset``/``force_open``: the state after and before."""
+    """A store's answer to ``record``/``reset``/``force_open``: the state after and
+    before; ``trip`` and ``window`` as in :class:`Admission`."""
 
     state: CircuitState
     old_state: CircuitState
     failures: int
+    trip: Trip | None = None
+    window: WindowCounts | None = None
 
 
 class Opening(NamedTuple):
@@ -85,11 +129,16 @@ class Opening(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """A side-effect-free read of a shared breaker (an elapsed cooldown still reads OPEN)."""
+    """A read of a shared breaker that changes no state (an elapsed cooldown still reads
+    OPEN).  ``failures`` is what ``failure_count`` reports: for the failure-rate rule
+    while CLOSED, the failures in the window.  ``trip`` and ``window`` as in
+    :class:`Admission`."""
 
     state: CircuitState
     failures: int
     retry_after: float
+    trip: Trip | None = None
+    window: WindowCounts | None = None
 
 
 class BreakerStatus(NamedTuple):
@@ -110,7 +159,15 @@ class BreakerStatus(NamedTuple):
       HALF_OPEN one with no live probe lease (its prober released the probe,
       or crashed and its lease ran out).
     * ``probe_in_flight`` - HALF_OPEN with a live lease: a probe is running
-      somewhere in the fleet and every other call is rejected.
+      somewhere in the fleet (with ``half_open_calls`` > 1, calls are
+      rejected only once every permit is taken: see ``probe_due``).
+    * ``failures`` - what ``failure_count`` reports: consecutive failures,
+      the failures that tripped it, or a CLOSED rate breaker's window's.
+    * ``probes`` - how many probe leases are live (HALF_OPEN).
+    * ``reason`` - why it last opened (:func:`smoothapi.machine.reason`'s
+      words: ``failure rate 0.53 over 212 calls``...), "" if it never did.
+    * ``window`` - a failure-rate breaker's window now (calls, failures,
+      slow), None for the consecutive rule.
     """
 
     name: str | None
@@ -120,6 +177,9 @@ class BreakerStatus(NamedTuple):
     retry_after: float
     probe_due: bool
     probe_in_flight: bool
+    probes: int = 0
+    reason: str = ""
+    window: WindowCounts | None = None
 
 
 class MalformedBreaker(NamedTuple):
@@ -158,6 +218,21 @@ class BreakerStore(Protocol):
     CLOSED period's number) and the probe with an odd one (its generation);
     neither may ever repeat for a key.  ``record`` with an even ticket counts
     only in CLOSED and only in that period (``0``: the current one).
+
+    Trip rules: a store whose class sets ``trip_rules = True`` takes
+    ``rules=`` (a :class:`TripRules`) and ``batch=`` (a :class:`Batch` or
+    None) in ``acquire``, ``record`` and ``snapshot`` (and their ``_async``
+    twins), takes op ``"slow"`` in ``record``, and applies
+    :mod:`smoothapi.machine`'s failure-rate window, slow calls and
+    ``half_open_calls`` probes (each its own generation and lease) atomically;
+    it adds a batch's successes to its window first, if the breaker is still
+    CLOSED in the batch's period.  Its replies carry ``trip`` and ``window``.
+    A breaker passes them only when its config uses ``failure_rate``,
+    ``slow_call_ms`` or ``half_open_calls > 1``, and refuses, when it is
+    built, a store that does not set ``trip_rules`` for such a config; with
+    any other config it calls every store with the protocol above (no
+    ``rules=``, no ``batch=``, no ``"slow"``), and the store applies the
+    seed's rule with one probe.
     """
 
     @property

@@ -39,22 +39,34 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
         name=exc.name,
     ) from exc
 
-from .._runtime import running_trio as _running_trio
 from .._validate import number as _number
 from ..errors import ConfigError, ConfigTypeError
+from ._redis_async import AsyncOperations
 from ._redis_clients import _describe, _is_async_client, _is_cluster, _LoopClients, _Scripts
 from ._redis_replies import (
+    _acquire_args,
     _admission,
     _decode,
     _name_field,
     _record_args,
     _report,
     _snapshot,
+    _snapshot_args,
     _ttl,
 )
 from ._redis_survey import survey as _survey
 from ._redis_url import check_url, redact
-from .protocol import Admission, BreakerStatus, Op, Opening, Report, Snapshot, Survey
+from .protocol import (
+    Admission,
+    Batch,
+    BreakerStatus,
+    Op,
+    Opening,
+    Report,
+    Snapshot,
+    Survey,
+    TripRules,
+)
 
 __all__ = ["RedisStore", "redact"]
 
@@ -64,11 +76,9 @@ T = TypeVar("T")
 # plus it stays far inside the 2**53 of Lua's numbers, and ten times it (the key's
 # expiry) inside PEXPIRE's range.
 _MAX_OPEN_MS = 10**12
-# RECORD's arguments with all the optional ones (see smoothapi.storage.lua).
-_RECORD_ARGS = 11
 
 
-class RedisStore:
+class RedisStore(AsyncOperations):
     """Breaker state in Redis (or Valkey), shared by every process that uses the same server.
 
     ``client`` is a ``redis.Redis`` (sync) or ``redis.asyncio.Redis`` (async)
@@ -102,6 +112,9 @@ class RedisStore:
 
     #: Grows the open time as the memory breaker does (see ``shared.Opening``).
     adaptive = True
+    #: Applies the failure-rate window, slow calls and several probes fleet-wide (see
+    #: ``protocol.TripRules`` and :mod:`smoothapi.storage.lua`).
+    trip_rules = True
     #: The longest open time (``cooldown_ms``, ``max_cooldown_ms``, ``force_open``) the
     #: scripts hold exactly, about 31 years: a breaker asking for more is refused when
     #: it is built.
@@ -312,10 +325,18 @@ class RedisStore:
 
     # -- sync operations --------------------------------------------------------------
 
-    def acquire(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
+    def acquire(
+        self,
+        key: str,
+        threshold: int,
+        cooldown_ms: int,
+        *,
+        rules: TripRules | None = None,
+        batch: Batch | None = None,
+    ) -> Admission:
         """Run the ``acquire`` script."""
         script = self._scripts_sync().acquire
-        reply = script(keys=[key], args=self._acquire_args(threshold, cooldown_ms))
+        reply = script(keys=[key], args=self._acquire_args(threshold, cooldown_ms, rules, batch))
         return _decode(reply, _admission)
 
     def record(
@@ -328,16 +349,22 @@ class RedisStore:
         cooldown_ms: int,
         name: str,
         opening: Opening | None = None,
+        rules: TripRules | None = None,
+        batch: Batch | None = None,
     ) -> Report:
         """Run the ``record`` script."""
         script = self._scripts_sync().record
-        args = _record_args(op, ticket, threshold, cooldown_ms, name, opening=opening)
-        reply = script(keys=[key], args=self._with_now(args, _RECORD_ARGS))
+        args = _record_args(
+            op, ticket, threshold, cooldown_ms, name, opening=opening, rules=rules, batch=batch
+        )
+        reply = script(keys=[key], args=self._with_now(args))
         return _decode(reply, _report)
 
     def reset(self, key: str, name: str) -> Report:
         """Run the ``reset`` script."""
-        reply = self._scripts_sync().reset(keys=[key], args=[_ttl(0), _name_field(name)])
+        reply = self._scripts_sync().reset(
+            keys=[key], args=self._with_now([_ttl(0), _name_field(name)])
+        )
         return _decode(reply, _report)
 
     def force_open(self, key: str, cooldown_ms: int, name: str) -> Report:
@@ -348,88 +375,33 @@ class RedisStore:
         )
         return _decode(reply, _report)
 
-    def snapshot(self, key: str) -> Snapshot:
-        """A read-only script (the hash and the server's TIME): one round trip, no change."""
-        reply = self._scripts_sync().snapshot(keys=[key], args=self._with_now([]))
-        return _decode(reply, _snapshot)
-
-    # -- async operations -------------------------------------------------------------
-
-    async def acquire_async(self, key: str, threshold: int, cooldown_ms: int) -> Admission:
-        """:meth:`acquire` with the async client (the sync one in a thread under trio)."""
-        if _running_trio():
-            return await self._in_thread(self.acquire, key, threshold, cooldown_ms)
-        script = self._scripts_async().acquire
-        reply = await script(keys=[key], args=self._acquire_args(threshold, cooldown_ms))
-        return _decode(reply, _admission)
-
-    async def record_async(
-        self,
-        key: str,
-        op: Op,
-        ticket: int,
-        *,
-        threshold: int,
-        cooldown_ms: int,
-        name: str,
-        opening: Opening | None = None,
-    ) -> Report:
-        """:meth:`record` with the async client (the sync one in a thread under trio)."""
-        if _running_trio():
-            return await self._in_thread(
-                functools.partial(
-                    self.record,
-                    threshold=threshold,
-                    cooldown_ms=cooldown_ms,
-                    name=name,
-                    opening=opening,
-                ),
-                key,
-                op,
-                ticket,
-            )
-        script = self._scripts_async().record
-        args = _record_args(op, ticket, threshold, cooldown_ms, name, opening=opening)
-        reply = await script(keys=[key], args=self._with_now(args, _RECORD_ARGS))
-        return _decode(reply, _report)
-
-    async def reset_async(self, key: str, name: str) -> Report:
-        """:meth:`reset` with the async client (the sync one in a thread under trio)."""
-        if _running_trio():
-            return await self._in_thread(self.reset, key, name)
-        script = self._scripts_async().reset
-        reply = await script(keys=[key], args=[_ttl(0), _name_field(name)])
-        return _decode(reply, _report)
-
-    async def force_open_async(self, key: str, cooldown_ms: int, name: str) -> Report:
-        """:meth:`force_open` with the async client (the sync one in a thread under trio)."""
-        if _running_trio():
-            return await self._in_thread(self.force_open, key, cooldown_ms, name)
-        script = self._scripts_async().force_open
-        reply = await script(
-            keys=[key], args=self._with_now([cooldown_ms, _ttl(cooldown_ms), _name_field(name)])
-        )
-        return _decode(reply, _report)
-
-    async def snapshot_async(self, key: str) -> Snapshot:
-        """:meth:`snapshot` with the async client (the sync one in a thread under trio)."""
-        if _running_trio():
-            return await self._in_thread(self.snapshot, key)
-        reply = await self._scripts_async().snapshot(keys=[key], args=self._with_now([]))
+    def snapshot(
+        self, key: str, *, rules: TripRules | None = None, batch: Batch | None = None
+    ) -> Snapshot:
+        """A script that reads the hash and the server's TIME (one round trip) and changes
+        nothing but adding ``batch`` to the window."""
+        args = self._with_now(_snapshot_args(rules, batch))
+        reply = self._scripts_sync().snapshot(keys=[key], args=args)
         return _decode(reply, _snapshot)
 
     # -- internals --------------------------------------------------------------------
 
-    def _acquire_args(self, threshold: int, cooldown_ms: int) -> list[int]:
+    def _acquire_args(
+        self,
+        threshold: int,
+        cooldown_ms: int,
+        rules: TripRules | None = None,
+        batch: Batch | None = None,
+    ) -> list[Any]:
         # "An expiry no longer than the cooldown", and never 0 (that would be no lease).
         lease = cooldown_ms if self.lease_ms is None else min(self.lease_ms, cooldown_ms)
-        return self._with_now([threshold, cooldown_ms, max(1, math.ceil(lease)), _ttl(cooldown_ms)])
+        lease_ms = max(1, math.ceil(lease))
+        return self._with_now(_acquire_args(threshold, cooldown_ms, lease_ms, rules, batch))
 
-    def _with_now(self, args: list[Any], pad_to: int = 0) -> list[Any]:
-        """``args``, then the caller's clock for a store that has one (tests only), after
-        ``pad_to`` arguments so that it never stands where an optional one would."""
+    def _with_now(self, args: list[Any]) -> list[Any]:
+        """``args`` (every optional one written, '' if unused), then the caller's clock for
+        a store that has one (tests only)."""
         if self._now_ms is not None:
-            args += [""] * (pad_to - len(args))
             args.append(self._now_ms())
         return args
 

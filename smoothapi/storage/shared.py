@@ -55,6 +55,23 @@ One flow per operation
     sent their replies (None while the store is down); ``_run`` drives it
     with the sync client, ``_run_async`` with the async one.
 
+Trip rules
+    With a store that sets ``trip_rules = True`` (``RedisStore`` does), the
+    failure-rate window, slow calls (reported as op ``"slow"``) and
+    ``half_open_calls`` probes run in the store, for the whole fleet, as
+    :mod:`smoothapi.machine` runs them in memory; a config that uses them with
+    another store is refused when the breaker is built.  With the rate rule a
+    success of an ordinary CLOSED call costs no round trip of its own either:
+    it is added to a local count (under a short lock, so none is lost) that
+    rides on this process's next store call for the breaker (an ``acquire``,
+    a report or a read), which adds it to the window atomically.  So a
+    success is counted at the store's time of that next call - within one
+    call of this process - and the successes of a process that never calls
+    again are never counted (at most its calls in flight); a batch whose
+    store call failed is dropped (it may have been counted).  A forked child
+    starts from none.  ``reason`` and ``window`` read the store, as ``state``
+    does; StateChanged events carry the reason of an opening.
+
 Adaptive open time
     With a store that sets ``adaptive = True`` (``RedisStore`` does), the
     shared state's open time follows the memory breaker's rule -
@@ -67,29 +84,32 @@ Adaptive open time
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from .._runtime import at_fork_child
-from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState
+from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, WindowCounts
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, emit
 from . import outage
+from ._shared_drivers import Flow, FlowDriver, _Ask
+from ._shared_trip import EMPTY, Batcher, reason_of, rules_for, trip_of
+from ._shared_trip import check_open_time as _check_open_time
+from ._shared_trip import millis as _millis
 from .protocol import (
     Admission,
     BreakerStore,
-    MalformedState,
     Op,
     Opening,
     Report,
     Snapshot,
+    Trip,
 )
 
 __all__ = ["CLEAN", "SharedCircuitBreaker"]
@@ -107,19 +127,6 @@ _LOCAL = -100
 T = TypeVar("T")
 
 
-class _Ask(NamedTuple):
-    """A store call a flow needs: ``store.<method>(*args, **options)`` (or its ``_async``)."""
-
-    method: str
-    args: tuple[Any, ...]
-    options: dict[str, Any] | None = None
-
-
-#: An operation: yields the store calls it needs, is sent their replies (None: the store
-#: is down or failed), returns its result.
-Flow = Generator[_Ask, Any, T]
-
-
 @at_fork_child
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork stays held in the child (see _runtime).
@@ -127,9 +134,10 @@ def _after_fork_in_child() -> None:
         if isinstance(breaker, SharedCircuitBreaker):  # its local one is not in _LIVE
             breaker._local._lock = threading.Lock()
             breaker._health.lock = threading.Lock()
+            breaker._batch.after_fork()
 
 
-class SharedCircuitBreaker(CircuitBreaker):
+class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
     """A :class:`~smoothapi.CircuitBreaker` whose state lives in a :class:`BreakerStore`.
 
     Built by ``CircuitBreaker(config, name=..., store=store)`` or by any
@@ -154,15 +162,19 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     __slots__ = (
         "_adaptive",
+        "_batch",
         "_cooldown_ms",
         "_health",
+        "_heard",
         "_key",
         "_last",
         "_local",
         "_malformed",
         "_max_cooldown_ms",
+        "_rate",
         "_reset_ms",
         "_seen_key",
+        "_store_rules",
         "_threshold",
         "store",
     )
@@ -187,6 +199,8 @@ class SharedCircuitBreaker(CircuitBreaker):
                 )
         else:
             check_store("CircuitBreaker(store=...)", store)
+        # A config whose trip rules the store cannot apply is refused here.
+        self._store_rules = rules_for(config, store)
         self.store: BreakerStore = store
         self.clean_ticket = 0  # every call goes through the engine, which asks the store
         self._threshold = config.failure_threshold
@@ -212,6 +226,15 @@ class SharedCircuitBreaker(CircuitBreaker):
         # until on the local monotonic clock).  Answers the reports that need no round
         # trip, and the sync reads of a store that has only an async client.
         self._last: tuple[CircuitState, int, float] = (CLOSED, 0, 0.0)
+        # The rate rule batches the successes of ordinary calls (see the module docstring).
+        self._rate = config.failure_rate is not None
+        self._batch = Batcher()
+        # The last opening and window the store reported (for the sync reads of a store
+        # that has only an async client).
+        self._heard: tuple[Trip | None, WindowCounts | None] = (
+            None,
+            EMPTY if self._rate else None,
+        )
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -237,8 +260,22 @@ class SharedCircuitBreaker(CircuitBreaker):
         """Seconds until a probe is allowed: 0.0 when CLOSED, HALF_OPEN or cooled down."""
         return self.snapshot().retry_after
 
+    @property
+    def window(self) -> WindowCounts | None:
+        """The failure-rate rule's window now, fleet-wide (None for the consecutive rule);
+        one read of the store, which also sends this process's batched successes."""
+        return self.snapshot().window if self._rate else None
+
+    @property
+    def reason(self) -> str:
+        """Why the breaker last opened, fleet-wide (see
+        :class:`~smoothapi.events.StateChanged`), or "" if it never did (one read)."""
+        trip = self.snapshot().trip
+        return "" if trip is None else reason_of(trip, CLOSED, None)
+
     def snapshot(self) -> Snapshot:
-        """State, failure count and retry_after in one read (one round trip).
+        """State, failure count and retry_after (and the last opening and the window) in one
+        read (one round trip).
 
         With a store that has no sync client (an async-only ``RedisStore``),
         the last reply this breaker saw; :meth:`snapshot_async` reads the store.
@@ -246,11 +283,10 @@ class SharedCircuitBreaker(CircuitBreaker):
         if self.store.supports_sync:
             return self._run(self._snapshot_flow())
         if self._health.down_since is not None:
-            local = self._local
-            return Snapshot(local.state, local.failure_count, local.retry_after)
+            return self._local_snapshot()
         state, failures, open_until = self._last
         retry = max(0.0, open_until - time.monotonic()) if state is OPEN else 0.0
-        return Snapshot(state, failures, retry)
+        return Snapshot(state, failures, retry, *self._heard)
 
     async def snapshot_async(self) -> Snapshot:
         """:meth:`snapshot` for async code (reads the store with the async client)."""
@@ -276,8 +312,9 @@ class SharedCircuitBreaker(CircuitBreaker):
         return (await self.admit_async())[0]
 
     def record_success(self, ticket: int, elapsed: float | None = None) -> CircuitState:
-        """The attempt holding ``ticket`` succeeded (``elapsed`` seconds: a slow call counts
-        as a failure); returns the state after the report."""
+        """The attempt holding ``ticket`` succeeded (``elapsed`` seconds: over
+        ``slow_call_ms`` it is a slow call, a failure for the breaker); returns the state
+        after the report."""
         return self._run(self._record_flow(self._success_op(elapsed), ticket))
 
     async def record_success_async(self, ticket: int, elapsed: float | None = None) -> CircuitState:
@@ -286,9 +323,7 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     def _success_op(self, elapsed: float | None) -> Op:
         slow = self._slow
-        return (
-            "failure" if elapsed is not None and slow is not None and elapsed > slow else "success"
-        )
+        return "slow" if elapsed is not None and slow is not None and elapsed > slow else "success"
 
     def record_failure(self, ticket: int, retry_after: float | None = None) -> CircuitState:
         """The attempt holding ``ticket`` failed; returns the state after the report.
@@ -342,12 +377,13 @@ class SharedCircuitBreaker(CircuitBreaker):
         if admission is None:  # the store is down: the local breaker decides
             ticket, retry_after = self._local.admit()
             return (REJECTED if ticket == REJECTED else _LOCAL - ticket, retry_after)
-        ticket, retry_after, failures, state, changed = admission
+        ticket, retry_after, failures, state, changed = admission[:5]
         outage.count(self._seen_key, failures)
+        counted = self._hear(admission, state, failures)
         if ticket >= 0 and ticket % 2 == 0:
-            self._last = (CLOSED, failures, 0.0)
+            self._last = (CLOSED, counted, 0.0)
             return (ticket, 0.0)
-        self._last = (state, failures, time.monotonic() + retry_after)
+        self._last = (state, counted, time.monotonic() + retry_after)
         if ticket < 0:
             return (REJECTED, retry_after)
         if changed:  # this call moved OPEN -> HALF_OPEN: it tells the hooks
@@ -369,8 +405,13 @@ class SharedCircuitBreaker(CircuitBreaker):
             return self._last[0]  # rejected: nothing held
         if op == "release" and (ticket == 0 or ticket % 2 == 0):
             return self._last[0]  # only a probe holds anything to give back
-        if op == "success" and ticket % 2 == 0 and not outage.counted(self._seen_key):
-            return self._last[0]  # no failure counted as far as this process knows: no round trip
+        if op == "success" and ticket % 2 == 0:
+            if self._rate:
+                if ticket:  # sent with this process's next store call (module docstring)
+                    self._batch.add(ticket)
+                    return self._last[0]
+            elif not outage.counted(self._seen_key):
+                return self._last[0]  # no failure counted as far as this process knows
         report = yield _Ask(
             "record", (self._key, op, ticket), self._record_options(op, retry_after)
         )
@@ -389,25 +430,50 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     def _force_open_flow(self, cooldown_ms: float | None) -> Flow[None]:
         if cooldown_ms is None:
-            millis = self._cooldown_ms
+            open_ms = self._cooldown_ms
         else:
             CircuitBreakerConfig(cooldown_ms=cooldown_ms)  # validates the value
             _check_open_time(self.store, "force_open(cooldown_ms)", cooldown_ms)
-            millis = math.ceil(cooldown_ms)
-        report = yield _Ask("force_open", (self._key, millis, self.name))
+            open_ms = math.ceil(cooldown_ms)
+        report = yield _Ask("force_open", (self._key, open_ms, self.name))
         if report is None:
             self._local.force_open(cooldown_ms)
         else:
             self._report(report, "forced open")
 
     def _snapshot_flow(self) -> Flow[Snapshot]:
-        snap = yield _Ask("snapshot", (self._key,))
+        snap: Snapshot | None = yield _Ask("snapshot", (self._key,))
         if snap is None:
-            local = self._local
-            return Snapshot(local.state, local.failure_count, local.retry_after)
-        outage.count(self._seen_key, snap.failures)
-        self._last = (snap.state, snap.failures, time.monotonic() + snap.retry_after)
-        return snap  # type: ignore[no-any-return]
+            return self._local_snapshot()
+        state, failures = snap.state, snap.failures
+        trip, window = getattr(snap, "trip", None), getattr(snap, "window", None)
+        if self._rate and window is None:  # a store that keeps no window
+            window = EMPTY
+        outage.count(self._seen_key, trip.failures if trip is not None else failures)
+        self._heard = (trip, window)
+        self._last = (state, failures, time.monotonic() + snap.retry_after)
+        return Snapshot(state, failures, snap.retry_after, trip, window)
+
+    def _local_snapshot(self) -> Snapshot:
+        local = self._local
+        return Snapshot(
+            local.state,
+            local.failure_count,
+            local.retry_after,
+            trip_of(local._m),
+            local.window,
+        )
+
+    def _hear(self, reply: Admission | Report, state: CircuitState, failures: int) -> int:
+        """Keep a reply's last opening and window; returns the failure count to remember
+        (for the rate rule in CLOSED, the window's)."""
+        trip, window = getattr(reply, "trip", None), getattr(reply, "window", None)
+        if self._rate and window is None:
+            window = EMPTY  # reset, force_open, or a store that keeps no window
+        self._heard = (trip, window)
+        if window is not None and state is CLOSED:
+            return int(window.failures)
+        return failures
 
     def _local_report(self, op: Op, ticket: int, retry_after: float | None) -> CircuitState:
         local = self._local
@@ -415,17 +481,21 @@ class SharedCircuitBreaker(CircuitBreaker):
             return local.record_success(ticket)
         if op == "failure":
             return local.record_failure(ticket, retry_after)
+        if op == "slow":
+            return local._fail(ticket, None, slow=True)
         return local.release(ticket)
 
     def _report(self, report: Report, cause: str | None = None) -> CircuitState:
-        state, old, failures = report
+        state, old, failures = report[:3]
         outage.count(self._seen_key, failures)
+        counted = self._hear(report, state, failures)
         if state is OPEN and old is not OPEN:
-            self._last = (state, failures, time.monotonic() + self._cooldown_ms / 1000.0)
+            self._last = (state, counted, time.monotonic() + self._cooldown_ms / 1000.0)
         elif state is not OPEN:
-            self._last = (state, failures, 0.0)
+            self._last = (state, counted, 0.0)
         if old is not state:
-            event = StateChanged(self.name, old, state, failures, self.now())
+            why = reason_of(self._heard[0], old, cause) if state is OPEN else ""
+            event = StateChanged(self.name, old, state, failures, self.now(), why)
             emit(event, self._hooks, cause=cause)
         return state
 
@@ -437,7 +507,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             "cooldown_ms": self._cooldown_ms,
             "name": self.name,
         }
-        if op != "failure" or not self._adaptive:
+        if op not in ("failure", "slow") or not self._adaptive:
             return options
         wanted = None
         if retry_after is not None and not math.isnan(retry_after):
@@ -448,109 +518,3 @@ class SharedCircuitBreaker(CircuitBreaker):
             self.config.cooldown_multiplier, self._max_cooldown_ms, self._reset_ms, share, wanted
         )
         return options
-
-    # -- the two drivers -------------------------------------------------------------
-
-    def _run(self, flow: Flow[T]) -> T:
-        """Drive ``flow`` with the store's sync client."""
-        try:
-            ask = next(flow)
-            while True:
-                ask = flow.send(self._ask(ask))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    async def _run_async(self, flow: Flow[T]) -> T:
-        """Drive ``flow`` with the store's async client; a store call runs to its end even
-        if the caller is cancelled (see :func:`outage.shielded`)."""
-        try:
-            ask = next(flow)
-            while True:
-                ask = flow.send(await self._ask_async(ask))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    def _ask(self, ask: _Ask) -> Any:
-        """One store call, or None (no exception) when the store is down or fails."""
-        if not self._may_call():
-            return None
-        try:
-            result = getattr(self.store, ask.method)(*ask.args, **(ask.options or {}))
-        except Exception as exc:
-            self._unavailable(exc)
-            return None
-        outage.store_recovered(self._health, self.store, self._hooks)
-        return result
-
-    async def _ask_async(self, ask: _Ask) -> Any:
-        """:meth:`_ask` with the async client."""
-        if not self._may_call():
-            return None
-        call = functools.partial(
-            getattr(self.store, ask.method + "_async"), *ask.args, **(ask.options or {})
-        )
-        orphan = _orphaned_admission(self) if ask.method == "acquire" else None
-        result, error = await outage.shielded(functools.partial(outage.caught, call), orphan)
-        if error is not None:
-            self._unavailable(error)
-            return None
-        outage.store_recovered(self._health, self.store, self._hooks)
-        return result
-
-    # -- store health ----------------------------------------------------------------
-
-    def _may_call(self) -> bool:
-        health = self._health
-        return health.down_since is None or health.claim_retry(self.store.retry_interval)
-
-    def _unavailable(self, error: Exception) -> None:
-        """The store raised: an outage, unless it is a misuse no retry will fix.
-
-        Not only the errors a store declares: a client library raises more
-        (redis-py: ``RedisClusterException``, ``AttributeError`` for a server
-        that answers its handshake with nonsense, ``RuntimeError`` for a closed
-        event loop...), and a breaker must never fail a call because of its
-        store.  :class:`ConfigError` (no sync client, say) reaches the caller;
-        :class:`MalformedState` (only this breaker's entry is bad) makes this
-        breaker local with one WARNING while the store stays up for the others.
-        """
-        if isinstance(error, ConfigError):
-            raise error
-        if isinstance(error, MalformedState):
-            if not self._malformed:
-                self._malformed = True
-                outage.entry_malformed(self.name, self._key, self.store, error)
-            return
-        outage.store_failed(self._health, self.store, error, self._hooks)
-
-
-def _orphaned_admission(
-    breaker: SharedCircuitBreaker,
-) -> Callable[[tuple[Admission | None, Exception | None]], None]:
-    """What to do with an admission whose ``admit_async()`` was cancelled while the store
-    answered: give back a probe it claimed at once, rather than leave the fleet waiting for
-    the lease."""
-
-    def orphaned(outcome: tuple[Admission | None, Exception | None]) -> None:
-        admission = outcome[0]
-        if admission is not None and outage.is_probe(admission[0]):
-            outage.in_background(breaker.release_async(admission[0]))
-
-    return orphaned
-
-
-def _millis(seconds: float) -> int:
-    """Whole milliseconds, rounded up, of a config's seconds (``max_cooldown_ms=2007`` is
-    2.007 s, and 2.007 * 1000 is 2007.0000000000002: not 2008)."""
-    return math.ceil(round(seconds * 1000, 6))
-
-
-def _check_open_time(store: object, field: str, millis: float) -> None:
-    """Refuse an open time the store cannot hold (``store.max_open_ms``), naming the field."""
-    limit = getattr(store, "max_open_ms", None)
-    if isinstance(limit, (int, float)) and millis > limit:
-        raise ConfigError(
-            f"{field} is {millis:g} ms, more than the {limit:g} ms (about "
-            f"{limit / 3.15576e10:.0f} years) that a breaker store such as "
-            f"{type(store).__name__} can hold; lower it"
-        )

@@ -11,8 +11,12 @@ forced opening; twice; out of order), ticket 0, ``reset()``,
 ``force_open()``, clock moves (onto a cooldown's end, just before it, far
 past it) - over random configs (threshold, cooldown, the adaptive open
 time's multiplier, cap and reset) and requires, after every step, the same
-replies, the same state, failure count and ``retry_after``, and the same
-StateChanged transitions.  The memory breaker is the reference.  Histories
+replies, the same state, failure count and ``retry_after``, the same
+StateChanged transitions and reasons, the same ``reason`` and the same
+failure-rate window counts.  The configs also draw the trip rules: the
+failure-rate window (rates, windows, ``minimum_calls``), slow calls (a
+``slow`` verdict is a success that took a second) and ``half_open_calls``
+from 1 to 3.  The memory breaker is the reference.  Histories
 that chance reaches only rarely are replayed as written beside it
 (``test_histories_at_the_edges``).  500 derandomized examples: the same
 histories on every run, and enough that a known slip (a released probe still
@@ -40,6 +44,14 @@ How the two are made comparable:
 * Tickets are paired by the order they were handed out: their numbers
   differ (the memory breaker counts, the store derives generations from
   the server's clock), their kind (ordinary, probe, rejected) must not.
+* Batched successes.  With the rate rule the shared breaker sends the
+  successes of ordinary calls with its next store call rather than one round
+  trip each, and the store counts them at that call's time.  The checks
+  after every step read the store (which sends them), before the clock
+  moves, so here they are counted at the very time the memory breaker counts
+  them: the batching is exercised, its one documented difference (a later
+  bucket) is not.  Windows are 1, 2, 2.5 or 5 s, so that a bucket's number
+  (``now * 10 / window``) is exact in the memory breaker's float seconds too.
 * The probe's lease.  In memory a probe holds its lease until it reports or
   releases; the store's lease expires by itself (its prober may have died),
   after ``lease_ms``, at most the cooldown.  The test store's lease is far
@@ -72,7 +84,7 @@ from smoothapi.breaker import REJECTED
 from smoothapi.events import Event, StateChanged
 from smoothapi.storage import RedisStore, SharedCircuitBreaker
 
-CLOSED, HALF_OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
 # Every time and duration is a multiple of this (1/8 s: exact in a float, see above).
 GRID_MS = 125
@@ -114,8 +126,10 @@ class ClockedStore(RedisStore):
     def _now_ms(self) -> int:  # type: ignore[override]  # RedisStore reads it if set
         return self.clock.ms
 
-    def _acquire_args(self, threshold: int, cooldown_ms: int) -> list[int]:
-        args = super()._acquire_args(threshold, cooldown_ms)
+    def _acquire_args(
+        self, threshold: int, cooldown_ms: int, rules: Any = None, batch: Any = None
+    ) -> list[Any]:
+        args = super()._acquire_args(threshold, cooldown_ms, rules, batch)
         args[2] = LEASE_MS  # a RedisStore caps it at the cooldown: not here (see above)
         return args
 
@@ -135,15 +149,26 @@ def configs(draw: st.DrawFn) -> CircuitBreakerConfig:
         cooldown_multiplier=draw(st.sampled_from([1.0, 2.0, 3.0])),
         max_cooldown_ms=cap,
         cooldown_reset_ms=draw(st.none() | grid(0, 64)),
+        failure_rate=draw(st.none() | st.sampled_from([0.25, 0.5, 0.6, 1.0])),
+        window_ms=draw(st.sampled_from([1000, 2000, 2500, 5000])),
+        minimum_calls=draw(st.integers(1, 6)),
+        slow_call_ms=draw(st.none() | st.just(SLOW_MS)),
+        half_open_calls=draw(st.integers(1, 3)),
     )
+
+
+# The slow-call threshold the configs draw, and how long a ``slow`` verdict's call took.
+SLOW_MS = 500
+SLOW_ELAPSED = 1.0
 
 
 # A failure's Retry-After, in seconds (exact: multiples of 1/8 s), or none.
 retry_afters = st.none() | grid(0, 80).map(lambda ms: ms / 1000.0)
 
 
-# Failures twice as likely as the others, so that histories reach OPEN and HALF_OPEN often.
-verdicts = st.sampled_from(["failure", "success", "failure", "release"])
+# Failures and successes twice as likely as releases and slow calls, so that histories
+# reach OPEN and HALF_OPEN often.
+verdicts = st.sampled_from(["failure", "success", "failure", "release", "success", "slow"])
 
 
 def report(
@@ -152,6 +177,8 @@ def report(
     """The breaker's answer to a report: the state after it."""
     if verdict == "success":
         return breaker.record_success(ticket)
+    if verdict == "slow":  # a slow call with slow_call_ms, else a plain success
+        return breaker.record_success(ticket, SLOW_ELAPSED)
     if verdict == "failure":
         return breaker.record_failure(ticket, retry_after)
     return breaker.release(ticket)
@@ -204,7 +231,7 @@ class Differential(RuleBasedStateMachine):
     def _collect(self, side: str) -> Any:
         def hook(event: Event) -> None:  # (emit() logs what a hook raises: record only)
             if isinstance(event, StateChanged):
-                self.events[side].append((event.old, event.new))
+                self.events[side].append((event.old, event.new, event.reason))
                 if side == "memory" and (event.old, event.new) == (HALF_OPEN, CLOSED):
                     self.closed_ms = self.clock.ms
             else:  # StoreUnavailable & co: the store must answer every call here
@@ -299,9 +326,12 @@ class Differential(RuleBasedStateMachine):
     @invariant()
     def same_state(self) -> None:
         memory, shared = self.memory, self.shared
-        assert shared.state == memory.state
-        assert shared.failure_count == memory.failure_count
-        assert abs(shared.retry_after - memory.retry_after) <= TOLERANCE
+        snap = shared.snapshot()  # one read: sends the batched successes first
+        assert snap.state == memory.state
+        assert snap.failures == memory.failure_count
+        assert abs(snap.retry_after - memory.retry_after) <= TOLERANCE
+        assert shared.window == memory.window
+        assert shared.reason == memory.reason
         assert self.events["redis"] == self.events["memory"]
         assert not self.events["store"], "the store failed: no comparison is possible"
 
@@ -332,8 +362,9 @@ def test_the_lua_scripts_decide_as_the_memory_breaker_does(machine: type[Differe
 # Histories that random ones reach only rarely, replayed on the machine above with its
 # checks after every step.  A step: "admit"; "success N", "failure N [retry_after]",
 # "release N" (N: the ticket's place among those handed out); "reset"; "force_open";
-# "wait MS"; "to the cooldown's end" / "before the cooldown's end" (one grid step
-# before); "to the cooldown reset" / "before the cooldown reset".
+# "slow N" (a success that took SLOW_ELAPSED); "wait MS"; "to the cooldown's end" /
+# "before the cooldown's end" (one grid step before); "to the cooldown reset" / "before
+# the cooldown reset".
 ADAPTIVE = CircuitBreakerConfig(
     failure_threshold=1,
     cooldown_ms=1000,
@@ -342,6 +373,8 @@ ADAPTIVE = CircuitBreakerConfig(
     cooldown_reset_ms=2000,
 )
 PLAIN = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=1000)
+RATE = CircuitBreakerConfig(failure_rate=0.5, window_ms=1000, minimum_calls=2, cooldown_ms=500)
+PROBES = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=500, half_open_calls=3)
 # A failed probe (growth 1: open 1.5 s), then a probe that closes the breaker.
 GROWN_THEN_CLOSED = (
     "admit; failure 0; to the cooldown's end; admit; failure 1; to the cooldown's end; "
@@ -381,9 +414,56 @@ HISTORIES = {
         ),
         "admit; failure 0; wait 1; admit; failure 1; wait 1; admit; wait 1; admit",
     ),
+    # The trip rules (windows of 1 s: buckets of 100 ms; the clock starts on a bucket's edge).
+    "an old failure falls out of the window: no trip": (
+        RATE,
+        "admit; failure 0; wait 1000; admit; failure 1",
+    ),
+    "a failure still in the window trips": (
+        RATE,
+        "admit; failure 0; wait 875; admit; failure 1",
+    ),
+    "below minimum_calls no trip, exactly at the rate a trip": (
+        CircuitBreakerConfig(failure_rate=0.5, window_ms=1000, minimum_calls=4, cooldown_ms=500),
+        "admit; failure 0; admit; failure 1; admit; success 2; admit; success 3; admit; "
+        "success 4; admit; failure 5",
+    ),
+    "a slow success is a failure (the consecutive rule)": (
+        CircuitBreakerConfig(failure_threshold=2, slow_call_ms=SLOW_MS, cooldown_ms=500),
+        "admit; slow 0; admit; success 1; admit; slow 2; admit; slow 3",
+    ),
+    "probes report out of order; one gives its permit back; three successes close": (
+        PROBES,
+        "admit; failure 0; to the cooldown's end; admit; admit; admit; admit; success 3; "
+        "release 2; admit; success 1; success 4; success 2",
+    ),
+    "a failed probe re-opens; the other probes of its round report nothing": (
+        PROBES,
+        "admit; failure 0; to the cooldown's end; admit; admit; failure 2; success 1; admit",
+    ),
     "a Retry-After hold stops at max_cooldown_ms": (
         CircuitBreakerConfig(failure_threshold=1, cooldown_ms=250, max_cooldown_ms=1000),
         "admit; failure 0 5.0; wait 875; admit; wait 125; admit",
+    ),
+}
+
+
+# Where some of them must end (state, reason), beside being the same on both sides.
+ENDS = {
+    "an old failure falls out of the window: no trip": (CLOSED, ""),
+    "a failure still in the window trips": (OPEN, "failure rate 1.00 over 2 calls"),
+    "below minimum_calls no trip, exactly at the rate a trip": (
+        OPEN,
+        "failure rate 0.50 over 6 calls",
+    ),
+    "a slow success is a failure (the consecutive rule)": (OPEN, "slow calls"),
+    "probes report out of order; one gives its permit back; three successes close": (
+        CLOSED,
+        "consecutive failures",
+    ),
+    "a failed probe re-opens; the other probes of its round report nothing": (
+        OPEN,
+        "probe failed",
     ),
 }
 
@@ -397,7 +477,7 @@ def replay(state: Differential, steps: str) -> None:
             pair = state._admit()
             if pair is not None:
                 held.append(pair)
-        elif verb in ("success", "failure", "release"):
+        elif verb in ("success", "failure", "release", "slow"):
             retry_after = float(args[1]) if len(args) > 1 else None
             state.report(held[int(args[0])], verb, retry_after)
         elif verb in ("reset", "force_open"):
@@ -418,4 +498,6 @@ def test_histories_at_the_edges(machine: type[Differential], history: str) -> No
     state = machine()
     state.build(config)
     replay(state, steps)
+    if history in ENDS:
+        assert (state.shared.state, state.shared.reason) == ENDS[history]
     state.teardown()

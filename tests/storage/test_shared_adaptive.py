@@ -148,13 +148,14 @@ async def _hold_for_three_seconds(store: RedisStore) -> None:
 
 
 class _PlainStore:
-    """A store written before adaptive open times: ``record`` takes no ``opening=``."""
+    """A store written before adaptive open times (and trip rules): ``record`` takes no
+    ``opening=`` (nor ``rules=``)."""
 
     def __init__(self, inner: RedisStore) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        if name == "adaptive":
+        if name in ("adaptive", "trip_rules"):
             raise AttributeError(name)
         return getattr(self._inner, name)
 
