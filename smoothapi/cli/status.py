@@ -8,15 +8,24 @@ nothing.
 
 The table lists one breaker per line, sorted by name::
 
-    NAME          STATE                        FAILURES  OPEN FOR
-    payments api  OPEN                                5  9.8s more
-    search        CLOSED                              2  -
+    NAME      STATE                        FAILURES  OPEN FOR   WINDOW         REASON
+    orders    CLOSED                             12  -          12/212 failed  -
+    payments  OPEN                                5  9.8s more  -              consecutive failures
+    search    HALF_OPEN (2 probes in flight)      3  -          -              probe failed
+
+``WINDOW`` is a failure-rate breaker's sliding window now, fleet-wide: the
+failed attempts (slow calls included, and how many were slow) of those that
+ended in it; ``-`` for a breaker of the consecutive rule (or one written by a
+smoothapi before the trip rules).  ``REASON`` is why it last opened (``-`` if
+it never did), as the StateChanged events word it.
 
 ``OPEN (probe due)`` is an OPEN breaker whose cooldown has passed: its next
 call is let through as the probe.  ``HALF_OPEN (probe in flight)``: a probe
 is running somewhere in the fleet and every other call is rejected;
 ``HALF_OPEN (probe due)``: no probe is running (its prober released it, or
-its lease ran out), so the next call probes.  Names are printed with control
+its lease ran out), so the next call probes.  With ``half_open_calls`` > 1,
+``HALF_OPEN (2 probes in flight)``, and ``..., probe due`` while a permit is
+still free.  Names are printed with control
 characters escaped, so a name cannot move the cursor or recolour the
 terminal.  ``--json`` prints the same records as a JSON list.
 
@@ -55,13 +64,16 @@ __all__ = ["ENV_URL", "format_json", "format_table", "run_cli", "status_label"]
 ENV_URL = "SMOOTHAPI_REDIS_URL"
 
 _NAME_COLUMN = 60  # display columns; a longer name is cut with an ellipsis (JSON keeps it)
-_HEADERS = ("NAME", "STATE", "FAILURES", "OPEN FOR")
+_HEADERS = ("NAME", "STATE", "FAILURES", "OPEN FOR", "WINDOW", "REASON")
 
 
 def status_label(breaker: BreakerStatus) -> str:
     """The state as the table shows it: ``OPEN``, ``OPEN (probe due)``, ``HALF_OPEN (...)``."""
     if breaker.probe_in_flight:
-        return f"{breaker.state.value} (probe in flight)"
+        probes = breaker.probes
+        flight = "probe in flight" if probes <= 1 else f"{probes} probes in flight"
+        due = ", probe due" if breaker.probe_due else ""
+        return f"{breaker.state.value} ({flight}{due})"
     if breaker.probe_due:
         return f"{breaker.state.value} (probe due)"
     return breaker.state.value
@@ -89,24 +101,37 @@ def format_table(
             f"{_duration(b.retry_after)} more"
             if b.state is CircuitState.OPEN and not b.probe_due
             else "-",
+            _window_text(b),
+            _one_line_text(b.reason) or "-",
         )
         for b in sorted(breakers, key=_by_name)
     ]
-    rows += [(_malformed_name(m), "MALFORMED", "-", "-") for m in malformed]
+    rows += [(_malformed_name(m), "MALFORMED", "-", "-", "-", "-") for m in malformed]
     widths = [max(_width(row[i]) for row in rows) for i in range(len(_HEADERS))]
     lines = [f"{count} stored {where}:", ""]
-    for name, state, failures, open_for in rows:
+    for name, state, failures, open_for, window, reason in rows:
         lines.append(
             "  ".join(
                 (
                     _pad(name, widths[0]),
                     _pad(state, widths[1]),
                     " " * (widths[2] - len(failures)) + failures,
-                    open_for,
+                    _pad(open_for, widths[3]),
+                    _pad(window, widths[4]),
+                    reason,
                 )
-            )
+            ).rstrip()
         )
     return "\n".join(lines)
+
+
+def _window_text(breaker: BreakerStatus) -> str:
+    """``12/212 failed`` (and ``, 3 slow``): a rate breaker's window; ``-`` for none."""
+    window = breaker.window
+    if window is None:
+        return "-"
+    text = f"{window.failures}/{window.calls} failed"
+    return f"{text}, {window.slow} slow" if window.slow else text
 
 
 def format_json(breakers: Sequence[BreakerStatus], *, ensure_ascii: bool = False) -> str:
@@ -200,6 +225,9 @@ def _as_dict(breaker: BreakerStatus) -> dict[str, object]:
         "retry_after": round(breaker.retry_after, 3),  # the store keeps milliseconds
         "probe_due": breaker.probe_due,
         "probe_in_flight": breaker.probe_in_flight,
+        "probes": breaker.probes,
+        "reason": breaker.reason,
+        "window": None if breaker.window is None else breaker.window._asdict(),
     }
 
 

@@ -86,7 +86,8 @@ def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
-    """The table's rows by name: [state, failures, open for] (columns are 2+ spaces apart)."""
+    """The table's rows by name: [state, failures, open for, window, reason] (columns are 2+
+    spaces apart)."""
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("NAME "))
     rows: dict[str, list[str]] = {}
@@ -132,10 +133,11 @@ def test_status_prints_names_states_failures_and_time_left(
     assert f"2 breakers stored under prefix {fleet.prefix!r} on {fleet.label}:" in out
     rows = table_rows(out)
     assert list(rows) == ["payments api", "search"]
-    state, failures, left = rows["payments api"]
+    state, failures, left, window, reason = rows["payments api"]
+    assert (window, reason) == ("-", "consecutive failures")
     assert (state, failures) == ("OPEN", "3")
     assert 0 < seconds(left) <= DAY_MS / 1000
-    assert rows["search"] == ["CLOSED", "2", "-"]
+    assert rows["search"] == ["CLOSED", "2", "-", "-", "-"]
 
 
 def test_status_as_a_subprocess_reads_what_the_fleet_wrote(
@@ -150,7 +152,7 @@ def test_status_as_a_subprocess_reads_what_the_fleet_wrote(
     assert list(rows) == ["payments api", "search"]
     assert rows["payments api"][:2] == ["OPEN", "3"]
     assert 0 < seconds(rows["payments api"][2]) <= DAY_MS / 1000
-    assert rows["search"] == ["CLOSED", "2", "-"]
+    assert rows["search"] == ["CLOSED", "2", "-", "-", "-"]
 
 
 def test_redis_url_defaults_to_the_environment(fleet: RedisStore, redis_url: str) -> None:
@@ -176,6 +178,7 @@ def test_json_is_one_object_per_breaker_sorted_by_name(
     assert (opened["state"], opened["failures"]) == ("OPEN", 3)
     assert 0 < opened["retry_after"] <= DAY_MS / 1000
     assert (opened["probe_due"], opened["probe_in_flight"]) == (False, False)
+    assert (opened["reason"], opened["window"]) == ("consecutive failures", None)
     assert closed == {
         "name": "search",
         "key": fleet.key("search"),
@@ -184,6 +187,9 @@ def test_json_is_one_object_per_breaker_sorted_by_name(
         "retry_after": 0.0,
         "probe_due": False,
         "probe_in_flight": False,
+        "probes": 0,
+        "reason": "",
+        "window": None,
     }
 
 
@@ -303,7 +309,7 @@ def test_unicode_and_hostile_names_show_readably_and_stay_aligned(
     assert ESC not in out
     rows = table_rows(out)
     assert set(rows) == {"a b", UNICODE_NAME, r"users\n\x1b[31mred", "(empty name)"}
-    assert all(row == ["CLOSED", "1", "-"] for row in rows.values())
+    assert all(row == ["CLOSED", "1", "-", "-", "-"] for row in rows.values())
     lines = out.splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("NAME ")) :]
     state_column = {width(line[: line.index(cells[0])]) for line, cells in _cells(table)}
@@ -394,7 +400,7 @@ def test_a_corrupt_breaker_is_reported_and_the_others_are_listed(
     status, out, err = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
     assert status == 1
     rows = table_rows(out)
-    assert rows["healthy"] == ["CLOSED", "1", "-"]
+    assert rows["healthy"] == ["CLOSED", "1", "-", "-", "-"]
     assert "1 breaker and 2 malformed entries stored" in out
     flagged = [line.split("  ")[0] for line in out.splitlines() if "MALFORMED" in line]
     assert flagged == [f"bad count ({bad_count})", f"corrupt ({key})"]
@@ -463,4 +469,71 @@ def test_a_non_ascii_prefix_finds_its_breakers(
     assert [(b.name, b.failures) for b in store.breakers()] == [("search", 2)]
     status, out, _ = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
     assert status == 0
-    assert table_rows(out)["search"] == ["CLOSED", "2", "-"]
+    assert table_rows(out)["search"] == ["CLOSED", "2", "-", "-", "-"]
+
+
+# -- the trip rules: the last opening's reason, a rate breaker's window, several probes -----
+
+
+def test_status_shows_the_reason_and_a_rate_breakers_window(
+    store: RedisStore, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CLOSED rate breaker shows its fleet window (failed/calls, slow); a tripped one the
+    words of its trip; the consecutive rule shows no window.  Table and JSON agree."""
+    rate = {"failure_rate": 0.5, "minimum_calls": 4, "window_ms": HOUR_MS, "cooldown_ms": DAY_MS}
+    healthy = CircuitBreaker(
+        CircuitBreakerConfig(slow_call_ms=100, store=store, **rate), name="orders"
+    )
+    for elapsed in (0.01, 0.01, 0.5):
+        healthy.record_success(healthy.acquire(), elapsed=elapsed)
+    healthy.record_success(healthy.acquire())  # batched: sent with the read below
+    assert healthy.window is not None
+    tripped = CircuitBreaker(CircuitBreakerConfig(store=store, **rate), name="payments")
+    for _ in range(4):
+        tripped.record_failure(tripped.acquire())
+    fail(shared(store, "search"), 3)
+
+    status, out, err = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
+    assert (status, err) == (0, "")
+    rows = table_rows(out)
+    assert rows["orders"] == ["CLOSED", "1", "-", "1/4 failed, 1 slow", "-"]
+    assert rows["payments"][0] == "OPEN"
+    # The window restarts when the breaker closes: empty while it is open.
+    assert rows["payments"][3:] == ["0/0 failed", "failure rate 1.00 over 4 calls"]
+    assert rows["search"][3:] == ["-", "consecutive failures"]
+
+    _, out, _ = run_main(
+        ["status", "--redis", redis_url, "--prefix", store.prefix, "--json"], capsys
+    )
+    records = {r["name"]: r for r in json.loads(out)}
+    assert records["orders"]["window"] == {"calls": 4, "failures": 1, "slow": 1}
+    assert records["payments"]["window"] == {"calls": 0, "failures": 0, "slow": 0}
+    assert records["payments"]["reason"] == "failure rate 1.00 over 4 calls"
+    assert records["search"]["window"] is None
+
+
+def test_status_counts_the_probes_in_flight(
+    store: RedisStore, client: redis.Redis, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    """``half_open_calls=3``: two probes running leave a permit free (probe due); a
+    HALF_OPEN hash written by a smoothapi before the trip rules (``lease_until`` and no
+    ``probes``) reads as its one probe in flight."""
+    config = CircuitBreakerConfig(half_open_calls=3, cooldown_ms=HOUR_MS, store=store)
+    breaker = CircuitBreaker(config, name="probing")
+    breaker.force_open(cooldown_ms=0)
+    assert breaker.acquire() % 2 == 1
+    assert breaker.acquire() % 2 == 1
+    older = store.key("older")
+    client.hset(
+        older,
+        mapping={"state": "HALF_OPEN", "gen": 7, "lease_until": 2**52, "name": "older"},
+    )
+    survey = {b.name: b for b in store.breakers()}
+    assert (survey["probing"].probes, survey["probing"].probe_due) == (2, True)
+    assert survey["probing"].reason == "forced open"
+    assert (survey["older"].probes, survey["older"].probe_due) == (1, False)
+    status, out, _ = run_main(["status", "--redis", redis_url, "--prefix", store.prefix], capsys)
+    assert status == 0
+    rows = table_rows(out)
+    assert rows["probing"][0] == "HALF_OPEN (2 probes in flight, probe due)"
+    assert rows["older"][0] == "HALF_OPEN (probe in flight)"
