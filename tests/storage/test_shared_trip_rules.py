@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from redisserver import RedisServer
+import redis.cluster
+from redisserver import RedisCluster, RedisServer
 
 from smoothapi import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from smoothapi.breaker import REJECTED, WindowCounts
@@ -36,6 +37,7 @@ from smoothapi.storage import RedisStore, SharedCircuitBreaker
 
 OPEN, CLOSED, HALF_OPEN = CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN
 WAIT = 20.0  # a wait that has not happened by then fails the test
+HOUR = 3_600_000
 PROCESSES = 4
 PER_PROCESS = 6  # 3 successes, then 3 failures: a share of 0.5 on 6 calls
 RATE = CircuitBreakerConfig(
@@ -416,7 +418,73 @@ def test_a_store_without_the_trip_rules_keeps_the_seeds_rule(store: RedisStore) 
     assert breaker.reason == "consecutive failures"
 
 
-# -- (f) the async path ----------------------------------------------------------------------
+# -- (f) a fleet being upgraded: the one-probe fields of older versions ---------------------
+
+
+def test_an_older_versions_probe_is_honoured_and_ours_is_kept_readable_for_it(
+    store: RedisStore, redis_url: str
+) -> None:
+    """A HALF_OPEN hash as smoothapi before the trip rules writes it (``gen`` and
+    ``lease_until``, no ``probes``; here over a stale ``probes`` field of an earlier
+    round) holds one probe: ours is rejected until its lease ends, its report closes the
+    breaker, and a stale round's probe reports nothing.  Our own probe keeps
+    ``lease_until`` as older scripts read it: its lease while it runs, 0 once given back."""
+    config = CircuitBreakerConfig(cooldown_ms=HOUR)
+    breaker = shared(store, "upgrade", config)
+    key = store.key("upgrade")
+    client = store.client
+    older_gen, stale_gen = 2**40 + 1, 2**40 - 1
+    client.hset(
+        key,
+        mapping={
+            "state": "HALF_OPEN",
+            "gen": older_gen,
+            "lease_until": 2**50,  # far in the future
+            "probes": f"{stale_gen}/0/1,{stale_gen}:{2**50}",
+        },
+    )
+    assert breaker.acquire() == REJECTED
+    assert breaker.record_failure(stale_gen) is HALF_OPEN  # not this round's probe
+    assert breaker.record_success(older_gen) is CLOSED
+
+    breaker.force_open(cooldown_ms=0)
+    ticket = breaker.acquire()
+    assert ticket > 0
+    assert ticket % 2 == 1
+    lease = int(client.hget(key, "lease_until") or 0)
+    assert lease > int(client.hget(key, "open_until") or 0)  # its lease, for older readers
+    breaker.release(ticket)
+    assert client.hget(key, "lease_until") == b"0"
+
+
+def test_the_rate_rule_in_a_cluster(redis_cluster: RedisCluster) -> None:
+    """Every rule is one script on one key: it runs on the node that holds it."""
+    client = redis.cluster.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.ports[0], socket_timeout=2, socket_connect_timeout=2
+    )
+    try:
+        store = RedisStore(client, prefix=f"t{os.getpid()}{time.monotonic_ns()}")
+        config = CircuitBreakerConfig(
+            failure_rate=0.5, minimum_calls=4, window_ms=60_000, half_open_calls=2
+        )
+        one, other = shared(store, "cluster", config), shared(store, "cluster", config)
+        for breaker in (one, other):
+            breaker.record_success(breaker.acquire())
+        for breaker in (one, other):
+            breaker.record_failure(breaker.acquire())
+        assert one.state is OPEN
+        assert other.reason == "failure rate 0.50 over 4 calls"
+        other.force_open(cooldown_ms=0)
+        tickets = [one.acquire(), other.acquire(), one.acquire()]
+        assert [t > 0 and t % 2 == 1 for t in tickets] == [True, True, False]
+        assert one.record_success(tickets[1]) is HALF_OPEN
+        assert other.record_success(tickets[0]) is CLOSED
+        assert one.window == WindowCounts(0, 0, 0)
+    finally:
+        client.close()
+
+
+# -- (g) the async path ----------------------------------------------------------------------
 
 
 def test_the_async_path(redis_url: str, redis_prefix: str) -> None:
