@@ -53,7 +53,7 @@ class AsyncOperations:
     ) -> list[Any]:
         raise NotImplementedError
 
-    def _with_now(self, args: list[Any]) -> list[Any]:
+    def _with_now(self, args: list[Any], pad_to: int = 0) -> list[Any]:
         raise NotImplementedError
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:

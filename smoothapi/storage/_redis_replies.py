@@ -70,6 +70,8 @@ def _acquire_args(
     threshold: int, cooldown_ms: int, lease_ms: int, rules: TripRules | None, batch: Batch | None
 ) -> list[int | str]:
     ttl = _ttl(max(cooldown_ms, _window_ms(rules)))
+    if rules is None and batch is None:  # the seed's rule: the arguments before the trip rules
+        return [threshold, cooldown_ms, lease_ms, ttl]
     return [threshold, cooldown_ms, lease_ms, ttl, *_rules_args(rules, batch)]
 
 
@@ -109,8 +111,11 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _tail(failures: int, tail: Sequence[Any]) -> tuple[Trip, WindowCounts | None]:
-    """The six elements every reply ends with (see :mod:`smoothapi.storage.lua`)."""
+def _tail(failures: int, tail: Sequence[Any]) -> tuple[Trip | None, WindowCounts | None]:
+    """The six elements every reply ends with (see :mod:`smoothapi.storage.lua`); none
+    for ACQUIRE's happy path without the rate rule."""
+    if not tail:
+        return None, None
     why, slow, calls, window_calls, window_failed, window_slow = tail
     trip = Trip(_text(why), failures, int(slow), int(calls))
     if int(window_calls) < 0:

@@ -74,7 +74,8 @@ Replies are flat arrays of integers and strings, decoded by
 :mod:`smoothapi.storage._redis_replies`; every one of ACQUIRE, RECORD,
 RESET, FORCE_OPEN and SNAPSHOT ends with the same six elements (``TAIL``):
 ``why``, ``slow``, ``calls`` and the window's ``calls, failed, slow`` now
-(-1, -1, -1 without the rate rule).
+(-1, -1, -1 without the rate rule) - but for ACQUIRE's happy path without
+the rate rule (CLOSED), which answers as before the trip rules.
 """
 
 from __future__ import annotations
@@ -103,16 +104,32 @@ def _script(body: str) -> str:
     return READ + NOW + FRESH + RULES + TAIL + body
 
 
-#: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms, then the rules block: rate ('' none),
-#: window_ms, minimum_calls, half_open_calls, batch period, batch successes
-#: -> {ticket, retry_after_ms, failures, state, changed, <tail>}
+#: ARGV: threshold, cooldown_ms, lease_ms, ttl_ms, then (absent for the seed's rule) the
+#: rules block: rate ('' none), window_ms, minimum_calls, half_open_calls, batch period,
+#: batch successes
+#: -> {ticket, retry_after_ms, failures, state, changed, <tail>}; without the rate rule, a
+#: CLOSED breaker answers without the tail (the happy path).
 #: ticket: even = an ordinary call (the CLOSED period it was admitted in), -1 = rejected,
 #: odd = a probe (its generation).  CLOSED writes nothing but a batch.  ``changed`` is 1
 #: when this call moved OPEN -> HALF_OPEN, so exactly one process reports that transition.
 #: HALF_OPEN admits up to half_open_calls probes, each with its own generation and lease;
 #: a lease that ran out (its prober crashed, hung or was killed) frees its permit.
-ACQUIRE = _script(
+ACQUIRE = (
+    # The happy path of the consecutive rule: CLOSED, no window to count in - the reply
+    # before the trip rules (no tail), from one small HMGET, before the clock and the
+    # helpers: as cheap as it was.
     """
+local f = redis.call('HMGET', KEYS[1], 'state', 'failures', 'period')
+if (f[1] or 'CLOSED') == 'CLOSED' and (ARGV[5] or '') == '' then
+  return {tonumber(f[3]) or 2, 0, tonumber(f[2]) or 0, 'CLOSED', 0}
+end
+"""
+    + READ
+    + NOW
+    + FRESH
+    + RULES
+    + TAIL
+    + """
 local r = rules_at(5)
 local lease = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])

@@ -76,6 +76,8 @@ T = TypeVar("T")
 # plus it stays far inside the 2**53 of Lua's numbers, and ten times it (the key's
 # expiry) inside PEXPIRE's range.
 _MAX_OPEN_MS = 10**12
+# ACQUIRE's arguments with the optional rules block (see smoothapi.storage.lua).
+_ACQUIRE_ARGS = 10
 
 
 class RedisStore(AsyncOperations):
@@ -396,12 +398,14 @@ class RedisStore(AsyncOperations):
         # "An expiry no longer than the cooldown", and never 0 (that would be no lease).
         lease = cooldown_ms if self.lease_ms is None else min(self.lease_ms, cooldown_ms)
         lease_ms = max(1, math.ceil(lease))
-        return self._with_now(_acquire_args(threshold, cooldown_ms, lease_ms, rules, batch))
+        args = _acquire_args(threshold, cooldown_ms, lease_ms, rules, batch)
+        return self._with_now(args, _ACQUIRE_ARGS)
 
-    def _with_now(self, args: list[Any]) -> list[Any]:
-        """``args`` (every optional one written, '' if unused), then the caller's clock for
-        a store that has one (tests only)."""
+    def _with_now(self, args: list[Any], pad_to: int = 0) -> list[Any]:
+        """``args``, then the caller's clock for a store that has one (tests only), after
+        ``pad_to`` arguments so that it never stands where an optional one would."""
         if self._now_ms is not None:
+            args += [""] * (pad_to - len(args))
             args.append(self._now_ms())
         return args
 
