@@ -354,6 +354,18 @@ def test_no_success_is_lost_by_32_threads(store: RedisStore) -> None:
     assert breaker.window == WindowCounts(32 * per_thread, 0, 0)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_send_its_parents_successes(store: RedisStore) -> None:
+    breaker = shared(store, "forked", RATE)
+    breaker.record_success(breaker.acquire())  # counted in the parent, not sent yet
+    pid = os.fork()
+    if pid == 0:  # the child: its first read sends its own batch - none
+        os._exit(0 if breaker.window == WindowCounts(0, 0, 0) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert breaker.window == WindowCounts(1, 0, 0)  # the parent's, once
+
+
 # -- (e) a store that does not apply the trip rules -----------------------------------------
 
 
