@@ -316,3 +316,38 @@ def test_a_rate_breakers_window_is_read_at_each_scrape(
     rate = None
     gc.collect()
     assert window("prom-window") == (None, None, None)
+
+
+def test_a_shared_breaker_reports_the_fleets_window_and_opening(
+    registry: CollectorRegistry, redis_url: str, redis_prefix: str
+) -> None:
+    """Two breakers sharing one Redis window (as two processes would): the gauges show the
+    fleet's counts, read from the store's snapshot, and the opening counts under its kind."""
+    import redis  # noqa: PLC0415 - the redis extra, only for this test
+
+    from smoothapi.storage import RedisStore  # noqa: PLC0415
+
+    config = CircuitBreakerConfig(
+        failure_rate=0.5, minimum_calls=4, slow_call_ms=50, window_ms=60_000, cooldown_ms=60_000
+    )
+    client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        store = RedisStore(client, prefix=redis_prefix)
+        one = CircuitBreaker(config, name="prom-fleet", store=store)
+        other = CircuitBreaker(config, name="prom-fleet", store=store)
+        one.record_success(one.acquire(), elapsed=0.01)
+        other.record_success(other.acquire(), elapsed=0.01)
+        one.record_success(one.acquire(), elapsed=0.2)  # slow
+        labels = {"breaker": "prom-fleet"}
+        value = registry.get_sample_value
+        assert [
+            value(f"smoothapi_breaker_window_{count}", labels)
+            for count in ("calls", "failures", "slow_calls")
+        ] == [3, 1, 1]
+        other.record_success(other.acquire(), elapsed=0.2)  # slow: 2 of 4
+        assert one.state == "OPEN"
+        opened = {**labels, "reason": "slow_rate"}
+        assert value("smoothapi_breaker_openings_total", opened) == 1
+        assert value("smoothapi_breaker_state", {**labels, "state": "OPEN"}) == 1
+    finally:
+        client.close()
