@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from .protocol import (
     Admission,
+    Batch,
     BreakerStatus,
     BreakerStore,
     MalformedBreaker,
+    Opening,
     Report,
     Snapshot,
     Survey,
+    Trip,
+    TripRules,
 )
 from .shared import CLEAN, SharedCircuitBreaker
 
@@ -31,14 +35,18 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEAN",
     "Admission",
+    "Batch",
     "BreakerStatus",
     "BreakerStore",
     "MalformedBreaker",
+    "Opening",
     "RedisStore",
     "Report",
     "SharedCircuitBreaker",
     "Snapshot",
     "Survey",
+    "Trip",
+    "TripRules",
 ]
 
 
