@@ -247,11 +247,10 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = chosen_fallback(kwargs) if kwargs else configured
-            first = began = None
+            first = None
             ticket = br.clean_ticket if fast else 0
+            began = now() if timed and ticket else None
             if ticket:
-                if timed:
-                    began = now()
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -262,10 +261,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if counts is not None:
-                        counts(ticket, began)
-                    elif settles or br.clean_ticket != ticket:  # else nothing to settle
-                        settle(policy, ticket, began)
+                    if settles or br.clean_ticket != ticket:  # else nothing to settle
+                        if counts is not None:
+                            counts(ticket, began)
+                        else:
+                            settle(policy, ticket, began)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
@@ -280,11 +280,10 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
         @functools.wraps(original)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             fallback = chosen_fallback(kwargs) if kwargs else configured
-            first = began = None
+            first = None
             ticket = br.clean_ticket if fast else 0
+            began = now() if timed and ticket else None
             if ticket:
-                if timed:
-                    began = now()
                 outer = scope.get()
                 while outer is not None and outer[0] is None:  # skip attempts that ended
                     outer = outer[1]
@@ -295,10 +294,11 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
                 except BaseException as exc:
                     first = classify_error(exc)
                 else:
-                    if counts is not None:
-                        counts(ticket, began)
-                    elif settles or br.clean_ticket != ticket:  # else nothing to settle
-                        settle(policy, ticket, began)
+                    if settles or br.clean_ticket != ticket:  # else nothing to settle
+                        if counts is not None:
+                            counts(ticket, began)
+                        else:
+                            settle(policy, ticket, began)
                     return result
                 finally:
                     cell[0] = None  # ended, also for tasks and threads that inherited it
