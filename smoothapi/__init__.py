@@ -64,6 +64,16 @@ def _shared_breaker_class() -> type:
 _runtime.shared_breaker_class = _shared_breaker_class
 
 
+def _shared_budget_class() -> type:
+    # The same for a retry budget the fleet shares (RetryBudgetConfig(store=...)).
+    from .storage._budget import SharedRetryBudget  # noqa: PLC0415
+
+    return SharedRetryBudget
+
+
+_runtime.shared_budget_class = _shared_budget_class
+
+
 def _prometheus_at_first_event() -> None:
     # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
     # decided at the first event, so a process whose calls all succeed never imports it.

@@ -28,6 +28,9 @@ on_skipped_sleep: Callable[[float], object] | None = None
 # package (smoothapi/__init__.py), above every layer: the breaker builds one when given a
 # store without importing the stores, which sit above it.
 shared_breaker_class: Callable[[], type] | None = None
+# Returns the class of a retry budget kept in a store (SharedRetryBudget), set by the
+# package for the same reason: the budget sits below the stores.
+shared_budget_class: Callable[[], type] | None = None
 # Run once per process at its first event, before that event is delivered: the package
 # registers its automatic telemetry here without importing the events (see
 # smoothapi.events.on_first_event, which adds to the same list).

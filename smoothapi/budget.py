@@ -6,6 +6,11 @@ stop while the bucket is at or below half full.  Earning is lock-free - a
 success racing another success may lose a fraction of a token, which only
 makes the budget stricter - so the happy path pays one float add; spending is
 locked, so two retries can never both take the last token.
+
+With ``RetryBudgetConfig(store=...)``, ``RetryBudget(config, name=...)``
+builds the store's kind instead (:class:`smoothapi.storage._budget.SharedRetryBudget`,
+one bucket per name for the whole fleet), found through a hook the package
+sets (``_runtime.shared_budget_class``): the stores sit above this layer.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from . import _runtime
 from ._runtime import at_fork_child
 from .config import ResilientConfig, RetryBudgetConfig
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -28,7 +35,19 @@ class RetryBudget:
 
     __slots__ = ("__weakref__", "_lock", "config", "floor", "max_tokens", "ratio", "tokens")
 
-    def __init__(self, config: RetryBudgetConfig) -> None:
+    def __new__(cls, config: RetryBudgetConfig, name: str | None = None) -> RetryBudget:
+        # Dispatch here, as CircuitBreaker does for its store: every place that builds a
+        # budget from a config gets the fleet's when the config names a store.
+        if cls is RetryBudget and config.store is not None:
+            find = _runtime.shared_budget_class
+            if find is None:  # cannot happen: importing smoothapi.budget runs the package
+                raise ConfigError("a retry budget store was given, but smoothapi is not set up")
+            shared: type[RetryBudget] = find()
+            return super().__new__(shared)
+        return super().__new__(cls)
+
+    def __init__(self, config: RetryBudgetConfig, name: str | None = None) -> None:
+        """``name``: the breaker's, which names the fleet's bucket when ``config.store`` is set."""
         self.config = config
         self.max_tokens = config.max_tokens
         self.ratio = config.token_ratio
@@ -44,6 +63,9 @@ class RetryBudget:
         """A call succeeded: earn ``token_ratio`` of a token, up to ``max_tokens``."""
         tokens = self.tokens + self.ratio
         self.tokens = tokens if tokens < self.max_tokens else self.max_tokens
+
+    def _after_fork(self) -> None:
+        """In a forked child: re-create what else the budget owns (see SharedRetryBudget)."""
 
     def try_spend(self) -> bool:
         """Take one token for a retry; False (take nothing) while at or below half full."""
@@ -69,6 +91,7 @@ def _after_fork_in_child() -> None:
     _shared_lock = threading.Lock()
     for budget in list(_LIVE_BUDGETS):
         budget._lock = threading.Lock()
+        budget._after_fork()
 
 
 def shared_budget(breaker: CircuitBreaker, config: ResilientConfig) -> RetryBudget | None:
@@ -78,6 +101,6 @@ def shared_budget(breaker: CircuitBreaker, config: ResilientConfig) -> RetryBudg
     with _shared_lock:
         budget = _shared.get(breaker)
         if budget is None:
-            budget = RetryBudget(config.retry_budget)
+            budget = RetryBudget(config.retry_budget, breaker.name)
             _shared[breaker] = budget
         return budget

@@ -389,10 +389,24 @@ class RetryBudgetConfig:
     total outage a mount point therefore sends at most about
     ``max_tokens / 2`` retries before it stops retrying, and in steady state
     at most ``token_ratio`` retries per success.  The bucket starts full.
+
+    ``store`` - ``None`` (default) keeps one bucket per mount point (or per
+    shared breaker) in each process; a store such as
+    :class:`~smoothapi.RedisStore` gives each breaker name one bucket that
+    the whole fleet shares, so an outage's retries are bounded fleet-wide.
+    A process then leases ``batch`` tokens at a time (one round trip per
+    ``batch`` retries) and reports its earnings ``batch`` tokens at a time
+    (one round trip per ``batch / token_ratio`` successes), so it may
+    overspend the fleet's bucket by less than ``2 * batch`` tokens: the
+    tokens it leased and has not spent, and earnings it has not reported.
+    While the store is down each process falls back to a bucket of its own.
+    The store takes no part in comparing or hashing configs.
     """
 
     max_tokens: float = 10.0
     token_ratio: float = 0.1
+    store: BreakerStore | None = field(default=None, compare=False, hash=False)
+    batch: int = 2
 
     def __post_init__(self) -> None:
         tokens = self.max_tokens
@@ -409,6 +423,11 @@ class RetryBudgetConfig:
             raise ConfigError(f"RetryBudgetConfig.token_ratio must be > 0 and <= 1, got {ratio!r}")
         object.__setattr__(self, "max_tokens", float(tokens))
         object.__setattr__(self, "token_ratio", float(ratio))
+        check_store("RetryBudgetConfig.store", self.store)
+        batch = _integer("RetryBudgetConfig", "batch", self.batch, minimum=1)
+        if batch > 1000:
+            raise ConfigError(f"RetryBudgetConfig.batch must be at most 1,000, got {batch!r}")
+        object.__setattr__(self, "batch", batch)
 
 
 def _min_schedule(backoff: BackoffConfig) -> float:
