@@ -350,7 +350,7 @@ class Policy:
         self.fallback_midway = fallback_midway
         self.deadline = config.deadline
         if budget is None and config.retry_budget is not None:
-            budget = RetryBudget(config.retry_budget)
+            budget = RetryBudget(config.retry_budget, breaker.name)
         self.budget = budget
         self.mark = _runtime.Mark((breaker,), config.backoff.max_retries > 0)
 
