@@ -303,7 +303,7 @@ class CircuitBreakerConfig:
                     f"0.5 for 50 %), got {rate!r}"
                 )
             object.__setattr__(self, "failure_rate", float(rate))
-        window = _millis("window_ms", self.window_ms)
+        window = _millis("window_ms", self.window_ms, low="10", optional=False)
         if window < 10:
             raise ConfigError(
                 f"{owner}.window_ms must be at least 10 ms (ten buckets of 1 ms), "
@@ -315,7 +315,7 @@ class CircuitBreakerConfig:
             self, "minimum_calls", _integer(owner, "minimum_calls", self.minimum_calls, minimum=1)
         )
         if self.slow_call_ms is not None:
-            slow = _millis("slow_call_ms", self.slow_call_ms)
+            slow = _millis("slow_call_ms", self.slow_call_ms, low="more than 0")
             if slow <= 0:
                 raise ConfigError(
                     f"{owner}.slow_call_ms must be more than 0 ms (every answer takes some "
@@ -363,17 +363,22 @@ class CircuitBreakerConfig:
         return self.max_cooldown
 
 
-def _millis(name: str, value: object) -> float:
-    """A CircuitBreakerConfig duration in milliseconds: a finite number, 0 to one day."""
+def _millis(name: str, value: object, *, low: str = "0", optional: bool = True) -> float:
+    """A CircuitBreakerConfig duration in milliseconds: a finite number, 0 to one day.
+
+    ``low`` words the least value the field takes (its own check refuses below it);
+    ``optional``: the field also takes None (the messages say so only then).
+    """
     where = f"CircuitBreakerConfig.{name}"
     if not _real(value):
+        alternative = " or None" if optional else ""
         raise ConfigTypeError(
-            f"{where} must be a number of milliseconds or None, "
+            f"{where} must be a number of milliseconds{alternative}, "
             f"got {value!r} ({type(value).__name__})"
         )
     if not _finite(value) or not 0 <= value <= MAX_DELAY_SECONDS * 1000:
         raise ConfigError(
-            f"{where} must be a finite number of milliseconds, 0 to "
+            f"{where} must be a finite number of milliseconds, {low} to "
             f"{MAX_DELAY_SECONDS * 1000:,.0f} (one day), got {value!r}"
         )
     return float(value)
