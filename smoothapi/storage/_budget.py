@@ -11,8 +11,8 @@ never asks the store per call:
   would get, so leasing never spends past the floor;
 * a success adds ``token_ratio`` to the process's unreported earnings (one
   float add, no lock, as in memory); they go to the store with the next
-  lease, or on their own once they reach ``batch`` tokens (one round trip
-  per ``batch / token_ratio`` successes).
+  lease, or once they reach ``batch`` tokens, from a background thread (one
+  round trip per ``batch / token_ratio`` successes that no call waits for).
 
 What a process may overspend.  Compared with one bucket that every retry and
 success of the fleet reached at once, a process holds at most ``batch``
@@ -28,7 +28,7 @@ one WARNING per outage, one try per ``retry_interval``), a retry whose lease
 is empty asks the process's own bucket, as without a store; the process's
 own bucket earns from every success all along, so it is warm when needed.
 No store error reaches a call.  A forked child starts with no lease and no
-earnings of its parent's.
+earnings of its parent's; its reporter thread starts when first needed.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .._runtime import at_fork_child
 from ..budget import RetryBudget
 from ..config import RetryBudgetConfig
 from ..errors import ConfigError
@@ -95,6 +96,7 @@ class SharedRetryBudget(RetryBudget):
     """
 
     __slots__ = (
+        "_asked",
         "_earned",
         "_exchange_lock",
         "_health",
@@ -125,6 +127,7 @@ class SharedRetryBudget(RetryBudget):
         # adds one); _reported is how much of it the store has, moved under the lock.
         self._earned = 0.0
         self._reported = 0.0
+        self._asked = False  # the reporter thread has been asked to report the earnings
         self._exchange_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -141,8 +144,9 @@ class SharedRetryBudget(RetryBudget):
         self.tokens = tokens if tokens < self.max_tokens else self.max_tokens
         earned = self._earned + ratio
         self._earned = earned
-        if earned - self._reported >= self.batch:
-            self._report()
+        if earned - self._reported >= self.batch and not self._asked:
+            self._asked = True
+            _ask_reporter(self)
 
     def try_spend(self) -> bool:
         """Take a leased token for a retry, leasing ``batch`` more when none is left."""
@@ -159,14 +163,11 @@ class SharedRetryBudget(RetryBudget):
         return RetryBudget.try_spend(self)  # the store is down: this process's own bucket
 
     def _report(self) -> None:
-        # A lease in flight takes the earnings with it: never wait for it on a success.
-        if not self._exchange_lock.acquire(blocking=False):
-            return
-        try:
+        """Report the earnings (the reporter thread; a lease in flight may take them first)."""
+        with self._exchange_lock:
+            self._asked = False
             if self._earned - self._reported >= self.batch:
                 self._exchange(0)
-        finally:
-            self._exchange_lock.release()
 
     def _exchange(self, want: int) -> int | None:
         """One round trip (under the lock): report earnings, ask ``want``; None if down."""
@@ -196,3 +197,50 @@ class SharedRetryBudget(RetryBudget):
         self._exchange_lock = threading.Lock()
         self._leased = 0
         self._reported = self._earned
+        self._asked = False
+
+
+# -- the reporter: one daemon thread per process sends the earnings, off every call's path --
+
+_pending: set[SharedRetryBudget] = set()  # budgets whose earnings reached their batch
+_pending_lock = threading.Lock()
+_wake = threading.Event()
+_reporter: threading.Thread | None = None
+
+
+def _ask_reporter(budget: SharedRetryBudget) -> None:
+    global _reporter
+    with _pending_lock:
+        _pending.add(budget)
+        if _reporter is None or not _reporter.is_alive():
+            _reporter = threading.Thread(
+                target=_report_forever, name="smoothapi-budget-reporter", daemon=True
+            )
+            _reporter.start()
+    _wake.set()
+
+
+def _report_forever() -> None:
+    while True:
+        _wake.wait()
+        _wake.clear()
+        with _pending_lock:
+            budgets = list(_pending)
+            _pending.clear()
+        for budget in budgets:
+            try:
+                budget._report()
+            except Exception:  # never (_exchange catches the store's): the thread lives on
+                budget._asked = False
+                continue
+
+
+@at_fork_child
+def _after_fork_in_child() -> None:
+    # The child has no reporter thread (only the forking thread survives a fork), and
+    # none of the parent's pending reports.
+    global _pending_lock, _wake, _reporter
+    _pending_lock = threading.Lock()
+    _wake = threading.Event()
+    _reporter = None
+    _pending.clear()
