@@ -378,9 +378,9 @@ class CircuitBreaker:
         if elapsed is not None and slow is not None and elapsed > slow:
             return self._fail(ticket, None, slow=True)
         if ticket and ticket == self.clean_ticket:
-            window = self._window
-            if window is None or window.success(self.now()):
-                return CircuitState.CLOSED  # nothing to reset, or counted: no lock
+            if self._window is None:
+                return CircuitState.CLOSED  # nothing to reset: no lock
+            return self.settle(ticket)  # counted without a lock, unless its bucket rolls
         with self._lock:
             old = self._m
             new = machine.succeed(old, ticket, self.now(), self._rules, self._window)
@@ -401,14 +401,18 @@ class CircuitBreaker:
         slow = self._slow
         if slow is not None and began is not None and now - began > slow:
             return self._fail(ticket, None, slow=True)
-        if ticket == self.clean_ticket:
-            window = self._window
-            if window is None:
+        window = self._window
+        if window is None:
+            if ticket == self.clean_ticket:
                 return CircuitState.CLOSED
-            epoch = _floor(now * window.scale)
+        else:
+            epoch = _floor(now * BUCKETS / window.span)
             slot = epoch % BUCKETS
-            if window.epochs[slot] == epoch:
-                window.ok[slot] += 1  # lock-free: see Window
+            # Nothing callable between the ticket's check and the increment, so no other
+            # thread runs in between (a trip and a close there would let this success of
+            # the period before into the new period's bucket).  Lock-free: see Window.
+            if ticket == self.clean_ticket and window.epochs[slot] == epoch:
+                window.ok[slot] += 1
                 return CircuitState.CLOSED
         with self._lock:
             old = self._m

@@ -170,7 +170,9 @@ class Window:
     """The failure-rate rule's counts: a ring of ``BUCKETS`` buckets over ``window``.
 
     Bucket ``floor(now * BUCKETS / window)`` holds the attempts that ended in
-    it; the window is the current bucket and the ``BUCKETS - 1`` before it, so
+    it (computed in that order, as the Lua twin does with integer milliseconds:
+    a precomputed ``BUCKETS / window`` would round some edges into the bucket
+    before); the window is the current bucket and the ``BUCKETS - 1`` before it, so
     an attempt leaves the window between ``window * (1 - 1/BUCKETS)`` and
     ``window`` after it ended.  Failures (and slow calls) are counted under
     the breaker's lock; :meth:`success` may run without it, so under a race
@@ -179,10 +181,10 @@ class Window:
     one to a list slot rather than build a new value.
     """
 
-    __slots__ = ("epochs", "failed", "ok", "scale", "slow")
+    __slots__ = ("epochs", "failed", "ok", "slow", "span")
 
     def __init__(self, window: float) -> None:
-        self.scale = BUCKETS / window
+        self.span = window
         self.epochs = [-1] * BUCKETS
         self.ok = [0] * BUCKETS
         self.failed = [0] * BUCKETS
@@ -190,12 +192,12 @@ class Window:
 
     def bucket(self, now: float) -> int:
         """The bucket ``now`` falls in (an absolute number; its slot is ``% BUCKETS``)."""
-        return math.floor(now * self.scale)
+        return math.floor(now * BUCKETS / self.span)
 
     def success(self, now: float) -> bool:
         """Count a success if its bucket is current (lock-free); False: the caller rolls it
         with :meth:`add` under its lock."""
-        epoch = math.floor(now * self.scale)
+        epoch = math.floor(now * BUCKETS / self.span)
         slot = epoch % BUCKETS
         if self.epochs[slot] != epoch:
             return False
@@ -204,7 +206,7 @@ class Window:
 
     def add(self, now: float, failed: int = 0, slow: int = 0) -> None:
         """Count one attempt (a success, a failure, or a slow success: failed and slow)."""
-        epoch = math.floor(now * self.scale)
+        epoch = math.floor(now * BUCKETS / self.span)
         slot = epoch % BUCKETS
         if self.epochs[slot] != epoch:
             # Zeroed before the epoch moves: a lock-free success that sees the new epoch
@@ -219,7 +221,7 @@ class Window:
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """``(calls, failed, slow)`` over the window ending at ``now``."""
-        oldest = math.floor(now * self.scale) - BUCKETS
+        oldest = math.floor(now * BUCKETS / self.span) - BUCKETS
         calls = failed = slow = 0
         for slot in range(BUCKETS):
             if self.epochs[slot] > oldest:
