@@ -314,8 +314,8 @@ class CircuitBreaker:
 
     @property
     def reason(self) -> str:
-        """Why the breaker last opened (see :class:`~smoothapi.events.StateChanged`),
-        or "" if it never did."""
+        """Why the breaker is open or half-open (see :class:`~smoothapi.events.StateChanged`);
+        "" while CLOSED (never opened, or closed again)."""
         return machine.reason(self._m)
 
     @property

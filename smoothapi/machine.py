@@ -238,9 +238,9 @@ class Window:
 
 
 def reason(m: Machine) -> str:
-    """Why the breaker last opened, in words: ``consecutive failures``, ``failure rate 0.53
-    over 212 calls``, ``slow calls``, ``slow call rate 0.60 over 50 calls``, ``probe
-    failed`` or ``forced open`` ("" if it never opened)."""
+    """Why the breaker is open or half-open, in words: ``consecutive failures``,
+    ``failure rate 0.53 over 212 calls``, ``slow calls``, ``slow call rate 0.60 over 50
+    calls``, ``probe failed`` or ``forced open`` ("" while CLOSED: a close forgets it)."""
     why = m.why
     if why == "consecutive":
         return "slow calls" if m.slow >= m.failures > 0 else "consecutive failures"
@@ -331,7 +331,15 @@ def succeed(
     if window is not None:
         window.clear()
     return machine._replace(
-        state=CLOSED, failures=0, slow=0, probes=(), passed=0, closed_at=now, period=ticket + 1
+        state=CLOSED,
+        failures=0,
+        slow=0,
+        probes=(),
+        passed=0,
+        closed_at=now,
+        period=ticket + 1,
+        why="",  # the opening is over: its reason (worded from its counts) goes with it
+        calls=0,
     )
 
 

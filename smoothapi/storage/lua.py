@@ -287,10 +287,10 @@ if at == nil then
 end
 table.remove(list, at)
 if op == 'success' and passed + 1 >= r.permits then
-  failures, slow = 0, 0
+  failures, slow, why, calls = 0, 0, '', 0
   period = ticket + 1
   redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'slow', 0, 'lease_until', 0,
-             'probes', '', 'closed_at', now, 'period', int(period))
+             'probes', '', 'closed_at', now, 'period', int(period), 'why', '', 'calls', 0)
   redis.call('PEXPIRE', key, ttl)
   return tail({'CLOSED', state, 0}, r, nil, 'CLOSED', period)
 end

@@ -268,8 +268,8 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
 
     @property
     def reason(self) -> str:
-        """Why the breaker last opened, fleet-wide (see
-        :class:`~smoothapi.events.StateChanged`), or "" if it never did (one read)."""
+        """Why the breaker is open or half-open, fleet-wide (see
+        :class:`~smoothapi.events.StateChanged`); "" while CLOSED (one read)."""
         trip = self.snapshot().trip
         return "" if trip is None else reason_of(trip, CLOSED, None)
 

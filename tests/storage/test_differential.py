@@ -459,7 +459,7 @@ ENDS = {
     "a slow success is a failure (the consecutive rule)": (OPEN, "slow calls"),
     "probes report out of order; one gives its permit back; three successes close": (
         CLOSED,
-        "consecutive failures",
+        "",  # closed: the opening's reason goes with it
     ),
     "a failed probe re-opens; the other probes of its round report nothing": (
         OPEN,
