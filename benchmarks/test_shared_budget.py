@@ -198,5 +198,5 @@ def test_outage_retries_fleet_wide(benchmark: Any, redis_url: str, name: str) ->
     benchmark.extra_info["calls"] = calls
     benchmark.extra_info["upstream_requests"] = counts[0]
     # max_tokens=10: each process's own budget allows 5 retries, the fleet's 5 in all
-    # (a fresh fleet holds no lease; the documented worst case adds 2 * batch * 8 = 32).
+    # (a fresh fleet holds no lease; the documented worst case adds (2 * batch - 1) * 8 = 24).
     assert counts[0] - calls == (5 if shared else 5 * PROCESSES)

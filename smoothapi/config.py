@@ -401,10 +401,11 @@ class RetryBudgetConfig:
     the whole fleet shares, so an outage's retries are bounded fleet-wide.
     A process then leases ``batch`` tokens at a time (one round trip per
     ``batch`` retries) and reports its earnings ``batch`` tokens at a time
-    (one round trip per ``batch / token_ratio`` successes), so it may
-    overspend the fleet's bucket by less than ``2 * batch`` tokens: the
-    tokens it leased and has not spent, and earnings it has not reported.
-    While the store is down each process falls back to a bucket of its own.
+    (at most one round trip per ``batch / token_ratio`` successes, from a
+    background thread: no call waits for it), so it may overspend the
+    fleet's bucket by less than ``2 * batch`` tokens: the tokens it leased
+    and has not spent, and earnings it has not reported.  While the store
+    is down each process falls back to a bucket of its own.
     The store takes no part in comparing or hashing configs.
     """
 

@@ -15,13 +15,17 @@ never asks the store per call:
   round trip per ``batch / token_ratio`` successes that no call waits for).
 
 What a process may overspend.  Compared with one bucket that every retry and
-success of the fleet reached at once, a process holds at most ``batch``
-leased tokens it has not spent (taken from the bucket earlier, spent later,
-after the bucket was refilled to ``max_tokens``) and less than ``batch``
-earned tokens it has not reported.  So from any moment on a fleet of ``P``
-processes retries at most ``ceil(max_tokens / 2) + 2 * batch * P`` times
-plus ``token_ratio`` per success from then on: ``2 * batch`` tokens per
-process more than one shared bucket would allow.
+success of the fleet reached at once, a process holds at most ``batch - 1``
+leased tokens it has not spent (a lease is taken by a retry, which spends
+one at once; the rest were taken from the bucket earlier and may be spent
+after the bucket was refilled to ``max_tokens``), and at most ``batch``
+earned tokens it has not reported (a report credits at most ``batch``
+tokens and drops the rest, so earnings that waited for the reporter thread
+cannot refill a bucket that ran dry).  So from any moment on a fleet of
+``P`` processes retries at most ``ceil(max_tokens / 2) + (2 * batch - 1) * P``
+times plus ``token_ratio`` per success from then on: less than ``2 * batch``
+tokens per process more than one shared bucket would allow.  Leasing
+itself never overspends: the store grants what one-at-a-time spends would.
 
 When the store is down (the breakers' own record of it, :class:`~.outage.Health`:
 one WARNING per outage, one try per ``retry_interval``), a retry whose lease
@@ -178,11 +182,14 @@ class SharedRetryBudget(RetryBudget):
             # bucket, which had them too (reporting them later would overspend).
             self._reported = earned
             return None
+        # At most one batch of earnings per report, the rest dropped (only stricter): what
+        # a process earned while its report waited (the reporter thread's lag) could
+        # otherwise refill the fleet's bucket after it ran dry, and the overspend bound
+        # would depend on the scheduler.
         unreported = earned - self._reported
+        credit = min(unreported, float(self.batch)) if unreported > 0 else 0.0
         try:
-            granted, _tokens = self._ops.lease_budget(
-                self._key, self.max_tokens, want, unreported if unreported > 0 else 0.0
-            )
+            granted, _tokens = self._ops.lease_budget(self._key, self.max_tokens, want, credit)
         except Exception as exc:  # no store error may reach a call
             store_failed(health, store, exc, ())
             self._reported = earned

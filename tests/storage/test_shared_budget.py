@@ -4,7 +4,7 @@
 Redis, leased ``batch`` tokens at a time, earnings reported ``batch`` tokens at
 a time.  The documented bound (``smoothapi/storage/_budget.py``): from any
 moment on, a fleet of ``P`` processes retries at most
-``ceil(max_tokens / 2) + 2 * batch * P`` times plus ``token_ratio`` per
+``ceil(max_tokens / 2) + (2 * batch - 1) * P`` times plus ``token_ratio`` per
 success from then on - and a fleet that starts fresh (no lease, nothing
 unreported) and never succeeds retries exactly ``ceil(max_tokens / 2)`` times
 in all, where per-process budgets would allow ``P`` times that.
@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,28 +124,106 @@ def test_leasing_in_batches_spends_exactly_what_single_spends_would(
 
 
 def test_earnings_reach_the_fleet_in_batches(redis_server: RedisServer) -> None:
-    # Healthy calls make at most one round trip per batch / token_ratio successes, from a
-    # thread of the budget's: no call waits for one.
+    # Healthy calls make one round trip per batch / token_ratio successes (here 8), from
+    # the budget's reporter thread: no call waits for one.
     store = _store(redis_server.url, "p")
     client = redis.Redis.from_url(redis_server.url)
-    budget = _budget(store, "n", max_tokens=10, token_ratio=0.1, batch=2)
+    budget = _budget(store, "n", max_tokens=10, token_ratio=0.25, batch=2)
+    assert isinstance(budget, SharedRetryBudget)
     assert budget.try_spend()  # leases 2 (a round trip), spends 1
     assert sum(budget.try_spend() for _ in range(4)) == 4  # 1 leased, then 2 more, then 1
     key = budget_key("p", "n")
     assert float(client.get(key) or 0) == 5.0
     before = _evalsha_calls(client)
-    for _ in range(200):
-        budget.deposit()  # never a round trip: the reporter thread sends the earnings
-    deadline = time.monotonic() + WAIT
-    while float(client.get(key) or 0) < 10.0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    for _ in range(10):
+        for _ in range(8):
+            budget.deposit()  # 0.25 each: 2 tokens, exactly one batch
+        deadline = time.monotonic() + WAIT
+        while budget._earned - budget._reported >= 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert _evalsha_calls(client) - before == 10  # 80 successes, 10 reports
     assert float(client.get(key) or 0) == 10.0  # refilled, capped at max_tokens
-    # 200 successes earn 20 tokens, reported 2 or more at a time (a report sends all
-    # that came in while the one before ran): one to ten reports, never one per call.
-    assert 1 <= _evalsha_calls(client) - before <= 10
     # A budget on the same name in another process sees the refill.
     other = _budget(store, "n", max_tokens=10, batch=2)
     assert _spends(other) == 5
+
+
+def test_a_report_credits_at_most_one_batch(redis_url: str, redis_prefix: str) -> None:
+    # Earnings that piled up while their report waited (here: a lease holds the budget's
+    # lock) are credited one batch at most: they cannot refill a bucket that ran dry.
+    store = _store(redis_url, redis_prefix)
+    budget = _budget(store, "n", max_tokens=10, token_ratio=0.1, batch=2)
+    assert _spends(budget) == 5  # the fleet's bucket is at its floor
+    assert isinstance(budget, SharedRetryBudget)
+    with budget._exchange_lock:
+        for _ in range(100):
+            budget.deposit()  # 10 tokens earned; the reporter waits for the lock
+    key = budget_key(redis_prefix, "n")
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + WAIT
+    while float(client.get(key) or 0) == 5.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert float(client.get(key) or 0) == 7.0
+    assert _spends(budget) == 2
+
+
+def test_the_worst_case_reaches_the_documented_bound_exactly(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # Four budgets on one name stand for four processes (each has its own lease and
+    # earnings).  The worst moment: each holds batch - 1 leased tokens and batch tokens
+    # it earned and has not reported, while the fleet's bucket is full.  From then on
+    # the fleet retries ceil(max / 2) + (2 * batch - 1) * 4 times - the bound, exactly.
+    store = _store(redis_url, redis_prefix)
+    max_tokens, ratio, batch, procs = 40, 0.25, 3, 4
+    fleet = [
+        _budget(store, "n", max_tokens=max_tokens, token_ratio=ratio, batch=batch)
+        for _ in range(procs)
+    ]
+    shared = [b for b in fleet if isinstance(b, SharedRetryBudget)]
+    assert len(shared) == procs
+    for budget in fleet:
+        assert budget.try_spend()  # each leases 3 and spends 1: 40 -> 28, 2 held each
+    key = budget_key(redis_prefix, "n")
+    client = redis.Redis.from_url(redis_url)
+    client.set(key, str(max_tokens))  # the rest of the fleet's successes refilled it
+    drainer = _budget(store, "n", max_tokens=max_tokens, batch=batch)  # a fifth process
+    for budget in shared:
+        budget._exchange_lock.acquire()  # the reporter waits: the earnings stay unreported
+    try:
+        for budget in fleet:
+            for _ in range(16):
+                budget.deposit()  # 4 tokens earned each, one batch (3) creditable
+        after = _spends(drainer)  # the moment is past: the fleet's bucket runs dry
+    finally:
+        for budget in shared:
+            budget._exchange_lock.release()
+    deadline = time.monotonic() + WAIT
+    while any(b._earned > b._reported for b in shared) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    after += sum(_spends(b) for b in fleet) + _spends(drainer)
+    assert after == math.ceil(max_tokens / 2) + (2 * batch - 1) * procs
+
+
+def test_an_async_only_store_is_refused() -> None:
+    import redis.asyncio  # noqa: PLC0415
+
+    store = RedisStore(redis.asyncio.Redis())
+    with pytest.raises(ConfigError, match="sync client"):
+        RetryBudget(RetryBudgetConfig(store=store), "x")
+
+
+def test_a_redis_cluster_keeps_the_fleets_bucket(redis_cluster: Any) -> None:
+    store = RedisStore.from_url(redis_cluster.url, cluster=True, timeout=REDIS_TIMEOUT)
+    prefix = f"t{uuid.uuid4().hex}"
+    store.prefix = prefix
+    try:
+        one = _budget(store, "n", batch=3)
+        two = _budget(store, "n", batch=3)
+        assert _spends(one) + _spends(two) == 5
+    finally:
+        store.client.delete(budget_key(prefix, "n"))
+        store.close()
 
 
 def test_a_forked_child_starts_with_no_lease_and_none_of_the_parents_earnings(
@@ -247,7 +326,8 @@ class Job:
 
 
 def _spend_and_earn(job: Job, start: Any, outage: Any, results: Any) -> None:
-    """Phase 1: random successes and retries; phase 2 (an outage): retries until refused."""
+    """Phase 1: random successes and retries, then a healthy stretch that refills the
+    fleet's bucket; phase 2 (an outage): retries until refused."""
     try:
         store = _store(job.url, job.prefix)
         budget = _budget(
@@ -262,6 +342,14 @@ def _spend_and_earn(job: Job, start: Any, outage: Any, results: Any) -> None:
                 successes += 1
             else:
                 spent += budget.try_spend()
+        # 10 tokens a process at 0.1: the bucket is full.  Calls take time, and so do
+        # these: a report credits one batch, so a burst faster than the reporter thread
+        # would credit less (only stricter).
+        for _ in range(job.ops // 40):
+            for _ in range(10):
+                budget.deposit()
+                successes += 1
+            time.sleep(0.005)
         outage.wait(WAIT)
         results.put((successes, spent, _spends(budget), ""))
     except BaseException as exc:
@@ -302,8 +390,8 @@ def test_concurrent_processes_never_exceed_the_documented_overspend(
     spent = sum(r[1] for r in results)
     in_outage = sum(r[2] for r in results)
     # The outage: what the bucket held (at most max) above the floor, plus each
-    # process's unspent lease and unreported earnings (less than 2 * batch).
-    assert in_outage <= math.ceil(max_tokens / 2) + 2 * batch * procs
+    # process's unspent lease (at most batch - 1) and unreported earnings (at most batch).
+    assert in_outage <= math.ceil(max_tokens / 2) + (2 * batch - 1) * procs
     # Per-process budgets would have allowed procs * max / 2 = 80 here.
     assert in_outage < procs * max_tokens / 2
     # All along: never more than the bucket's half plus what the successes earned.
@@ -348,6 +436,6 @@ def test_a_fleets_retries_in_an_outage_stay_within_its_budget(
     assert sum(r[1] for r in results) == procs * calls  # every call failed, none raised else
     retries = sum(r[0] for r in results) - procs * calls
     # A fresh fleet that never succeeds: exactly the bucket's half, fleet-wide (the
-    # documented bound, ceil(10 / 2) + 2 * 2 * 8 = 37, is for a fleet holding leases).
+    # documented bound, ceil(10 / 2) + (2 * 2 - 1) * 8 = 29, is for a fleet holding
+    # leases and earnings it has not reported).
     assert retries == 5
-    assert retries <= 5 + 2 * 2 * procs
