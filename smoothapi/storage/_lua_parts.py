@@ -126,6 +126,16 @@ end
 # The six elements every reply ends with (see smoothapi.storage.lua's docstring); `state`
 # and `period` are the breaker's after the script, `ring` the slots read (or nil).
 TAIL = """
+-- Tell the fleet's watchers (smoothapi.storage._watch) that this breaker is no longer what
+-- their clean tickets assumed: "<key> <state> <period>" on "<prefix>:breaker-events".
+-- PUBLISH names no key, so it runs in a cluster, and reaches subscribers on every node.
+local function notify(now_state, now_period)
+  local prefix = string.match(key, '^(.-):breaker:{')
+  if prefix then
+    redis.call('PUBLISH', prefix .. ':breaker-events',
+               key .. ' ' .. now_state .. ' ' .. int(now_period))
+  end
+end
 local function tail(reply, r, ring, state, period)
   local wc, wf, ws = -1, -1, -1
   if r ~= nil and r.rate ~= nil then

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 from .. import machine
 from ..breaker import CircuitState, WindowCounts
@@ -26,6 +27,9 @@ __all__ = [
     "trip_of",
 ]
 
+
+#: The most successes a process batches before its next call sends them to the store.
+BATCH_MAX = 1000
 
 #: An empty window: what a rate breaker's window holds after a reset or while not CLOSED.
 EMPTY = WindowCounts(0, 0, 0)
@@ -92,20 +96,29 @@ class Batcher:
     store's round trip that every call makes anyway, and no success is lost to a race.
     """
 
-    __slots__ = ("count", "lock", "period")
+    __slots__ = ("count", "first", "lock", "period")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.period = 0
         self.count = 0
+        self.first = 0.0  # when the batch's first success was counted (monotonic)
 
-    def add(self, period: int) -> None:
-        """One more success of an ordinary call admitted in ``period``."""
+    def add(self, period: int, due_after: float = math.inf) -> bool:
+        """One more success of an ordinary call admitted in ``period``; True when the batch
+        is due: :data:`BATCH_MAX` successes, or ``due_after`` seconds since its first (the
+        caller then sends it with its next store call)."""
         with self.lock:
             if period == self.period:
                 self.count += 1
             elif period > self.period:
                 self.period, self.count = period, 1
+            else:
+                return False
+            if self.count == 1:
+                self.first = time.monotonic()
+                return False
+            return self.count >= BATCH_MAX or time.monotonic() - self.first >= due_after
 
     def take(self) -> Batch | None:
         """The successes counted since the last ``take`` (None if none)."""

@@ -67,6 +67,15 @@ last script call, with the period they were admitted in.  They are added to
 the current bucket (at this script's time) before anything else, and only if
 the breaker is still CLOSED in that period.
 
+Push.  Every script that makes a clean breaker (CLOSED, no failure counted) anything
+else, or starts a new period, also PUBLISHes ``"<key> <state> <period>"`` on
+``<prefix>:breaker-events``: a trip, a probe claim (OPEN -> HALF_OPEN), a close, a reset,
+``force_open``, and a failure counted by the consecutive rule (the failure-rate rule keeps
+its clean ticket while the window counts failures, as in memory: only its trip is
+published).  Each process's watcher (:mod:`smoothapi.storage._watch`) then stops taking the
+happy path for that breaker.  PUBLISH names no key (so it may run in a cluster's script)
+and reaches the subscribers of every node.
+
 Every script that writes sets a generous PEXPIRE (``ttl_ms``, chosen by the
 store), so a breaker nobody uses any more disappears by itself.
 
@@ -148,6 +157,7 @@ if state == 'OPEN' then
   redis.call('HSET', key, 'state', 'HALF_OPEN', 'gen', int(gen), 'lease_until', lease_until,
              'probes', field)
   redis.call('PEXPIRE', key, ttl)
+  notify('HALF_OPEN', period)
   return tail({gen, 0, failures, 'HALF_OPEN', 1}, r, nil, 'HALF_OPEN', period)
 end
 -- HALF_OPEN: every live lease is a probe in flight somewhere in the fleet.
@@ -227,6 +237,7 @@ local function trip(old)
              'open_until', now + open_for(growth), 'lease_until', 0, 'probes', '',
              'growth', growth, 'why', why, 'calls', calls, 'name', ARGV[6])
   redis.call('PEXPIRE', key, ttl)
+  notify('OPEN', period)
   return tail({'OPEN', old, failures}, r, nil, 'OPEN', period)
 end
 if ticket % 2 == 0 then
@@ -262,6 +273,7 @@ if ticket % 2 == 0 then
       redis.call('HSET', key, 'state', 'CLOSED', 'failures', failures, 'slow', slow,
                  'name', ARGV[6])
       redis.call('PEXPIRE', key, ttl)
+      notify('CLOSED', period)  -- no longer clean: a failure is counted
       return tail({state, state, failures}, r, ring, state, period)
     end
     calls, why = 0, 'consecutive'
@@ -292,6 +304,7 @@ if op == 'success' and passed + 1 >= r.permits then
   redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'slow', 0, 'lease_until', 0,
              'probes', '', 'closed_at', now, 'period', int(period), 'why', '', 'calls', 0)
   redis.call('PEXPIRE', key, ttl)
+  notify('CLOSED', period)
   return tail({'CLOSED', state, 0}, r, nil, 'CLOSED', period)
 end
 if op == 'success' or op == 'release' then
@@ -322,6 +335,7 @@ redis.call('HSET', key, 'state', 'CLOSED', 'failures', 0, 'slow', 0, 'open_until
            'name', ARGV[2], 'gen', int(gen), 'period', int(gen + 1))
 redis.call('HDEL', key, 'closed_at')
 redis.call('PEXPIRE', key, tonumber(ARGV[1]))
+notify('CLOSED', gen + 1)  -- a new period: the clean tickets of the old one are stale
 return tail({'CLOSED', state, 0}, nil, nil, 'CLOSED', gen + 1)
 """
 )
@@ -333,6 +347,7 @@ why = 'forced'
 redis.call('HSET', key, 'state', 'OPEN', 'open_until', now + tonumber(ARGV[1]), 'lease_until', 0,
            'probes', '', 'why', why, 'name', ARGV[3], 'gen', int(fresh(h[4])))
 redis.call('PEXPIRE', key, tonumber(ARGV[2]))
+notify('OPEN', period)
 return tail({'OPEN', state, failures}, nil, nil, 'OPEN', period)
 """
 )

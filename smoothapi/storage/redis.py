@@ -107,6 +107,14 @@ class RedisStore(AsyncOperations):
     * ``lease_ms`` - how long a HALF_OPEN probe may run before another
       process may probe instead; never longer than the breaker's cooldown
       (the default).
+    * ``sync_interval`` - the staleness bound (seconds, default 1.0) when the
+      push channel is down.  A breaker that last heard CLOSED and clean calls
+      without asking Redis while this process's watcher is subscribed to
+      ``{prefix}:breaker-events`` (every state change is published there);
+      while it is not (a dropped connection, a restart), a breaker answers from
+      its last reply for at most ``sync_interval`` before asking again.  The
+      watcher also PINGs every ``sync_interval`` to notice a silently dead
+      connection.
 
     Authentication and TLS are whatever the clients are configured with;
     logs and events name the store by ``host:port/db`` only.
@@ -133,6 +141,7 @@ class RedisStore(AsyncOperations):
         prefix: str = "smoothapi",
         retry_interval: float = 1.0,
         lease_ms: float | None = None,
+        sync_interval: float = 1.0,
     ) -> None:
         sync_client: Any = None
         if client is not None:
@@ -169,6 +178,12 @@ class RedisStore(AsyncOperations):
             if lease_ms <= 0:
                 raise ConfigError(f"RedisStore.lease_ms must be > 0 (or None), got {lease_ms!r}")
         self.lease_ms = lease_ms
+        sync_interval = _number("RedisStore", "sync_interval", sync_interval)
+        if not 0 < sync_interval <= 60:
+            raise ConfigError(
+                f"RedisStore.sync_interval must be > 0 and <= 60 seconds, got {sync_interval!r}"
+            )
+        self.sync_interval = sync_interval
         clocked = self._now_ms is not None
         self._sync = None if sync_client is None else _Scripts(sync_client, caller_clock=clocked)
         # The async client for each running event loop: the one given serves one loop at
@@ -188,6 +203,7 @@ class RedisStore(AsyncOperations):
         prefix: str = "smoothapi",
         retry_interval: float = 1.0,
         lease_ms: float | None = None,
+        sync_interval: float = 1.0,
         cluster: bool = False,
         **client_kwargs: Any,
     ) -> RedisStore:
@@ -246,6 +262,7 @@ class RedisStore(AsyncOperations):
             prefix=prefix,
             retry_interval=retry_interval,
             lease_ms=lease_ms,
+            sync_interval=sync_interval,
         )
 
         def another_async_client() -> Any:  # for an event loop other than the first one
@@ -299,6 +316,11 @@ class RedisStore(AsyncOperations):
         "unavailable" (SharedCircuitBreaker treats any Exception so anyway).
         """
         return (Exception,)
+
+    @property
+    def events_channel(self) -> str:
+        """Where the scripts publish breaker state changes (``{prefix}:breaker-events``)."""
+        return f"{self.prefix}:breaker-events"
 
     @property
     def is_cluster(self) -> bool:

@@ -46,8 +46,11 @@ Never worse than no store
     ``-100 - local_ticket`` so that their reports always go back to it, even
     if the store is back by then.
 
-A shared breaker's ``clean_ticket`` is always 0 (the store decides every call), so
-mount points hand every call to the engine, which calls ``admit``.
+No round trip while healthy (push)
+    With a store that publishes its state changes (``RedisStore``), a breaker
+    that last heard CLOSED and clean hands out ``clean_ticket`` while this
+    process's watcher listens, and answers ``admit`` from it: see
+    :mod:`smoothapi.storage._watch_view`.
 
 One flow per operation
     Each operation (admit, a report, reset, force_open, a read) is written
@@ -97,11 +100,12 @@ from ..breaker import _LIVE, REJECTED, CircuitBreaker, CircuitState, WindowCount
 from ..config import MAX_DELAY_SECONDS, CircuitBreakerConfig, check_store
 from ..errors import ConfigError
 from ..events import Hook, StateChanged, emit
-from . import outage
+from . import _watch, outage
 from ._shared_drivers import Flow, FlowDriver, _Ask
 from ._shared_trip import EMPTY, Batcher, reason_of, rules_for, trip_of
 from ._shared_trip import check_open_time as _check_open_time
 from ._shared_trip import millis as _millis
+from ._watch_view import LocalView
 from .protocol import (
     Admission,
     BreakerStore,
@@ -135,9 +139,13 @@ def _after_fork_in_child() -> None:
             breaker._local._lock = threading.Lock()
             breaker._health.lock = threading.Lock()
             breaker._batch.after_fork()
+            # The watcher's thread did not survive the fork: ask until a new one listens.
+            breaker.clean_ticket = 0
+            breaker._fresh_until = 0.0
+            breaker._watcher = None
 
 
-class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
+class SharedCircuitBreaker(LocalView, FlowDriver, CircuitBreaker):
     """A :class:`~smoothapi.CircuitBreaker` whose state lives in a :class:`BreakerStore`.
 
     Built by ``CircuitBreaker(config, name=..., store=store)`` or by any
@@ -164,6 +172,9 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         "_adaptive",
         "_batch",
         "_cooldown_ms",
+        "_flush_after",
+        "_fresh",
+        "_fresh_until",
         "_health",
         "_heard",
         "_key",
@@ -176,6 +187,7 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         "_seen_key",
         "_store_rules",
         "_threshold",
+        "_watcher",
         "store",
     )
 
@@ -202,7 +214,12 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         # A config whose trip rules the store cannot apply is refused here.
         self._store_rules = rules_for(config, store)
         self.store: BreakerStore = store
-        self.clean_ticket = 0  # every call goes through the engine, which asks the store
+        # Non-zero only while the store's watcher vouches for it (module docstring).
+        self.clean_ticket = 0
+        self._watcher: _watch.Watcher | _watch._NoWatch | None = None  # on first admit
+        # The bounded-staleness fallback: the last clean period, trusted until then.
+        self._fresh = 0
+        self._fresh_until = 0.0
         self._threshold = config.failure_threshold
         self._cooldown_ms = math.ceil(config.cooldown_ms)
         self._key = store.key(name)
@@ -229,6 +246,7 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         # The rate rule batches the successes of ordinary calls (see the module docstring).
         self._rate = config.failure_rate is not None
         self._batch = Batcher()
+        self._flush_after = config.window_ms / 10_000.0  # one bucket, in seconds
         # The last opening and window the store reported (for the sync reads of a store
         # that has only an async client).
         self._heard: tuple[Trip | None, WindowCounts | None] = (
@@ -373,8 +391,19 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
     # -- the flows ---------------------------------------------------------------------
 
     def _admit_flow(self) -> Flow[tuple[int, float]]:
+        clean = self.clean_ticket
+        if clean:  # the watcher vouches that nothing changed since the store said clean
+            return (clean, 0.0)
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = _watch.watch(self.store)
+            watcher.add(self)
+        if self._fresh_until and time.monotonic() < self._fresh_until:
+            return (self._fresh, 0.0)  # the push channel is down: the fallback's bound
+        seq = watcher.seq
         admission = yield _Ask("acquire", (self._key, self._threshold, self._cooldown_ms))
         if admission is None:  # the store is down: the local breaker decides
+            self._unclean()
             ticket, retry_after = self._local.admit()
             return (REJECTED if ticket == REJECTED else _LOCAL - ticket, retry_after)
         ticket, retry_after, failures, state, changed = admission[:5]
@@ -382,7 +411,12 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         counted = self._hear(admission, state, failures)
         if ticket >= 0 and ticket % 2 == 0:
             self._last = (CLOSED, counted, 0.0)
+            if self._rate or not counted:
+                self._learn(ticket, watcher, seq)
+            else:
+                self._unclean()
             return (ticket, 0.0)
+        self._unclean()
         self._last = (state, counted, time.monotonic() + retry_after)
         if ticket < 0:
             return (REJECTED, retry_after)
@@ -408,7 +442,7 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         if op == "success" and ticket % 2 == 0:
             if self._rate:
                 if ticket:  # sent with this process's next store call (module docstring)
-                    self._batch.add(ticket)
+                    self._count(ticket)
                     return self._last[0]
             elif not outage.counted(self._seen_key):
                 return self._last[0]  # no failure counted as far as this process knows
@@ -416,6 +450,7 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
             "record", (self._key, op, ticket), self._record_options(op, retry_after)
         )
         if report is None:
+            self._unclean()
             # The store failed under a call it admitted: count the verdict locally as an
             # ordinary call.  A shared probe's lease runs out on the server by itself.
             return self._local_report(op, 0, retry_after) if op != "release" else self._local.state
@@ -444,8 +479,11 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
     def _snapshot_flow(self) -> Flow[Snapshot]:
         snap: Snapshot | None = yield _Ask("snapshot", (self._key,))
         if snap is None:
+            self._unclean()
             return self._local_snapshot()
         state, failures = snap.state, snap.failures
+        if state is not CLOSED or (failures and not self._rate):
+            self._unclean()
         trip, window = getattr(snap, "trip", None), getattr(snap, "window", None)
         if self._rate and window is None:  # a store that keeps no window
             window = EMPTY
@@ -489,6 +527,8 @@ class SharedCircuitBreaker(FlowDriver, CircuitBreaker):
         state, old, failures = report[:3]
         outage.count(self._seen_key, failures)
         counted = self._hear(report, state, failures)
+        if cause is not None or state is not CLOSED or (counted and not self._rate):
+            self._unclean()  # at once: this process does not wait for its own message
         if state is OPEN and old is not OPEN:
             self._last = (state, counted, time.monotonic() + self._cooldown_ms / 1000.0)
         elif state is not OPEN:

@@ -42,7 +42,7 @@ from smoothapi import (
 )
 from smoothapi.breaker import REJECTED
 from smoothapi.cli import main
-from smoothapi.storage import RedisStore, SharedCircuitBreaker, outage
+from smoothapi.storage import RedisStore, SharedCircuitBreaker, _watch, outage
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 WAIT = 10.0  # bound on every polling loop; a passing run never comes near it
@@ -359,8 +359,10 @@ def test_a_success_after_failures_resets_the_fleet_count_as_in_memory(
 
 
 def test_a_success_with_nothing_counted_costs_no_round_trip(client: redis.Redis) -> None:
-    """The healthy path stays one round trip (the acquire); the first success after a
-    failure costs one more, which resets the count, and the next ones none again."""
+    """The healthy path asks the store once, then answers from the last clean reply (the
+    watcher's push, or the sync_interval fallback); after a failure the next call asks
+    again and its success costs one more, which resets the count; then one acquire
+    learns the clean period again, and the calls after it cost nothing."""
     commands: list[str] = []
     original = client.execute_command
 
@@ -372,16 +374,31 @@ def test_a_success_with_nothing_counted_costs_no_round_trip(client: redis.Redis)
     breaker = CircuitBreaker(
         CircuitBreakerConfig(failure_threshold=3), name="svc", store=_store(client)
     )
+    breaker.record_success(breaker.acquire())  # loads the scripts, starts the watcher
+    _until_subscribed(breaker)
+    breaker.record_success(breaker.acquire())
+    commands.clear()
     for _ in range(3):
         breaker.record_success(breaker.acquire())
-    assert len(commands) == 3
+    assert commands == []  # from the last clean reply, vouched for by the watcher
     breaker.record_failure(breaker.acquire())
     commands.clear()
     breaker.record_success(breaker.acquire())
     assert len(commands) == 2  # the acquire and the success that resets the count
     commands.clear()
     breaker.record_success(breaker.acquire())
-    assert len(commands) == 1
+    assert len(commands) == 1  # learns the clean period again
+    commands.clear()
+    breaker.record_success(breaker.acquire())
+    assert commands == []
+
+
+def _until_subscribed(breaker: CircuitBreaker) -> None:
+    watcher = _watch.watch(breaker.store)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + WAIT
+    while not watcher.subscribed:
+        assert time.monotonic() < deadline, "the watcher never subscribed"
+        time.sleep(0.01)
 
 
 def _reopen_and_close(breaker: CircuitBreaker, threshold: int) -> None:
