@@ -22,7 +22,9 @@ about, so their next call asks the store again.
   second confirmation and handled the same way, since messages sent meanwhile were
   lost.  A silent dead connection is noticed by a PING every ``sync_interval``
   whose answer does not come back by the next one.  While the watcher is not
-  subscribed, breakers use the bounded-staleness fallback (``sync_interval``).
+  subscribed, breakers use the bounded-staleness fallback (``sync_interval``); each
+  (re)subscription ends every breaker's fallback, since what was published before it
+  may have been lost.
 * A forked child starts with no watcher and every clean ticket 0 (the thread did
   not survive the fork); its breakers start a new one at their next call.
 * A store with no sync client (async-only) gets no watcher: its breakers keep
@@ -129,7 +131,9 @@ class Watcher:
                         confirmed += 1
                         if confirmed > 1:  # redis-py reconnected by itself: we missed some
                             return
-                        self.seq += 1
+                        # What was published while nobody listened is lost: the
+                        # breakers that answered from the fallback ask again now.
+                        self._zero_all()
                         self.subscribed = True
                     elif kind == "message":
                         self._heard(message.get("data"))
@@ -160,6 +164,9 @@ class Watcher:
     def _lost(self) -> None:
         """Not subscribed (any more): every breaker of the store asks at its next call."""
         self.subscribed = False
+        self._zero_all()
+
+    def _zero_all(self) -> None:
         self.seq += 1
         with self._lock:
             groups = [list(group) for group in self._by_key.values()]
