@@ -501,3 +501,32 @@ def test_histories_at_the_edges(machine: type[Differential], history: str) -> No
     if history in ENDS:
         assert (state.shared.state, state.shared.reason) == ENDS[history]
     state.teardown()
+
+
+# -- the local cache in the loop (issue 14) ---------------------------------------------------
+
+
+def test_the_local_cache_answers_as_the_memory_breaker_does(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """The same property, counting how often the shared breaker's ``admit`` was answered
+    from its last clean reply (the watcher's clean ticket or the sync_interval fallback)
+    rather than by the store: the comparison holds with the cache deciding, and it did."""
+    clock = Clock()
+    asked = [0, 0]  # store acquires, shared admits
+
+    class CountingStore(ClockedStore):
+        def acquire(self, *args: Any, **kwargs: Any) -> Any:
+            asked[0] += 1
+            return super().acquire(*args, **kwargs)
+
+    class Counted(Differential):
+        def _admit(self) -> tuple[int, int] | None:
+            asked[1] += 1
+            return super()._admit()
+
+    Counted.clock = clock
+    Counted.store = CountingStore(redis_client, clock, prefix=redis_prefix)
+    few = settings(SETTINGS, max_examples=100)
+    run_state_machine_as_test(Counted, settings=few)
+    assert asked[0] < asked[1], asked  # some admissions never reached the store
