@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from .._runtime import at_fork_child
 
-__all__ = ["NO_WATCH", "Watcher", "watch"]
+__all__ = ["NO_WATCH", "Watcher", "stop", "watch"]
 
 _log = logging.getLogger("smoothapi")
 
@@ -68,10 +68,13 @@ class Watcher:
         "client",
         "interval",
         "seq",
+        "store",
         "subscribed",
     )
 
-    def __init__(self, client: Any, channel: str, interval: float) -> None:
+    def __init__(self, store: object, client: Any, channel: str, interval: float) -> None:
+        # Weakly: a store nobody holds any more stops its watcher (see _run).
+        self.store = weakref.ref(store)
         self.client = client
         self.channel = channel
         self.interval = interval
@@ -103,7 +106,7 @@ class Watcher:
 
     def _run(self) -> None:
         backoff = 0.05
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.store() is not None:
             try:
                 self._listen()
                 backoff = 0.05
@@ -122,7 +125,7 @@ class Watcher:
             confirmed = 0
             ping_at = time.monotonic() + self.interval
             pongs_due = 0
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self.store() is not None:
                 message = pubsub.get_message(timeout=min(0.25, self.interval / 2))
                 now = time.monotonic()
                 if message is not None:
@@ -202,6 +205,18 @@ def _after_fork_in_child() -> None:
     _watchers.clear()  # their threads did not survive the fork
 
 
+def stop(store: object) -> None:
+    """Stop ``store``'s watcher in this process, if it has one (``RedisStore.close``): every
+    clean ticket of the store is zeroed, and no new one is handed out."""
+    with _watchers_lock:
+        try:
+            watcher = _watchers.pop(store, None)
+        except TypeError:
+            return
+    if watcher is not None:
+        watcher.close()
+
+
 def watch(store: object) -> Watcher | _NoWatch:
     """The watcher of ``store`` in this process (made on first use), or :data:`NO_WATCH`
     for a store that publishes no events or has no sync client to listen with."""
@@ -214,7 +229,7 @@ def watch(store: object) -> Watcher | _NoWatch:
             watcher = _watchers.get(store)
             if watcher is None:
                 interval = float(getattr(store, "sync_interval", 1.0))
-                watcher = _watchers[store] = Watcher(client, channel, interval)
+                watcher = _watchers[store] = Watcher(store, client, channel, interval)
         except TypeError:  # not weak-referenceable: no push
             return NO_WATCH
     return watcher

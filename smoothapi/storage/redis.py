@@ -41,6 +41,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 
 from .._validate import number as _number
 from ..errors import ConfigError, ConfigTypeError
+from . import _watch
 from ._redis_async import AsyncOperations
 from ._redis_clients import _describe, _is_async_client, _is_cluster, _LoopClients, _Scripts
 from ._redis_replies import (
@@ -279,8 +280,11 @@ class RedisStore(AsyncOperations):
         return f"RedisStore({self._label!r}, prefix={self.prefix!r})"
 
     def close(self) -> None:
-        """Close the sync client's connections (e.g. a store built by :meth:`from_url`)."""
+        """Close the sync client's connections (e.g. a store built by :meth:`from_url`) and
+        stop this process's watcher of the store's breaker events (its breakers then ask
+        the store again, at most every ``sync_interval`` while their last reply was clean)."""
         if self.client is not None:
+            _watch.stop(self)
             self.client.close()
 
     async def aclose(self) -> None:

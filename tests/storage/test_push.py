@@ -354,3 +354,18 @@ def test_the_push_reaches_every_node_of_a_cluster(redis_cluster: object) -> None
     finally:
         mine.close()
         theirs.close()
+
+
+def test_closing_the_store_stops_its_watcher(redis_url: str, prefix: str) -> None:
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    a = _shared(CircuitBreaker(CircuitBreakerConfig(), name="closed", store=store))
+    _warm(a, a.acquire)
+    watcher = _watch.watch(store)
+    assert isinstance(watcher, _watch.Watcher)
+    thread = watcher._thread
+    assert thread is not None
+    store.close()
+    assert a.clean_ticket == 0
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert not watcher.subscribed
