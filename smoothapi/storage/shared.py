@@ -454,6 +454,10 @@ class SharedCircuitBreaker(LocalView, FlowDriver, CircuitBreaker):
             # The store failed under a call it admitted: count the verdict locally as an
             # ordinary call.  A shared probe's lease runs out on the server by itself.
             return self._local_report(op, 0, retry_after) if op != "release" else self._local.state
+        if op != "success":
+            # The next call asks: a failure under a period the store no longer holds (its
+            # key expired or was flushed) is ignored, and only a new acquire learns that.
+            self._unclean()
         return self._report(report)
 
     def _reset_flow(self) -> Flow[None]:

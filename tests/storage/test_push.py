@@ -369,3 +369,28 @@ def test_closing_the_store_stops_its_watcher(redis_url: str, prefix: str) -> Non
     thread.join(WAIT)
     assert not thread.is_alive()
     assert not watcher.subscribed
+
+
+def test_a_lost_key_does_not_strand_a_clean_ticket(
+    redis_url: str, prefix: str, counter: redis.Redis
+) -> None:
+    """The breaker's key expired or was deleted while this process called on a clean
+    ticket of its period: the first failure under it is ignored by the store (another
+    period), but the next call asks, learns the period the store holds, and the
+    failures after it count and trip."""
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    config = CircuitBreakerConfig(failure_threshold=2, cooldown_ms=60_000)
+    a = _shared(CircuitBreaker(config, name="lost", store=store))
+    try:
+        a.reset()  # a period other than the missing key's 2
+        _warm(a, a.acquire)
+        stale = a.clean_ticket
+        counter.delete(a._key)  # no script ran: nobody published anything
+        assert a.clean_ticket == stale
+        a.record_failure(stale)  # ignored by the store: not its period
+        assert a.clean_ticket == 0
+        for _ in range(2):
+            a.record_failure(a.acquire())
+        assert a.state is OPEN
+    finally:
+        store.close()
