@@ -394,3 +394,42 @@ def test_a_lost_key_does_not_strand_a_clean_ticket(
         assert a.state is OPEN
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("rule", ["consecutive", "rate"])
+def test_a_slow_call_on_the_happy_path_is_reported(redis_url: str, prefix: str, rule: str) -> None:
+    """settle() on the clean ticket: a call over slow_call_ms goes to the store at once, as
+    a slow call, and trips the breaker for the fleet; a quick one sends nothing."""
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    rate = {"failure_rate": 0.5, "minimum_calls": 2} if rule == "rate" else {}
+    breaker_config = CircuitBreakerConfig(
+        failure_threshold=1,
+        cooldown_ms=60_000,
+        slow_call_ms=50,
+        store=store,
+        **rate,  # type: ignore[arg-type]
+    )
+    config = ResilientConfig(circuit_breaker=breaker_config)
+    delay = [0.0]
+
+    def work() -> str:
+        time.sleep(delay[0])
+        return "ok"
+
+    fn = resilient_api(config, name="slow")(work)
+    breaker = _shared(fn.breaker)  # type: ignore[attr-defined]
+    try:
+        _warm(breaker, fn)
+        delay[0] = 0.1
+        assert fn() == "ok"  # a slow call's value is returned, not retried
+        if rule == "rate":  # the warm-up's successes are in the window too
+            for _ in range(20):
+                if breaker.state is OPEN:
+                    break
+                assert fn() == "ok"
+        assert breaker.state is OPEN
+        assert "slow" in breaker.reason
+        with pytest.raises(CircuitOpenError):
+            fn()
+    finally:
+        store.close()
