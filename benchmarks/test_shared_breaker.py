@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import paired
 
 from smoothapi import CircuitBreakerConfig, ResilientConfig, resilient_api
 
@@ -50,6 +49,13 @@ def redis_url() -> Iterator[str]:
 
 def _rule(rule: str) -> dict[str, Any]:
     return {"failure_rate": 0.5, "window_ms": 60_000} if rule == "rate" else {}
+
+
+def _paired(benchmark: Any, contenders: dict[str, Callable[[], object]]) -> dict[str, float]:
+    # Imported here: a spawned child imports this module with tests/ first on sys.path.
+    from conftest import paired
+
+    return paired(benchmark, contenders, batch=BATCH, rounds=ROUNDS)  # type: ignore[no-any-return]
 
 
 def _configs(redis_url: str, rule: str) -> tuple[dict[str, ResilientConfig], Any]:
@@ -112,7 +118,7 @@ def test_shared_breaker_sync(benchmark: Any, redis_url: str, rule: str) -> None:
         _count(
             benchmark,
             redis_url,
-            lambda: paired(benchmark, contenders, batch=BATCH, rounds=ROUNDS),
+            lambda: _paired(benchmark, contenders),
         )
     finally:
         store.close()
@@ -154,7 +160,7 @@ def test_shared_breaker_async(benchmark: Any, redis_url: str, rule: str) -> None
 
         contenders[name] = lambda batch=batch: loop.run_until_complete(batch())
     try:
-        medians = paired(benchmark, contenders, batch=BATCH, rounds=ROUNDS)
+        medians = _paired(benchmark, contenders)
         benchmark.extra_info["ratio_redis_to_memory"] = medians["redis"] / medians["memory"]
         # The shared contender alone, untimed, for its commands per call.
         counter = redis.Redis.from_url(redis_url)
@@ -170,3 +176,71 @@ def test_shared_breaker_async(benchmark: Any, redis_url: str, rule: str) -> None
         loop.run_until_complete(store.aclose())
         loop.run_until_complete(async_client.aclose())
         loop.close()
+
+
+# -- an outage: 8 processes x 50 calls against an always-503 server ---------------------------
+
+PROCESSES = 8
+CALLS = 50
+THRESHOLD = 5
+
+
+def _outage_calls(url: str, redis_url: str, prefix: str, start: Any) -> None:
+    import contextlib
+
+    import requests
+
+    from smoothapi import BackoffConfig, CircuitOpenError, RedisStore
+
+    store = RedisStore.from_url(redis_url, timeout=2.0, prefix=prefix)
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(
+            failure_threshold=THRESHOLD, cooldown_ms=60_000, store=store
+        ),
+    )
+    session = requests.Session()
+
+    @resilient_api(config, name="outage")
+    def get() -> int:
+        response = session.get(url, timeout=5)
+        response.raise_for_status()
+        return response.status_code
+
+    start.wait(60)
+    for _ in range(CALLS):
+        with contextlib.suppress(requests.HTTPError, CircuitOpenError):
+            get()
+    session.close()
+    store.close()
+
+
+@pytest.mark.benchmark(group="shared-breaker-outage")
+def test_outage_requests_fleet_wide(benchmark: Any, redis_url: str) -> None:
+    """Requests that reached an always-503 server from 8 processes sharing one breaker
+    (failure_threshold=5, a cooldown longer than the run): the threshold's requests, plus
+    those already on their way when the trip was pushed."""
+    import multiprocessing
+
+    from smoothapi.cli.demo_server import FlakyServer
+
+    with FlakyServer() as server:
+        server.set_mode("outage", phase="outage")
+        ctx = multiprocessing.get_context("spawn")
+        start = ctx.Barrier(PROCESSES)
+        prefix = f"bench{uuid.uuid4().hex}"
+        args = (server.url + "/users/1", redis_url, prefix, start)
+
+        def run() -> None:
+            procs = [ctx.Process(target=_outage_calls, args=args) for _ in range(PROCESSES)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(120)
+                assert p.exitcode == 0
+
+        benchmark.pedantic(run, rounds=1, iterations=1)
+        requests_seen = server.count("outage")
+    benchmark.extra_info["calls"] = PROCESSES * CALLS
+    benchmark.extra_info["upstream_requests"] = requests_seen
+    assert requests_seen >= THRESHOLD
