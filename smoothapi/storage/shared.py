@@ -19,17 +19,16 @@ Tickets
     one is the probe's generation in the store.  As in memory, a report from
     an earlier period or an earlier probe changes nothing.
 
-One round trip for a healthy call
+Reporting a success
     A success is reported only when this process knows of a failure
     counted for the breaker: every reply from the store (an ``acquire``, a
     report, a read) says how many failures it holds, and the process keeps
-    the last figure per breaker.  While it is 0 a success costs nothing
-    beyond the ``acquire``; once a failure is counted, the next success
-    reports and resets the count fleet-wide, as it would in memory.  The one
-    thing no process can see without asking is a failure another process
-    counted while its own call ran: a success that ends after it, from a call
-    admitted at count 0 by a process that heard of no failure since, does not
-    reset it.
+    the last figure per breaker.  While it is 0 a success costs nothing; once
+    a failure is counted, the next success reports and resets the count
+    fleet-wide, as it would in memory.  The one thing no process can see
+    without asking is a failure another process counted while its own call
+    ran: a success that ends after it, from a call admitted at count 0 by a
+    process that heard of no failure since, does not reset it.
 
 Never worse than no store
     Any exception from the store but a :class:`~smoothapi.errors.ConfigError`
