@@ -129,10 +129,13 @@ TAIL = """
 -- Tell the fleet's watchers (smoothapi.storage._watch) that this breaker is no longer what
 -- their clean tickets assumed: "<key> <state> <period>" on "<prefix>:breaker-events".
 -- PUBLISH names no key, so it runs in a cluster, and reaches subscribers on every node.
+-- pcall: a user whose ACL grants no channel (Redis 7's default for new users) still
+-- changes the state; its processes' watchers cannot subscribe either, so they rely on
+-- the sync_interval fallback.
 local function notify(now_state, now_period)
   local prefix = string.match(key, '^(.-):breaker:{')
   if prefix then
-    redis.call('PUBLISH', prefix .. ':breaker-events',
+    redis.pcall('PUBLISH', prefix .. ':breaker-events',
                key .. ' ' .. now_state .. ' ' .. int(now_period))
   end
 end

@@ -34,17 +34,17 @@ about, so their next call asks the store again.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 import weakref
 from typing import Any, Protocol
 
 from .._runtime import at_fork_child
+from ..events import logger as smoothapi_logger
 
 __all__ = ["NO_WATCH", "Watcher", "stop", "watch"]
 
-_log = logging.getLogger("smoothapi")
+_log = smoothapi_logger()  # the library's logger, with its NullHandler
 
 
 class _Clean(Protocol):
@@ -106,13 +106,25 @@ class Watcher:
 
     def _run(self) -> None:
         backoff = 0.05
+        warned = False  # about a missing channel permission, once per watcher
         while not self._stop.is_set() and self.store() is not None:
             try:
                 self._listen()
                 backoff = 0.05
             except Exception as exc:  # any client error: the channel is down
-                if self.subscribed:
-                    _log.debug("smoothapi: breaker events channel lost: %r", exc)
+                refused = type(exc).__name__ == "NoPermissionError" or "NOPERM" in str(exc)
+                if refused and not warned:
+                    warned = True
+                    _log.warning(
+                        "cannot subscribe to %s (%s: the Redis user needs access "
+                        "to that channel); meanwhile shared breakers ask Redis at least every "
+                        "%gs",
+                        self.channel,
+                        type(exc).__name__,
+                        self.interval,
+                    )
+                else:
+                    _log.debug("breaker events channel %s down: %r", self.channel, exc)
             self._lost()
             if self._stop.wait(backoff):
                 return

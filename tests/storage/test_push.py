@@ -433,3 +433,36 @@ def test_a_slow_call_on_the_happy_path_is_reported(redis_url: str, prefix: str, 
             fn()
     finally:
         store.close()
+
+
+def test_a_user_without_channel_permission_still_trips(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis 7 gives a new ACL user no channel: the scripts' PUBLISH fails quietly (the
+    state changes all the same), the watcher cannot subscribe (one WARNING), and the
+    breakers use the sync_interval fallback - no exception, no outage."""
+    user = f"u{uuid.uuid4().hex[:8]}"
+    counter = redis.Redis.from_url(redis_server.url)  # a server of its own: ACLs change
+    counter.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-subscribe", "resetchannels"
+    )
+    host, port = (
+        counter.connection_pool.connection_kwargs["host"],
+        counter.connection_pool.connection_kwargs["port"],
+    )
+    url = f"redis://{user}:pw@{host}:{port}/0"
+    store = RedisStore.from_url(url, prefix=prefix, sync_interval=0.2)
+    config = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=60_000)
+    a = _shared(CircuitBreaker(config, name="noperm", store=store))
+    try:
+        with caplog.at_level("WARNING", logger="smoothapi"):
+            a.acquire()
+            _until(lambda: "cannot subscribe" in caplog.text, "the warning")
+        assert a.clean_ticket == 0
+        a.record_failure(a.acquire())
+        assert a.state is OPEN
+        assert a.acquire() == REJECTED
+        assert "unreachable" not in caplog.text  # never an outage
+    finally:
+        store.close()
+        counter.close()
