@@ -197,8 +197,8 @@ class CircuitBreaker:
     )
 
     #: The lock-free read of the happy path: the CLOSED period's ticket while the
-    #: breaker is CLOSED with no failure counted, else 0 (always 0 for a shared
-    #: breaker).  A mount point that reads a non-zero ticket may make its call
+    #: breaker is CLOSED with no failure counted, else 0 (a shared breaker's is non-zero
+    #: only while its store's watcher vouches for it).  A mount point that reads a non-zero ticket may make its call
     #: without :meth:`acquire`, and reports it only if the ticket changed meanwhile.
     clean_ticket: int
 
@@ -394,8 +394,8 @@ class CircuitBreaker:
         :meth:`record_success` with the clock read and the window's count inlined:
         the happy path of a failure-rate or slow-call breaker makes this one call,
         and takes no lock unless the success changes something (it was slow, the
-        ticket moved, or the window's bucket rolled).  Memory breakers only: a
-        shared breaker has no happy path (its ``clean_ticket`` is 0).
+        ticket moved, or the window's bucket rolled).  A shared breaker overrides it
+        (``smoothapi.storage._watch_view``).
         """
         now = (self._clock or _runtime.clock)()
         slow = self._slow

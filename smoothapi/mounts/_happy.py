@@ -5,7 +5,8 @@ never starts the engine:
 
 1. the mount point reads the breaker's ``clean_ticket`` (one attribute read,
    no lock: the CLOSED period's ticket, or 0 when the breaker is anything but
-   CLOSED-and-clean, always 0 for a shared breaker) - and takes 0 itself when
+   CLOSED-and-clean; for a shared breaker, non-zero only while its store's
+   watcher vouches for it) - and takes 0 itself when
    the call has a deadline, since the engine starts the clock before the
    first attempt;
 2. with a non-zero ticket it makes the first attempt at once, under the
