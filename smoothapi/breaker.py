@@ -198,8 +198,9 @@ class CircuitBreaker:
 
     #: The lock-free read of the happy path: the CLOSED period's ticket while the
     #: breaker is CLOSED with no failure counted, else 0 (a shared breaker's is non-zero
-    #: only while its store's watcher vouches for it).  A mount point that reads a non-zero ticket may make its call
-    #: without :meth:`acquire`, and reports it only if the ticket changed meanwhile.
+    #: only while its store's watcher vouches for it).  A mount point that reads a
+    #: non-zero ticket may make its call without :meth:`acquire`, and reports it only
+    #: if the ticket changed meanwhile.
     clean_ticket: int
 
     def __new__(
