@@ -1,8 +1,9 @@
 """The Lua scripts that move a shared breaker, one atomic round trip each.
 
 State lives in one Redis HASH per breaker (``KEYS[1]``); a missing key or
-field reads as a fresh CLOSED breaker (period 2), so nothing has to be
-created up front.  Fields (times are milliseconds on the *server's* clock):
+field reads as a fresh CLOSED breaker, so nothing has to be created up
+front; the first ACQUIRE or RECORD on a key without a ``period`` writes a
+fresh one (``FOUND``).  Fields (times are milliseconds on the *server's* clock):
 
 * ``state`` ("CLOSED", "OPEN", "HALF_OPEN"), ``failures`` (consecutive
   failed attempts while CLOSED, or those that tripped it), ``slow`` (of
@@ -51,7 +52,9 @@ failover that lost writes, an expiry): a new generation is the server's
 clock in microseconds, times two plus one (and more than the last one the
 key holds, should the clock step back), so a probe admitted before the key
 was lost cannot report under a later probe's generation.  A period is the
-generation that opened it plus one.  Both stay below 2**53, so Lua's
+generation that opened it plus one - a key's first period too, so a call
+admitted, or a batch of successes counted, before the key was lost does not
+count after it.  Both stay below 2**53, so Lua's
 doubles hold them exactly; they are written with ``%.0f`` so that no
 exponent notation ever reaches the hash.
 
@@ -109,6 +112,20 @@ def caller_clock(source: str) -> str:
     return source.replace(_NOW, _CALLER_NOW)
 
 
+#: A CLOSED key without a period - never written, or lost (FLUSHALL, a restart without
+#: persistence, a failover that lost writes, expiry) - gets a fresh period, above every
+#: earlier one, so that no ticket or batch of successes from before the loss counts in it.
+#: Needs ``ttl`` set; runs before anything reads ``period``.
+FOUND = """
+if state == 'CLOSED' and not h[6] then
+  local g = fresh(h[4])
+  period = g + 1
+  redis.call('HSET', key, 'gen', int(g), 'period', int(period))
+  redis.call('PEXPIRE', key, ttl)
+end
+"""
+
+
 def _script(body: str) -> str:
     return READ + NOW + FRESH + RULES + TAIL + body
 
@@ -129,8 +146,8 @@ ACQUIRE = (
     # helpers: as cheap as it was.
     """
 local f = redis.call('HMGET', KEYS[1], 'state', 'failures', 'period')
-if (f[1] or 'CLOSED') == 'CLOSED' and (ARGV[5] or '') == '' then
-  return {tonumber(f[3]) or 2, 0, tonumber(f[2]) or 0, 'CLOSED', 0}
+if f[3] and (f[1] or 'CLOSED') == 'CLOSED' and (ARGV[5] or '') == '' then
+  return {tonumber(f[3]), 0, tonumber(f[2]) or 0, 'CLOSED', 0}
 end
 """
     + READ
@@ -142,7 +159,9 @@ end
 local r = rules_at(5)
 local lease = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
-local ring = flush(r, state, period, ttl)
+"""
+    + FOUND
+    + """local ring = flush(r, state, period, ttl)
 if state == 'CLOSED' then
   return tail({period, 0, failures, state, 0}, r, ring, state, period)
 end
@@ -210,6 +229,9 @@ local ticket = tonumber(ARGV[2])
 local threshold = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
+"""
+    + FOUND
+    + """
 local r = rules_at(12)
 local growth = tonumber(h[11]) or 0
 local ring = flush(r, state, period, ttl)

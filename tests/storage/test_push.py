@@ -38,6 +38,7 @@ from smoothapi.storage._shared_trip import BATCH_MAX
 
 WAIT = 10.0
 OPEN = CircuitState.OPEN
+CLOSED = CircuitState.CLOSED
 
 
 def _until(check: Callable[[], object], what: str, wait: float = WAIT) -> None:
@@ -382,7 +383,6 @@ def test_a_lost_key_does_not_strand_a_clean_ticket(
     config = CircuitBreakerConfig(failure_threshold=2, cooldown_ms=60_000)
     a = _shared(CircuitBreaker(config, name="lost", store=store))
     try:
-        a.reset()  # a period other than the missing key's 2
         _warm(a, a.acquire)
         stale = a.clean_ticket
         counter.delete(a._key)  # no script ran: nobody published anything
@@ -392,6 +392,37 @@ def test_a_lost_key_does_not_strand_a_clean_ticket(
         for _ in range(2):
             a.record_failure(a.acquire())
         assert a.state is OPEN
+    finally:
+        store.close()
+
+
+def test_nothing_from_before_a_key_was_lost_counts_after_it(
+    redis_url: str, prefix: str, counter: redis.Redis
+) -> None:
+    """A breaker's key lost (deleted here; FLUSHALL, a restart without persistence or an
+    expiry alike) while a process holds a ticket and a batch of successes of the key's
+    first period: neither counts in the key written after the loss, which starts a fresh
+    period (no two keys share a period, not even a never-written key's first one)."""
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    rate = CircuitBreakerConfig(failure_rate=0.5, minimum_calls=2, cooldown_ms=60_000)
+    consecutive = CircuitBreakerConfig(failure_threshold=1, cooldown_ms=60_000)
+    try:
+        counting = _shared(CircuitBreaker(rate, name="lost-batch", store=store))
+        _warm(counting, lambda: counting.record_success(counting.acquire()))
+        for _ in range(3):
+            counting.record_success(counting.acquire())  # batched, not sent yet
+        counter.delete(counting._key)
+        window = counting.window  # carries the batch: of a period the new key never had
+        assert window is not None
+        assert window.calls == 0
+
+        tripping = _shared(CircuitBreaker(consecutive, name="lost-ticket", store=store))
+        ticket = tripping.acquire()
+        counter.delete(tripping._key)
+        tripping.record_failure(ticket)  # of the lost key's period: ignored
+        assert tripping.state is CLOSED
+        tripping.record_failure(tripping.acquire())
+        assert tripping.state is OPEN
     finally:
         store.close()
 
