@@ -35,10 +35,14 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "MAX_HALF_OPEN_CALLS",
     "BackoffConfig",
+    "BulkheadConfig",
     "CircuitBreakerConfig",
+    "HedgingConfig",
     "Jitter",
+    "RateLimitConfig",
     "ResilientConfig",
     "RetryBudgetConfig",
+    "ThrottleConfig",
 ]
 
 #: The most probes ``half_open_calls`` may admit at once.
@@ -436,6 +440,175 @@ class RetryBudgetConfig:
         object.__setattr__(self, "batch", batch)
 
 
+# -- load control (issue 15): optional stages, off unless given ------------------------------
+
+#: The most permits, queued calls or tokens a load-control stage may be given.
+MAX_LOAD = 1_000_000
+
+
+def _count(owner: str, name: str, value: object, minimum: int) -> int:
+    whole = _integer(owner, name, value, minimum=minimum)
+    if whole > MAX_LOAD:
+        raise ConfigError(f"{owner}.{name} must be at most {MAX_LOAD:,}, got {value!r}")
+    return whole
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadConfig:
+    """At most ``max_concurrent`` attempts in flight, the rest wait in a FIFO queue.
+
+    Per breaker for the decorator, per origin for the transports.  An attempt
+    holds its permit while it runs (not while its call sleeps between
+    retries).  A call that finds every permit taken waits in a queue of at
+    most ``max_queue`` calls for at most ``max_wait`` seconds (never past its
+    deadline); a full queue or a wait that runs out sheds the call at once,
+    without I/O: :class:`~smoothapi.LoadShedError` (stage ``"bulkhead"``), or
+    the fallback.  Waiters are served first come, first served, threads and
+    coroutines alike; a cancelled waiter leaves the queue.
+    """
+
+    max_concurrent: int = 25
+    max_queue: int = 100
+    max_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        owner = "BulkheadConfig"
+        object.__setattr__(
+            self, "max_concurrent", _count(owner, "max_concurrent", self.max_concurrent, 1)
+        )
+        object.__setattr__(self, "max_queue", _count(owner, "max_queue", self.max_queue, 0))
+        object.__setattr__(self, "max_wait", _number("BulkheadConfig", "max_wait", self.max_wait))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``.
+
+    Per breaker for the decorator, per origin for the transports; every
+    attempt (retries and hedges too) takes a token.  A call waits for its
+    token up to ``max_wait`` seconds (never past its deadline), else is shed
+    without I/O: :class:`~smoothapi.LoadShedError` (stage ``"rate_limit"``),
+    or the fallback.  ``burst`` defaults to ``max(1, rate)`` (a second's worth).
+
+    ``follow_server`` (default True): the bucket also obeys what the server
+    says - ``Retry-After`` on a 429 or 503, the IETF ``RateLimit`` fields and
+    the common ``X-RateLimit-Remaining``/``-Reset`` headers: once the server
+    says that ``n`` requests remain until its reset, at most ``n`` more are
+    sent before it (none when ``n`` is 0), and the bucket pauses until then,
+    up to the config's ``sleep_cap`` (``retry_after_cap``).  Hostile values
+    (negative, huge, garbage) are ignored.
+    """
+
+    rate: float = 10.0
+    burst: float | None = None
+    max_wait: float = 1.0
+    follow_server: bool = True
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if not _real(rate):
+            raise ConfigTypeError(f"RateLimitConfig.rate must be a number, got {rate!r}")
+        if not _finite(rate) or not 0.001 <= rate <= MAX_LOAD:
+            raise ConfigError(
+                f"RateLimitConfig.rate must be between 0.001 and {MAX_LOAD:,} requests a "
+                f"second, got {rate!r}"
+            )
+        object.__setattr__(self, "rate", float(rate))
+        burst = self.burst
+        if burst is None:
+            burst = max(1.0, float(rate))
+        elif not _real(burst):
+            raise ConfigTypeError(f"RateLimitConfig.burst must be a number, got {burst!r}")
+        elif not _finite(burst) or not 1 <= burst <= MAX_LOAD:
+            raise ConfigError(
+                f"RateLimitConfig.burst must be between 1 and {MAX_LOAD:,} requests, got {burst!r}"
+            )
+        object.__setattr__(self, "burst", float(burst))
+        object.__setattr__(self, "max_wait", _number("RateLimitConfig", "max_wait", self.max_wait))
+        _flag("RateLimitConfig", "follow_server", self.follow_server)
+
+
+@dataclass(frozen=True, slots=True)
+class HedgingConfig:
+    """Hedged requests: if no answer came within ``delay``, send one more attempt beside it.
+
+    For async mount points only (the async transport and ``async def``
+    functions), and for the transports only for requests that may be sent
+    twice (idempotent methods, or an ``Idempotency-Key``, with a replayable
+    body).  The first acceptable answer wins; the others are cancelled and
+    their connections released.  Up to ``max_hedges`` extra attempts, each
+    ``delay`` after the last; each spends a token of the retry budget (if
+    configured), passes the rate limit and bulkhead without waiting, and is
+    sent only while the breaker is CLOSED with no failure counted.
+
+    ``percentile`` (e.g. ``95.0``): hedge after that percentile of the
+    mount point's recent successful attempts (the last 128, once 20 are
+    known) instead of the fixed ``delay``, which is used until then; never
+    less than ``min_delay``.
+    """
+
+    delay: float = 0.1
+    max_hedges: int = 1
+    percentile: float | None = None
+    min_delay: float = 0.001
+
+    def __post_init__(self) -> None:
+        delay = _number("HedgingConfig", "delay", self.delay)
+        object.__setattr__(self, "delay", delay)
+        hedges = _integer("HedgingConfig", "max_hedges", self.max_hedges, minimum=1)
+        if hedges > 10:
+            raise ConfigError(f"HedgingConfig.max_hedges must be at most 10, got {hedges!r}")
+        object.__setattr__(self, "max_hedges", hedges)
+        share = self.percentile
+        if share is not None:
+            if not _real(share):
+                raise ConfigTypeError(f"HedgingConfig.percentile must be a number, got {share!r}")
+            if not _finite(share) or not 1 <= share < 100:
+                raise ConfigError(
+                    f"HedgingConfig.percentile must be >= 1 and < 100 (e.g. 95.0), got {share!r}"
+                )
+            object.__setattr__(self, "percentile", float(share))
+        object.__setattr__(self, "min_delay", _number("HedgingConfig", "min_delay", self.min_delay))
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    """Adaptive throttling (Google SRE, "Handling Overload"): shed locally what would fail.
+
+    Over a sliding window of ``window_ms`` (ten buckets), each call is shed
+    without I/O with probability ``max(0, (requests - k * accepts) /
+    (requests + 1))`` - :class:`~smoothapi.LoadShedError` (stage
+    ``"throttle"``), or the fallback - where ``requests`` counts the attempts
+    made and the calls shed, and ``accepts`` the attempts the upstream
+    accepted (every outcome but a failure).  ``k=2`` lets about twice the
+    accepted load through; lower is more aggressive.  Unlike the breaker it
+    never stops traffic entirely: it follows an upstream that sheds part of
+    its load.
+    """
+
+    k: float = 2.0
+    window_ms: float = 120_000
+
+    def __post_init__(self) -> None:
+        k = self.k
+        if not _real(k):
+            raise ConfigTypeError(f"ThrottleConfig.k must be a number, got {k!r}")
+        if not _finite(k) or not 1 <= k <= 100:
+            raise ConfigError(f"ThrottleConfig.k must be between 1 and 100, got {k!r}")
+        object.__setattr__(self, "k", float(k))
+        window = self.window_ms
+        if not _real(window):
+            raise ConfigTypeError(
+                f"ThrottleConfig.window_ms must be a number of milliseconds, got {window!r}"
+            )
+        if not _finite(window) or not 100 <= window <= MAX_DELAY_SECONDS * 1000:
+            raise ConfigError(
+                "ThrottleConfig.window_ms must be a number of milliseconds, 100 to "
+                f"{MAX_DELAY_SECONDS * 1000:,.0f} (one day), got {window!r}"
+            )
+        object.__setattr__(self, "window_ms", float(window))
+
+
 def _min_schedule(backoff: BackoffConfig) -> float:
     """The least time ``max_retries`` backoff sleeps can take (full jitter may sleep 0)."""
     total = 0.0
@@ -515,6 +688,10 @@ class ResilientConfig:
       ``None`` (default) means no budget.
     * ``deadline`` - seconds one call may take in all, attempts and sleeps
       included; ``None`` (default) means no deadline.
+    * ``bulkhead``, ``rate_limit``, ``hedging``, ``throttle`` - the load
+      control stages (:class:`BulkheadConfig`, :class:`RateLimitConfig`,
+      :class:`HedgingConfig`, :class:`ThrottleConfig`); each ``None``
+      (default) is off and costs nothing.
     """
 
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
@@ -527,8 +704,18 @@ class ResilientConfig:
     hooks: tuple[Callable[[Event], object], ...] = ()
     retry_budget: RetryBudgetConfig | None = None
     deadline: float | None = None
+    bulkhead: BulkheadConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    hedging: HedgingConfig | None = None
+    throttle: ThrottleConfig | None = None
 
     def __post_init__(self) -> None:
+        for name, kind in _STAGES:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigTypeError(
+                    f"ResilientConfig.{name} must be a {kind.__name__} or None, got {value!r}"
+                )
         if not isinstance(self.backoff, BackoffConfig):
             raise ConfigTypeError(
                 f"ResilientConfig.backoff must be a BackoffConfig, got {self.backoff!r}"
@@ -577,6 +764,16 @@ class ResilientConfig:
             object.__setattr__(self, "deadline", deadline)
 
     @property
+    def load_control(self) -> bool:
+        """True when a load-control stage is configured: every call goes through the engine."""
+        return not (
+            self.bulkhead is None
+            and self.rate_limit is None
+            and self.hedging is None
+            and self.throttle is None
+        )
+
+    @property
     def sleep_cap(self) -> float:
         """The longest single wait: ``retry_after_cap``, else ``backoff.max_delay`` up to a day."""
         cap = self.retry_after_cap
@@ -585,3 +782,11 @@ class ResilientConfig:
             # server's Retry-After can make us sleep stays within a day all the same.
             return min(self.backoff.max_delay, MAX_DELAY_SECONDS)
         return cap
+
+
+_STAGES: tuple[tuple[str, type], ...] = (
+    ("bulkhead", BulkheadConfig),
+    ("rate_limit", RateLimitConfig),
+    ("hedging", HedgingConfig),
+    ("throttle", ThrottleConfig),
+)

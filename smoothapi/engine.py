@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from . import _runtime
 from ._async_hooks import collect, flush, stop_collecting
 from .breaker import REJECTED, CircuitBreaker
+from .errors import LoadShedError
 from .events import emit
 from .flow import (
     ACQUIRE,
@@ -37,6 +38,8 @@ from .flow import (
     Emit,
     Finish,
     Flow,
+    Gate,
+    Leave,
     Outcome,
     OutcomeKind,
     Policy,
@@ -46,6 +49,8 @@ from .flow import (
     Within,
     retry_flow,
 )
+from .hedge import hedged
+from .load import Admission, LoadControl
 
 __all__ = [
     "ACQUIRE",
@@ -58,6 +63,8 @@ __all__ = [
     "Emit",
     "Finish",
     "Flow",
+    "Gate",
+    "Leave",
     "Outcome",
     "OutcomeKind",
     "Policy",
@@ -119,17 +126,19 @@ def run_sync(
     first_ticket: int = 0,
     attempt_within: Callable[[float], T] | None = None,
     started: float | None = None,
+    shed_error: Callable[[LoadShedError], BaseException] | None = None,
 ) -> T:
     """Drive :func:`retry_flow` with blocking sleeps; returns or raises what it decides.
 
     ``attempt_within(seconds)`` makes an attempt bounded by the deadline's time
     left (see :class:`Within`); without it, ``attempt()`` is used.
     """
-    flow = _flow(policy, fallback, first, resend, open_error, first_ticket, started)
+    flow = _flow(policy, fallback, first, resend, open_error, first_ticket, started, shed_error)
     breaker = policy.breaker
     last = first
     # The ticket this call holds and has not reported yet: given back on any way out.
     held: int | None = first_ticket if first is not None else None
+    admitted: Admission | None = None  # what the call took at the gate and holds
     try:
         decision = next(flow)
         while True:
@@ -155,6 +164,12 @@ def run_sync(
                 # breaker opens meanwhile, it is what the caller gets back.
                 _discard(policy, last, final=False)
                 sync_sleep(decision.seconds)
+            elif isinstance(decision, Gate):
+                reply = _load(policy).enter_sync(decision.left, sync_sleep)
+                admitted = None if isinstance(reply, BaseException) else reply
+            elif isinstance(decision, Leave):
+                admitted = None
+                _leave(policy, decision)
             else:
                 assert isinstance(decision, Finish)
                 if decision.fallback:
@@ -164,12 +179,14 @@ def run_sync(
     except BaseException:
         if held is not None:  # interrupted, or a hook or the flow raised: never strand a probe
             breaker.release(held)
+        if admitted is not None:  # nor a bulkhead permit
+            _load(policy).leave(admitted, made=True)
         raise
     finally:
         flow.close()
 
 
-async def run_async(
+async def run_async(  # noqa: PLR0915 - run_sync's twin, plus hedging and async hooks
     policy: Policy,
     attempt: Callable[[], Awaitable[T]],
     fallback: Callable[[BaseException], Any] | None = None,
@@ -180,12 +197,14 @@ async def run_async(
     first_ticket: int = 0,
     attempt_within: Callable[[float], Awaitable[T]] | None = None,
     started: float | None = None,
+    shed_error: Callable[[LoadShedError], BaseException] | None = None,
 ) -> T:
     """Drive :func:`retry_flow` with non-blocking sleeps (asyncio or trio)."""
-    flow = _flow(policy, fallback, first, resend, open_error, first_ticket, started)
+    flow = _flow(policy, fallback, first, resend, open_error, first_ticket, started, shed_error)
     breaker = policy.breaker
     last = first
     held: int | None = first_ticket if first is not None else None
+    admitted: Admission | None = None
     # Events are sent from sync code (emit() below, the breaker on a state change): the
     # async hooks' awaitables land in `pending`, awaited before the call's next step.
     pending, token = collect()
@@ -197,7 +216,16 @@ async def run_async(
             reply: Any = None
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
-                if attempt_within is not None and isinstance(decision, Within):
+                if policy.hedging is not None and resend is Resend.ALWAYS:
+                    within = decision.seconds if isinstance(decision, Within) else None
+                    last = reply = await hedged(
+                        policy,
+                        (attempt, attempt_within),
+                        within,
+                        _attempt_async,
+                        _hedge_discard(policy),
+                    )
+                elif attempt_within is not None and isinstance(decision, Within):
                     last = reply = await _attempt_async(policy, attempt_within, decision.seconds)
                 else:
                     last = reply = await _attempt_async(policy, attempt)
@@ -216,6 +244,12 @@ async def run_async(
             elif isinstance(decision, Sleep):
                 await _async_discard(policy, last, final=False)
                 await async_sleep(decision.seconds)
+            elif isinstance(decision, Gate):
+                reply = await _load(policy).enter_async(decision.left, async_sleep)
+                admitted = None if isinstance(reply, BaseException) else reply
+            elif isinstance(decision, Leave):
+                admitted = None
+                _leave(policy, decision)
             else:
                 assert isinstance(decision, Finish)
                 if decision.fallback:
@@ -226,6 +260,8 @@ async def run_async(
                 return result  # type: ignore[no-any-return]
             decision = flow.send(reply)
     except BaseException as exc:
+        if admitted is not None:  # never strand a bulkhead permit
+            _load(policy).leave(admitted, made=True)
         if held is not None:  # cancelled, or a hook or the flow raised: never strand a probe
             await _give_back(breaker, held, exc)
         raise
@@ -242,11 +278,30 @@ def _flow(  # noqa: PLR0917 - the drivers' arguments, passed on
     open_error: Callable[[str, float], BaseException] | None,
     first_ticket: int,
     started: float | None,
+    shed_error: Callable[[LoadShedError], BaseException] | None,
 ) -> Flow:
     one_attempt = _runtime.outer_retries()  # an outer mount point retries this call
     return retry_flow(
-        policy, fallback, first, resend, open_error, first_ticket, started, one_attempt=one_attempt
+        policy,
+        fallback,
+        first,
+        resend,
+        open_error,
+        first_ticket,
+        started,
+        one_attempt=one_attempt,
+        shed_error=shed_error,
     )
+
+
+def _load(policy: Policy) -> LoadControl:
+    load = policy.load
+    assert load is not None  # the flow yields Gate and Leave only when it has stages
+    return load
+
+
+def _leave(policy: Policy, decision: Leave) -> None:
+    _load(policy).leave(decision.admission, decision.made, decision.accepted, decision.limit)
 
 
 def _attempt(policy: Policy, make: Callable[..., Any], *args: Any) -> Outcome:
@@ -284,6 +339,13 @@ async def _give_back(breaker: CircuitBreaker, ticket: int, exc: BaseException) -
             breaker.release(ticket)
         return
     await breaker.release_async(ticket)
+
+
+def _hedge_discard(policy: Policy) -> Callable[[Outcome], Awaitable[None]]:
+    async def discard(outcome: Outcome) -> None:
+        await _async_discard(policy, outcome, final=True)
+
+    return discard
 
 
 def _discard(policy: Policy, outcome: Outcome | None, *, final: bool) -> None:

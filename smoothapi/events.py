@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = [
     "REASON_KINDS",
     "CallRejected",
+    "CallShed",
     "Event",
     "FallbackServed",
+    "HedgeSent",
     "RetriesExhausted",
     "RetryBudgetExhausted",
     "RetryScheduled",
@@ -107,6 +109,25 @@ class CallRejected(NamedTuple):
     retry_after: float
 
 
+class CallShed(NamedTuple):
+    """A load-control stage refused a call without I/O (``stage``: ``"bulkhead"``,
+    ``"rate_limit"`` or ``"throttle"``); it may be admitted in ``retry_after`` s (0.0: unknown).
+    """
+
+    name: str
+    stage: str
+    retry_after: float
+
+
+class HedgeSent(NamedTuple):
+    """Attempt ``attempt`` had no answer after ``delay`` s: hedge number ``hedge`` was sent."""
+
+    name: str
+    attempt: int
+    hedge: int
+    delay: float
+
+
 class FallbackServed(NamedTuple):
     """The call answered with its fallback because of ``error``."""
 
@@ -138,6 +159,8 @@ Event = (
     | RetryBudgetExhausted
     | StateChanged
     | CallRejected
+    | CallShed
+    | HedgeSent
     | FallbackServed
     | StoreUnavailable
     | StoreRecovered
@@ -165,6 +188,8 @@ for _event_type in (
     RetryBudgetExhausted,
     StateChanged,
     CallRejected,
+    CallShed,
+    HedgeSent,
     FallbackServed,
     StoreUnavailable,
     StoreRecovered,

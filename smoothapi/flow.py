@@ -18,9 +18,16 @@ needs to know comes back in the replies.  A driver carries each decision out
     Emit(e, hooks)  events.emit(e, hooks); an async driver  None
                     also awaits the async hooks
     Sleep(s)        lets the last result go, waits s        None
+    Gate(left)      passes the load-control stages          an Admission, or the
+                    (``policy.load.enter_*``), waiting at   LoadShedError that shed
+                    most ``left`` s (None: no deadline)     the call
+    Leave(...)      ``policy.load.leave(...)``: gives back  None
+                    the permit, counts for the throttle,
+                    follows the server's rate limit
     Finish          returns value or raises error           (the flow is over)
 
-One call: admit, attempt, report the verdict.  A success or an answer (a
+One call: pass the load-control stages (only when configured: ``Gate``),
+admit, attempt, leave the stages (``Leave``), report the verdict.  A success or an answer (a
 404) finishes; so does an ignored result (a cancellation, a bug), whose
 ticket is released.  After a failure the stop rules (:func:`stop_rule`) are
 tried in order; the first that holds ends the call with a
@@ -43,9 +50,10 @@ from .backoff import next_delay
 from .breaker import REJECTED, CircuitBreaker, CircuitState
 from .budget import RetryBudget
 from .config import ResilientConfig
-from .errors import CircuitOpenError
+from .errors import CircuitOpenError, LoadShedError
 from .events import (
     CallRejected,
+    CallShed,
     Event,
     FallbackServed,
     Hook,
@@ -53,6 +61,8 @@ from .events import (
     RetryBudgetExhausted,
     RetryScheduled,
 )
+from .load import Admission, LoadControl
+from .rate_headers import ServerLimit, parse_server_limit
 
 __all__ = [
     "ACQUIRE",
@@ -65,6 +75,8 @@ __all__ = [
     "Emit",
     "Finish",
     "Flow",
+    "Gate",
+    "Leave",
     "Outcome",
     "OutcomeKind",
     "Policy",
@@ -270,7 +282,51 @@ class Finish:
         )
 
 
-Decision = _Attempt | Within | _Acquire | Record | Emit | Sleep | Finish
+class Gate:
+    """Pass the load-control stages, waiting at most ``left`` seconds (None: no deadline).
+
+    The driver sends back ``policy.load.enter_sync(left, sleep)`` (or its async
+    twin): an :class:`~smoothapi.load.Admission`, or the ``LoadShedError`` that
+    shed the call.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: float | None) -> None:
+        self.left = left
+
+    def __repr__(self) -> str:
+        return f"Gate({self.left!r})"
+
+
+class Leave:
+    """``policy.load.leave(admission, made, accepted, limit)``; the driver sends back None.
+
+    ``made``: an attempt was made with the admission (else its token is given
+    back); ``accepted``: the upstream took it (None: do not count it, e.g. an
+    ignored result); ``limit``: what the response said of the server's rate
+    limit.
+    """
+
+    __slots__ = ("accepted", "admission", "limit", "made")
+
+    def __init__(
+        self,
+        admission: Admission,
+        made: bool,
+        accepted: bool | None = None,
+        limit: ServerLimit | None = None,
+    ) -> None:
+        self.admission = admission
+        self.made = made
+        self.accepted = accepted
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"Leave(made={self.made}, accepted={self.accepted}, limit={self.limit!r})"
+
+
+Decision = _Attempt | Within | _Acquire | Record | Emit | Sleep | Gate | Leave | Finish
 Flow = Generator[Decision, Any, None]
 
 
@@ -303,9 +359,13 @@ class Policy:
         "cooldown",
         "counts",
         "deadline",
+        "direct",
         "discard",
         "fallback_midway",
+        "hedger",
+        "hedging",
         "hooks",
+        "load",
         "mark",
         "open_error",
         "rand",
@@ -353,6 +413,13 @@ class Policy:
             budget = RetryBudget(config.retry_budget, breaker.name)
         self.budget = budget
         self.mark = _runtime.Mark((breaker,), config.backoff.max_retries > 0)
+        # Load control (issue 15): None when no stage is configured, which costs nothing.
+        self.load = LoadControl.of(config, breaker.name, breaker.now, rand)
+        self.hedging = config.hedging
+        self.hedger: Any = None  # the hedge delay's tracker, made at the first hedged call
+        # The happy path (``_happy``): no deadline and no load control, so a healthy call
+        # makes its attempt at once; otherwise every call goes through the engine.
+        self.direct = config.deadline is None and not config.load_control
 
 
 # -- the stop rules ---------------------------------------------------------------------------
@@ -364,6 +431,7 @@ OUTER_RETRIES: Final = "outer mount point retries"
 OVER_CAP: Final = "Retry-After over cap"
 DEADLINE: Final = "deadline"
 BUDGET_EXHAUSTED: Final = "retry budget exhausted"
+LOAD_SHED: Final = "load shed"
 
 
 def stop_rule(  # noqa: PLR0917 - the flow's call reads on one line
@@ -426,6 +494,7 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
     started: float | None = None,
     *,
     one_attempt: bool = False,
+    shed_error: Callable[[LoadShedError], BaseException] | None = None,
 ) -> Flow:
     """The one retry loop, as decisions (see the module docstring).
 
@@ -437,26 +506,32 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
     attempt (the deadline counts from there, else from now; a timed policy
     times ``first`` from there, and does not time it without);
     ``one_attempt``: an outer mount point retries this call, so make one
-    attempt whatever ``max_retries`` says (the breaker still counts it).
+    attempt whatever ``max_retries`` says (the breaker still counts it);
+    ``shed_error`` turns a load-control stage's refusal into the error the
+    caller sees (the transports' client-flavoured subclass).  A refusal at
+    the gate of a retry ends the call with its last result, as the other
+    stop rules do (``reason`` ``"load shed"``).
     """
     breaker, hooks = policy.breaker, policy.hooks
     name = breaker.name
     rejection = policy.open_error if open_error is None else open_error
     max_retries = 0 if one_attempt else policy.backoff.max_retries
-    deadline_at = None
-    if policy.deadline is not None:
-        deadline_at = (breaker.now() if started is None else started) + policy.deadline
+    deadline_at = _deadline_at(policy, started)
 
     timed = policy.timed
     began: float | None = None  # when the attempt in hand began (timed only)
     if first is None:
-        ticket, wait = yield ACQUIRE
-        if ticket == REJECTED:
-            yield Emit(CallRejected(name, wait), hooks)
-            yield from _give_up(policy, fallback, rejection(name, wait), None, 0)
+        ticket, wait, admission, shed = yield from _admit(policy, deadline_at)
+        if ticket == REJECTED:  # by the breaker, or shed by a stage (``shed``)
+            if shed is None:
+                yield Emit(CallRejected(name, wait), hooks)
+            error = rejection(name, wait) if shed is None else _shed(shed, shed_error)
+            yield from _give_up(policy, fallback, error, None, 0)
             return
-        decision = ATTEMPT if deadline_at is None else Within(policy.deadline or 0.0)
-        outcome, began = yield from _attempt(breaker, decision, timed)
+        decision: _Attempt | Within = ATTEMPT
+        if deadline_at is not None:  # the gate may have waited: what is left
+            decision = Within(max(0.0, deadline_at - breaker.now()))
+        outcome, began = yield from _attempt(policy, decision, admission)
     else:
         ticket, outcome = first_ticket, first
         if timed:
@@ -475,36 +550,126 @@ def retry_flow(  # noqa: PLR0917 - mount points pass these positionally
         if reason is None:
             yield Emit(RetryScheduled(name, attempts, delay, outcome.status, outcome.error), hooks)
             yield Sleep(delay)
-            ticket, wait = yield ACQUIRE
-            if ticket == REJECTED:  # the first rule again, after the sleep
+            ticket, wait, admission, shed = yield from _admit(policy, deadline_at)
+            if shed is not None:
+                reason = LOAD_SHED
+            elif ticket == REJECTED:  # the first rule again, after the sleep
                 reason = BREAKER_OPEN
             elif deadline_at is not None and (left := deadline_at - breaker.now()) <= 0:
                 yield Record("release", ticket)
+                if admission is not None:
+                    yield Leave(admission, made=False)
                 reason = DEADLINE
             else:
                 decision = ATTEMPT if deadline_at is None else Within(left)
-                outcome, began = yield from _attempt(breaker, decision, timed)
+                outcome, began = yield from _attempt(policy, decision, admission)
                 attempts += 1
                 continue
 
-        # Stopped: say why, then give up.
-        if reason == BUDGET_EXHAUSTED:
-            yield Emit(RetryBudgetExhausted(name, attempts, outcome.status, outcome.error), hooks)
-        yield Emit(RetriesExhausted(name, attempts, outcome.status, outcome.error, reason), hooks)
-        if reason == BREAKER_OPEN:
-            error = outcome.error or rejection(name, wait)
-            yield from _give_up(policy, fallback, error, outcome, attempts)
-        else:
-            yield Finish(outcome.value, outcome.error, attempts)
+        yield from _stopped(policy, fallback, rejection, outcome, attempts, reason, wait)
         return
 
 
+def _stopped(  # noqa: PLR0917 - the flow's state at the stop, passed on
+    policy: Policy,
+    fallback: Callable[[BaseException], Any] | None,
+    rejection: Callable[[str, float], BaseException],
+    outcome: Outcome,
+    attempts: int,
+    reason: str,
+    wait: float,
+) -> Flow:
+    """A stop rule held: say why, then give up."""
+    name, hooks = policy.breaker.name, policy.hooks
+    if reason == BUDGET_EXHAUSTED:
+        yield Emit(RetryBudgetExhausted(name, attempts, outcome.status, outcome.error), hooks)
+    yield Emit(RetriesExhausted(name, attempts, outcome.status, outcome.error, reason), hooks)
+    if reason == BREAKER_OPEN:
+        error = outcome.error or rejection(name, wait)
+        yield from _give_up(policy, fallback, error, outcome, attempts)
+    else:
+        yield Finish(outcome.value, outcome.error, attempts)
+
+
+def _leave(policy: Policy, admission: Admission, outcome: Outcome) -> Leave:
+    """The stages' side of an attempt made: its verdict and the server's rate limit."""
+    kind = outcome.kind
+    accepted = None if kind is IGNORED else kind is not FAILURE
+    load = policy.load
+    limit = server_limit(outcome, policy.sleep_cap) if load is not None and load.follow else None
+    return Leave(admission, made=True, accepted=accepted, limit=limit)
+
+
+def server_limit(outcome: Outcome, cap: float) -> ServerLimit | None:
+    """What the attempt's response (or its error's ``.response``) says of the rate limit.
+
+    Any object with ``status_code`` and ``headers.get`` - a requests or httpx
+    response, what a decorated function returns - is read; anything else,
+    or one that raises when read, says nothing.
+    """
+    response = outcome.value if outcome.error is None else getattr(outcome.error, "response", None)
+    if response is None:
+        return None
+    try:
+        headers = getattr(response, "headers", None)
+        get = getattr(headers, "get", None)
+        status = getattr(response, "status_code", None)
+        if get is None or not isinstance(status, int):
+            return None
+        return parse_server_limit(get, status, cap=cap)
+    except Exception:  # a response object we cannot read says nothing
+        return None
+
+
+def _deadline_at(policy: Policy, started: float | None) -> float | None:
+    """When the call's deadline ends on the breaker's clock (None: no deadline)."""
+    if policy.deadline is None:
+        return None
+    return (policy.breaker.now() if started is None else started) + policy.deadline
+
+
+def _shed(
+    shed: LoadShedError, convert: Callable[[LoadShedError], BaseException] | None
+) -> BaseException:
+    """The error a caller sees for a stage's refusal (a transport's is its client's too)."""
+    return shed if convert is None else convert(shed)
+
+
+def _admit(
+    policy: Policy, deadline_at: float | None
+) -> Generator[Decision, Any, tuple[int, float, Admission | None, LoadShedError | None]]:
+    """Pass the load-control stages (if any), then ask the breaker.
+
+    Returns ``(ticket, wait, admission, shed)``: ``shed`` is the stage's
+    refusal (already announced), else the breaker's reply; what the stages
+    gave a call the breaker then rejects is given back at once.
+    """
+    admission: Admission | None = None
+    if policy.load is not None:
+        breaker = policy.breaker
+        passed = yield Gate(None if deadline_at is None else deadline_at - breaker.now())
+        if isinstance(passed, LoadShedError):
+            yield Emit(CallShed(breaker.name, passed.stage, passed.retry_after), policy.hooks)
+            return REJECTED, 0.0, None, passed
+        admission = passed
+    ticket, wait = yield ACQUIRE
+    if ticket == REJECTED and admission is not None:
+        yield Leave(admission, made=False)
+        admission = None
+    return ticket, wait, admission, None
+
+
 def _attempt(
-    breaker: CircuitBreaker, decision: _Attempt | Within, timed: bool
+    policy: Policy, decision: _Attempt | Within, admission: Admission | None
 ) -> Generator[Decision, Any, tuple[Outcome, float | None]]:
-    """One attempt: its outcome, and when it began on the breaker's clock (if ``timed``)."""
-    began = breaker.now() if timed else None
+    """One attempt: its outcome, and when it began on the breaker's clock (if timed).
+
+    An attempt that passed the stages leaves them as soon as it is over.
+    """
+    began = policy.breaker.now() if policy.timed else None
     outcome: Outcome = yield decision
+    if admission is not None:
+        yield _leave(policy, admission, outcome)
     return outcome, began
 
 

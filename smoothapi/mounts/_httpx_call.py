@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ..engine import Outcome, Policy, Resend
+from ..errors import LoadShedError
 from ._httpx_body import bounded
 from ._transport import ATTEMPTS, LEFT, deadline_left
 
@@ -45,6 +46,7 @@ class Call:
         resend: Resend,
         fallback: Callable[[BaseException], Any] | None,
         open_error: Callable[[str, float], BaseException],
+        shed_error: Callable[[LoadShedError], BaseException],
     ) -> None:
         self.request = request
         self.inner = inner
@@ -57,6 +59,7 @@ class Call:
             "first": first,
             "resend": resend,
             "open_error": open_error,
+            "shed_error": shed_error,
             "first_ticket": 0 if first is None else ticket,
             # The deadline counts from the call's start; a first attempt is timed from its own.
             "started": began if left is None else left.started,

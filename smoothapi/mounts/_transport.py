@@ -393,8 +393,20 @@ class MountPoint:
         open_error: Callable[..., BaseException],
         discard: Callable[[Any, bool], None],
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
+        *,
+        hedges: bool = False,
     ) -> None:
-        """Build the core with the client's side: how to read its errors, drain its responses."""
+        """Build the core with the client's side: how to read its errors, drain its responses.
+
+        ``hedges``: the mount point is async and can race attempts (``hedging``).
+        """
+        if config is not None and getattr(config, "hedging", None) is not None and not hedges:
+            raise ConfigError(
+                f"{type(self).__name__} cannot hedge requests (ResilientConfig.hedging): a "
+                "blocking request cannot be cancelled once another answers first, so each "
+                "hedge would hold a thread and a connection until its server answers. Use "
+                "httpx's AsyncResilientTransport (asyncio or trio), or leave hedging=None"
+            )
         if fallback is not None and not callable(fallback):
             raise ConfigError(
                 f"{type(self).__name__}(fallback=...) takes a callable (request, error) -> "

@@ -19,7 +19,7 @@ from ..budget import shared_budget
 from ..classify import classify_exception
 from ..config import ResilientConfig
 from ..engine import SUCCESS, Outcome, Policy, run_async, run_sync
-from ..errors import ConfigTypeError
+from ..errors import ConfigError, ConfigTypeError
 from ._happy import settle
 
 if TYPE_CHECKING:
@@ -220,11 +220,17 @@ def _decorate(  # noqa: PLR0915 - one factory for the sync and async wrappers
     now = br.now
     # With a deadline every call goes through the engine, which starts the clock
     # before the first attempt; without one, the happy path stays a straight line.
-    fast = config.deadline is None
+    fast = policy.direct
     configured = fallback_function(config.fallback)
     owns_keyword = not _declares_fallback(fn)
 
     is_async = _is_async(fn)
+    if config.hedging is not None and not is_async:
+        raise ConfigError(
+            f"ResilientConfig.hedging needs an async def: {getattr(fn, '__qualname__', fn)!r} "
+            "is a plain function, and a thread running it cannot be cancelled once a hedge "
+            "answers first. Decorate an async def, or leave hedging=None"
+        )
     original = fn
     afn = cast(Callable[..., Coroutine[Any, Any, Any]], fn)
 

@@ -32,13 +32,18 @@ from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
 from ..config import ResilientConfig
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
-from ..errors import CircuitOpenError, ConfigError, ConfigTypeError
+from ..errors import CircuitOpenError, ConfigError, ConfigTypeError, LoadShedError
 from ._happy import settle
 from ._httpx_body import adrain, drain
 from ._httpx_call import Call
 from ._transport import ATTEMPTS, MountPoint, origin_name
 
-__all__ = ["AsyncResilientTransport", "CircuitOpenTransportError", "ResilientTransport"]
+__all__ = [
+    "AsyncResilientTransport",
+    "CircuitOpenTransportError",
+    "LoadShedTransportError",
+    "ResilientTransport",
+]
 
 #: ``fallback(request, error)`` builds the response served while the breaker rejects.
 HTTPXFallback = Callable[[httpx.Request, BaseException], httpx.Response]
@@ -55,6 +60,16 @@ class CircuitOpenTransportError(CircuitOpenError, httpx.TransportError):
 
     def __init__(self, name: str, retry_after: float, request: httpx.Request | None = None) -> None:
         CircuitOpenError.__init__(self, name, retry_after)
+        self._request = request
+
+
+class LoadShedTransportError(LoadShedError, httpx.TransportError):
+    """A load-control stage shed the request: a LoadShedError and an ``httpx.TransportError``."""
+
+    def __init__(
+        self, name: str, stage: str, retry_after: float = 0.0, request: httpx.Request | None = None
+    ) -> None:
+        LoadShedError.__init__(self, name, stage, retry_after)
         self._request = request
 
 
@@ -166,6 +181,7 @@ class _Base(MountPoint):
             CircuitOpenTransportError,
             drain,
             adrain if is_async else None,
+            hedges=is_async,
         )
         self.transport = transport if transport is not None else default(**kwargs)
         # httpx's own connection layer calls no user code, so no mount point can run
@@ -225,6 +241,9 @@ class _Base(MountPoint):
             open_error=lambda name, retry_after: CircuitOpenTransportError(
                 name, retry_after, request
             ),
+            shed_error=lambda shed: LoadShedTransportError(
+                shed.name, shed.stage, shed.retry_after, request
+            ),
         )
 
 
@@ -258,7 +277,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             return _once(inner.handle_request(request))
         policy = self._policy(request.url)
         first = began = None
-        ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
+        ticket = policy.breaker.clean_ticket if policy.direct else 0
         if ticket:  # the happy path (see _happy); httpx's own layer needs no mark
             if policy.timed:
                 began = policy.breaker.now()
@@ -310,7 +329,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             return _once(await inner.handle_async_request(request))
         policy = self._policy(request.url)
         first = began = None
-        ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
+        ticket = policy.breaker.clean_ticket if policy.direct else 0
         if ticket:  # the happy path (see _happy); httpx's own layer needs no mark
             if policy.timed:
                 began = policy.breaker.now()

@@ -38,7 +38,7 @@ from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
 from ..config import ResilientConfig
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_sync
-from ..errors import CircuitOpenError, ConfigError
+from ..errors import CircuitOpenError, ConfigError, LoadShedError
 from ._happy import settle
 from ._transport import (
     DRAIN_LIMIT,
@@ -52,7 +52,7 @@ from ._transport import (
 )
 from ._watchdog import watch
 
-__all__ = ["CircuitOpenConnectionError", "ResilientAdapter"]
+__all__ = ["CircuitOpenConnectionError", "LoadShedConnectionError", "ResilientAdapter"]
 
 #: ``fallback(request, error)`` builds the response served while the breaker rejects.
 RequestsFallback = Callable[[PreparedRequest, BaseException], Response]
@@ -71,6 +71,21 @@ class CircuitOpenConnectionError(CircuitOpenError, requests.exceptions.Connectio
         self, name: str, retry_after: float, request: PreparedRequest | None = None
     ) -> None:
         CircuitOpenError.__init__(self, name, retry_after)
+        self.request = request
+        self.response = None
+
+
+class LoadShedConnectionError(LoadShedError, requests.exceptions.ConnectionError):
+    """A load-control stage shed the request: a LoadShedError and requests' ConnectionError."""
+
+    def __init__(
+        self,
+        name: str,
+        stage: str,
+        retry_after: float = 0.0,
+        request: PreparedRequest | None = None,
+    ) -> None:
+        LoadShedError.__init__(self, name, stage, retry_after)
         self.request = request
         self.response = None
 
@@ -323,7 +338,7 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
         policy = self._policy(request.url or "")
         first: Outcome | None = None
         began = None
-        ticket = policy.breaker.clean_ticket if policy.deadline is None else 0
+        ticket = policy.breaker.clean_ticket if policy.direct else 0
         if ticket:  # the happy path (see _happy)
             if policy.timed:
                 began = policy.breaker.now()
@@ -364,6 +379,9 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
             resend,
             open_error=lambda name, retry_after: CircuitOpenConnectionError(
                 name, retry_after, request
+            ),
+            shed_error=lambda shed: LoadShedConnectionError(
+                shed.name, shed.stage, shed.retry_after, request
             ),
             first_ticket=0 if first is None else ticket,
             attempt_within=attempt_within,
