@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import _runtime
 from .config import BulkheadConfig, RateLimitConfig, ResilientConfig, ThrottleConfig
-from .errors import LoadShedError
+from .errors import ConfigError, LoadShedError
 
 if TYPE_CHECKING:
     from .rate_headers import ServerLimit
@@ -377,8 +377,7 @@ class LoadControl:
         self.bucket = None
         self.follow = False
         if rate is not None:
-            assert rate.burst is not None  # filled in by RateLimitConfig
-            self.bucket = TokenBucket(rate.rate, rate.burst, now())
+            self.bucket = _bucket(rate, name, now())
             self.follow = rate.follow_server
         self.bulkhead = None if config.bulkhead is None else Bulkhead(config.bulkhead)
         self._lock = threading.Lock()
@@ -547,6 +546,18 @@ class LoadControl:
         if limit is not None and self.follow and self.bucket is not None:
             with self._lock:
                 self.bucket.follow(now, limit)
+
+
+def _bucket(rate: RateLimitConfig, name: str, now: float) -> TokenBucket:
+    """The process's bucket, or with ``rate.store`` the fleet's (found through the package)."""
+    if rate.store is None:
+        assert rate.burst is not None  # filled in by RateLimitConfig
+        return TokenBucket(rate.rate, rate.burst, now)
+    find = _runtime.shared_bucket_class
+    if find is None:  # cannot happen: importing smoothapi.load runs the package
+        raise ConfigError("a rate limit store was given, but smoothapi is not set up")
+    shared: TokenBucket = find()(rate, name, now)
+    return shared
 
 
 def percentile(values: list[float], share: float) -> float:
