@@ -86,6 +86,16 @@ def _shared_budget_class() -> type:
 _runtime.shared_budget_class = _shared_budget_class
 
 
+def _shared_bucket_class() -> type:
+    # The same for a rate limit the fleet shares (RateLimitConfig(store=...)).
+    from .storage._rate import SharedTokenBucket  # noqa: PLC0415
+
+    return SharedTokenBucket
+
+
+_runtime.shared_bucket_class = _shared_bucket_class
+
+
 def _prometheus_at_first_event() -> None:
     # Prometheus metrics need no glue when prometheus_client is installed (as in stamina):
     # decided at the first event, so a process whose calls all succeed never imports it.

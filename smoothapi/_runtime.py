@@ -31,6 +31,9 @@ shared_breaker_class: Callable[[], type] | None = None
 # Returns the class of a retry budget kept in a store (SharedRetryBudget), set by the
 # package for the same reason: the budget sits below the stores.
 shared_budget_class: Callable[[], type] | None = None
+# Returns the class of a rate limit's token bucket kept in a store (SharedTokenBucket),
+# for the same reason: the load-control stages sit below the stores.
+shared_bucket_class: Callable[[], type] | None = None
 # Run once per process at its first event, before that event is delivered: the package
 # registers its automatic telemetry here without importing the events (see
 # smoothapi.events.on_first_event, which adds to the same list).

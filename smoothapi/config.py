@@ -497,12 +497,23 @@ class RateLimitConfig:
     sent before it (none when ``n`` is 0), and the bucket pauses until then,
     up to the config's ``sleep_cap`` (``retry_after_cap``).  Hostile values
     (negative, huge, garbage) are ignored.
+
+    ``store`` - ``None`` (default) keeps one bucket per breaker (decorator)
+    or origin (transports) in each process; a :class:`~smoothapi.RedisStore`
+    gives the whole fleet one bucket per ``key`` (default: the breaker's
+    name, or the origin), for an API key the fleet shares: each attempt
+    reserves its token with one script round trip on the store's sync client,
+    on the server's clock; a server's "0 remaining" or ``Retry-After`` pauses
+    the fleet's bucket.  While the store is down each process falls back to a
+    bucket of its own.  The store and key take no part in comparing configs.
     """
 
     rate: float = 10.0
     burst: float | None = None
     max_wait: float = 1.0
     follow_server: bool = True
+    store: BreakerStore | None = field(default=None, compare=False, hash=False)
+    key: str | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         rate = self.rate
@@ -526,6 +537,13 @@ class RateLimitConfig:
         object.__setattr__(self, "burst", float(burst))
         object.__setattr__(self, "max_wait", _number("RateLimitConfig", "max_wait", self.max_wait))
         _flag("RateLimitConfig", "follow_server", self.follow_server)
+        check_store("RateLimitConfig.store", self.store)
+        key = self.key
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 1000):
+            raise ConfigError(
+                f"RateLimitConfig.key must be a non-empty string of at most 1,000 characters "
+                f"or None, got {key!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
