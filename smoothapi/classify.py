@@ -25,7 +25,7 @@ from collections.abc import Collection
 
 from ._log import logger
 from .engine import ANSWERED, FAILURE, IGNORED, Outcome
-from .errors import CircuitOpenError
+from .errors import CircuitOpenError, LoadShedError
 from .retry_after import parse_retry_after
 
 __all__ = ["classify_exception", "http_status", "is_transport_error"]
@@ -65,7 +65,7 @@ def _error_types() -> tuple[_Types, _Types]:
     if key == cached_key:
         return cached
     retry: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    never: list[type[BaseException]] = [CircuitOpenError]
+    never: list[type[BaseException]] = [CircuitOpenError, LoadShedError]
     complete = True
     # Read from the module objects, never with `import`: an import of a module another
     # thread is still importing waits for it (and for ever in a child forked meanwhile).
