@@ -362,9 +362,10 @@ _REASONS = {
 def _log(event: Event, cause: str | None = None) -> None:
     """One line per event on the ``smoothapi`` logger, with the fields in ``extra=``.
 
-    A retry, a rejection, a fallback, a refusal of the retry budget and a give-up
-    are DEBUG; a breaker opening is WARNING and its other moves INFO, each line
-    saying why the breaker moved.  Store outages are logged where they are detected
+    A retry, a rejection, a call shed by a load-control stage, a hedge sent, a
+    fallback, a refusal of the retry budget and a give-up are DEBUG; a breaker
+    opening is WARNING and its other moves INFO, each line saying why the breaker
+    moved.  Store outages are logged where they are detected
     (``smoothapi.storage``).  Errors appear by type only.
     """
     logger = _logger()
@@ -446,6 +447,41 @@ def _log(event: Event, cause: str | None = None) -> None:
                 "smoothapi_event": "call_rejected",
                 "breaker": event.name,
                 "retry_after": event.retry_after,
+            },
+        )
+    # A shed call and a hedge are DEBUG, like a rejection and a retry: each is one line per
+    # call, and under overload (the very time stages shed and attempts run slow) they come
+    # by the thousand a second.  The counters (smoothapi.shed, smoothapi.hedges) are the
+    # place to watch them; the lines say which call and why when you look for it.
+    elif isinstance(event, CallShed):
+        # retry_after 0.0: the stage cannot tell when it would admit a call (the bulkhead,
+        # the throttle), so the line says nothing of it.
+        after = f" (retry in {event.retry_after:.3f}s)" if event.retry_after > 0 else ""
+        logger.debug(
+            "%s: call shed by %s%s",
+            event.name,
+            event.stage,
+            after,
+            extra={
+                "smoothapi_event": "call_shed",
+                "breaker": event.name,
+                "stage": event.stage,
+                "retry_after": event.retry_after,
+            },
+        )
+    elif isinstance(event, HedgeSent):
+        logger.debug(
+            "%s: attempt %d had no answer after %.3fs; hedge %d sent",
+            event.name,
+            event.attempt,
+            event.delay,
+            event.hedge,
+            extra={
+                "smoothapi_event": "hedge_sent",
+                "breaker": event.name,
+                "attempt": event.attempt,
+                "hedge": event.hedge,
+                "delay": event.delay,
             },
         )
     elif isinstance(event, FallbackServed):

@@ -5,8 +5,8 @@ into their own instruments.  Counters advance from events (so they cost
 nothing while calls succeed); gauges are read from the live breakers when
 the backend collects.  Labels are low-cardinality on purpose: a breaker name
 (a function name or an origin such as ``https://api.example.com:443``), a
-state, a reason, a status code or an exception type - never a URL path,
-query or header.
+state, a reason, a load-control stage, a status code or an exception type -
+never a URL path, query or header.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import NamedTuple
 from ..breaker import CircuitBreaker, CircuitState, WindowCounts, live_breakers
 from ..events import (
     CallRejected,
+    CallShed,
     Event,
     FallbackServed,
+    HedgeSent,
     RetriesExhausted,
     RetryBudgetExhausted,
     RetryScheduled,
@@ -28,10 +30,12 @@ from ..events import (
     reason_kind,
     remove_hook,
 )
+from ..load import BULKHEAD, RATE_LIMIT, THROTTLE
 
 __all__ = [
     "COUNTERS",
     "GAUGES",
+    "STAGES",
     "Counter",
     "Gauge",
     "Reading",
@@ -108,6 +112,21 @@ OPENINGS = Counter(
     "{opening}",
     ("breaker", "reason"),
 )
+#: The load-control stages that shed calls: the ``stage`` label of the shed counter.  A
+#: closed set, so that the label stays bounded (a stage outside it is counted as "other").
+STAGES = (BULKHEAD, RATE_LIMIT, THROTTLE)
+SHED = Counter(
+    "smoothapi.shed",
+    "Calls shed by a load-control stage without any I/O: bulkhead, rate_limit or throttle",
+    "{call}",
+    ("breaker", "stage"),
+)
+HEDGES = Counter(
+    "smoothapi.hedges",
+    "Hedges sent: extra attempts started beside one that had no answer within the hedge delay",
+    "{hedge}",
+    ("breaker",),
+)
 COUNTERS = (
     RETRIES,
     GAVE_UP,
@@ -117,6 +136,8 @@ COUNTERS = (
     TRANSITIONS,
     OPENINGS,
     STORE_OUTAGES,
+    SHED,
+    HEDGES,
 )
 
 STATE = Gauge(
@@ -171,6 +192,10 @@ def counts(event: Event) -> Counted:
         return ((GAVE_UP, (event.name, event.reason)),)
     if isinstance(event, CallRejected):
         return ((REJECTED, (event.name,)),)
+    if isinstance(event, CallShed):
+        return ((SHED, (event.name, event.stage if event.stage in STAGES else "other")),)
+    if isinstance(event, HedgeSent):
+        return ((HEDGES, (event.name,)),)
     if isinstance(event, FallbackServed):
         return ((FALLBACKS, (event.name,)),)
     if isinstance(event, RetryBudgetExhausted):

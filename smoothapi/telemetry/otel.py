@@ -8,9 +8,10 @@
 
 **Metrics** - counters that advance from events (retries, give-ups by reason,
 rejections, fallbacks, retry-budget refusals, breaker transitions, openings by
-the kind of rule that tripped, store outages) and gauges read from every live
-breaker at collection (state, failures counted, seconds left open, and a
-failure-rate breaker's window: calls, failures, slow calls).  Names and labels
+the kind of rule that tripped, store outages, calls shed by each load-control
+stage, hedges sent) and gauges read from every live breaker at collection
+(state, failures counted, seconds left open, and a failure-rate breaker's
+window: calls, failures, slow calls).  Names and labels
 are in :mod:`smoothapi.telemetry._base`; attributes are namespaced ``smoothapi.*``.
 
 **Traces** - the transports (``ResilientAdapter``, ``ResilientTransport``,

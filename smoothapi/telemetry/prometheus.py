@@ -16,7 +16,9 @@ The same measures as :mod:`smoothapi.otel`, named the Prometheus way:
   ``smoothapi_breaker_openings_total{breaker,reason}`` (``reason``: the kind of rule that
   opened it, ``consecutive``, ``slow``, ``rate``, ``slow_rate``, ``probe`` or ``forced``;
   never the words with their numbers, which would make a series per value),
-  ``smoothapi_store_outages_total{store}``;
+  ``smoothapi_store_outages_total{store}``, ``smoothapi_shed_total{breaker,stage}`` (calls
+  a load-control stage refused without I/O; ``stage``: ``bulkhead``, ``rate_limit`` or
+  ``throttle``), ``smoothapi_hedges_total{breaker}`` (hedged attempts sent);
 * gauges, read from every live breaker at each scrape:
   ``smoothapi_breaker_state{breaker,state}`` (1 for its state, 0 for the others),
   ``smoothapi_breaker_failures{breaker}``, ``smoothapi_breaker_open_remaining_seconds{breaker}``,
