@@ -18,7 +18,11 @@ discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
   probability) and ``slow`` (every request succeeds, after a given latency:
   what only a breaker's ``slow_call_ms`` sees).  Optionally it serves at
   most ``capacity`` times the healthy load in each second of virtual time and
-  answers the excess with a quick 503.
+  answers the excess with a quick 503.  A phase may also have a slow tail
+  (``tail=0.05:tail_ms=2000``: 5% of the successful answers take 2 s) and a
+  quota (``quota=800``: from the 801st request in a second, a quick 429 with
+  ``Retry-After: 1``; every answer carries a ``RateLimit`` header saying
+  how many requests are left, which a rate limit that follows the server reads).
 * **Calls**: each call is a :func:`retry_flow` generator, driven like
   :func:`~smoothapi.engine.run_sync` drives it: ``ACQUIRE`` asks the client's
   breaker, ``ATTEMPT`` sends a request to the upstream and resumes the call
@@ -28,6 +32,16 @@ discrete-event simulation, a heap of ``(time, seq, call, value)`` events.
   by a timeout of the time left, as the transports do.  Outcomes are built
   the way ``@resilient_api`` classifies them.  Whatever the engine and the
   config do - today's options and any added later - the simulation does too.
+* **Load control** (:mod:`smoothapi.cli._simulate_load`): ``Gate`` passes the
+  config's throttle, rate limit and bulkhead with their pure parts on the
+  virtual clock - a wait for a token resumes the call later, the bulkhead is
+  a virtual FIFO queue with a timeout event per waiter - and sends back an
+  ``Admission`` or the ``LoadShedError``; ``Leave`` gives the permit back and
+  lets ``LoadControl.leave`` count for the throttle and follow the server.
+  With ``hedging``, an attempt is a race as in the async driver: one more
+  request after the hedge delay while the breaker is clean, the budget and
+  the stages allow it; the first good answer wins, the losers' requests
+  still load the upstream.
 
 Figures per phase: the upstream's load (requests reaching it per second,
 divided by the calls made per second: its load when healthy and nobody
@@ -38,9 +52,11 @@ the *time to recover*: from the moment the upstream is back until the success
 rate of the calls started in the last second stays at or above 99% for the
 rest of the phase, and the time until every breaker is closed.  Per config:
 the breakers' openings counted by the rule that tripped them
-(``StateChanged.reason``), and the probes they admitted.  Calls are
-attributed to the phase they started in, requests to the phase they were sent
-in.
+(``StateChanged.reason``), and the probes they admitted.  Only where they
+apply: the calls a stage shed (by stage), the hedges sent (and won), and for
+a timeline with a quota the most requests reaching the upstream in one second
+and the 429s.  Calls are attributed to the phase they started in, requests
+(hedges and 429s too) to the phase they were sent in.
 
 Every random draw comes from generators seeded with ``seed``, and arrivals
 from one of their own, so a run is reproducible and every config compared
@@ -55,6 +71,7 @@ import argparse
 import dataclasses
 import heapq
 import importlib
+import itertools
 import json
 import math
 import random
@@ -62,6 +79,7 @@ import re
 import sys
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +96,8 @@ from ..engine import (
     SUCCESS,
     Emit,
     Finish,
+    Gate,
+    Leave,
     Outcome,
     Policy,
     Record,
@@ -90,6 +110,15 @@ from ..events import Hook, emit
 from ..mounts.decorator import fallback_function
 from ..testing import set_testing
 from ._simulate_breakers import BreakerLog, closed_after, describe_rule, format_reasons
+from ._simulate_load import (
+    PARKED,
+    STAGES,
+    Events,
+    SimResponse,
+    Step,
+    VirtualLoad,
+    describe_stages,
+)
 
 __all__ = [
     "DEFAULT_TIMELINE",
@@ -136,10 +165,15 @@ _ERROR: Final = 2
 
 
 class UpstreamError(Exception):
-    """What a simulated request raises when the upstream answers with an error status."""
+    """What a simulated request raises when the upstream answers with an error status.
 
-    def __init__(self, status: int) -> None:
+    ``response``, when the answer carries headers (a ``Retry-After``, a
+    ``RateLimit``): what a rate limit that follows the server reads.
+    """
+
+    def __init__(self, status: int, response: SimResponse | None = None) -> None:
         self.status = status
+        self.response = response
         super().__init__(f"simulated upstream answered {status}")
 
 
@@ -151,7 +185,10 @@ class Phase:
     """Seconds ``[start, end)`` of the timeline; each request fails with ``failure_rate``.
 
     ``latency`` (seconds), for a ``slow`` phase: every answer takes that long
-    instead of the scenario's latency.
+    instead of the scenario's latency.  ``tail``: the share of successful
+    answers that take ``tail_latency`` seconds instead (a slow tail).
+    ``quota``: the upstream answers the requests beyond that many in a
+    second (of the virtual clock, from a whole second) with a 429.
     """
 
     kind: str
@@ -159,6 +196,9 @@ class Phase:
     end: float
     failure_rate: float
     latency: float | None = None
+    tail: float = 0.0
+    tail_latency: float | None = None
+    quota: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -167,10 +207,17 @@ class Phase:
     @property
     def label(self) -> str:
         if self.kind == "degraded":
-            return f"degraded {self.failure_rate:.0%}"
-        if self.latency is not None:
-            return f"{self.kind} {_ms(self.latency)}"
-        return self.kind
+            label = f"degraded {self.failure_rate:.0%}"
+        elif self.latency is not None:
+            label = f"{self.kind} {_ms(self.latency)}"
+        else:
+            label = self.kind
+        extras = []
+        if self.tail:
+            extras.append(f"{self.tail:.0%} in {_ms(self.tail_latency)}")
+        if self.quota is not None:
+            extras.append(f"quota {self.quota}/s")
+        return f"{label} ({', '.join(extras)})" if extras else label
 
     @property
     def span(self) -> str:
@@ -188,7 +235,11 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
     A phase is ``healthy:SECONDS``, ``down:SECONDS``,
     ``degraded:SECONDS:FAILURE_RATE`` (a probability, ``0.3`` or ``30%``) or
     ``slow:SECONDS:LATENCY_MS`` (every request succeeds after that many
-    milliseconds, exactly: no spread).
+    milliseconds, exactly: no spread), followed by any of the options
+    ``:tail=SHARE:tail_ms=MS`` (that share of the successful answers takes
+    ``MS`` milliseconds) and ``:quota=N`` (at most ``N`` requests a second;
+    the rest get a 429 with ``Retry-After``, and every answer tells what is
+    left, as a ``RateLimit`` header).
     ``duration``, if given, cuts the timeline short or stretches its last phase.
     """
     phases: list[Phase] = []
@@ -196,6 +247,8 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
     for raw in spec.split(","):
         item = raw.strip()
         parts = [p.strip() for p in item.split(":")]
+        options = _phase_options(item, [p for p in parts if "=" in p])
+        parts = [p for p in parts if "=" not in p]
         kind = parts[0].lower()
         if kind not in _PHASE_KINDS:
             raise ConfigError(
@@ -211,7 +264,7 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
             rate = _probability(f"timeline phase {item!r}: the failure rate", parts[2])
         elif kind == "slow":
             latency = _latency_ms(f"timeline phase {item!r}: the latency", parts[2]) / 1000
-        phases.append(Phase(kind, start, start + seconds, rate, latency))
+        phases.append(Phase(kind, start, start + seconds, rate, latency, **options))
         start += seconds
     if duration is not None:
         duration = _positive("the duration", duration)
@@ -219,6 +272,44 @@ def parse_timeline(spec: str, duration: float | None = None) -> tuple[Phase, ...
         last = phases[-1]
         phases[-1] = dataclasses.replace(last, end=duration)
     return tuple(phases)
+
+
+_PHASE_OPTIONS: Final = ("tail", "tail_ms", "quota")
+
+
+def _phase_options(item: str, given: list[str]) -> dict[str, Any]:
+    """The ``KEY=VALUE`` options of a timeline phase, as :class:`Phase` fields."""
+    options: dict[str, Any] = {}
+    values: dict[str, str] = {}
+    for option in given:
+        key, _, value = option.partition("=")
+        key = key.strip().lower()
+        if key not in _PHASE_OPTIONS:
+            raise ConfigError(
+                f"timeline phase {item!r}: unknown option {key!r}; the options are "
+                "tail=SHARE:tail_ms=MS and quota=N"
+            )
+        if key in values:
+            raise ConfigError(f"timeline phase {item!r}: option {key!r} given twice")
+        values[key] = value.strip()
+    if ("tail" in values) != ("tail_ms" in values):
+        raise ConfigError(
+            f"timeline phase {item!r}: a slow tail needs both tail=SHARE and tail_ms=MS"
+        )
+    if "tail" in values:
+        options["tail"] = _probability(f"timeline phase {item!r}: the tail", values["tail"])
+        options["tail_latency"] = (
+            _latency_ms(f"timeline phase {item!r}: the tail's latency", values["tail_ms"]) / 1000
+        )
+    if "quota" in values:
+        text = values["quota"]
+        if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 1:
+            raise ConfigError(
+                f"timeline phase {item!r}: the quota must be a whole number of requests "
+                f"per second >= 1, got {text!r}"
+            )
+        options["quota"] = int(text)
+    return options
 
 
 def default_timeline(duration: float) -> tuple[Phase, ...]:
@@ -322,16 +413,7 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["timeline"] = [
-            {
-                "kind": p.kind,
-                "start": p.start,
-                "end": p.end,
-                "failure_rate": p.failure_rate,
-                "latency": p.latency,
-            }
-            for p in self.timeline
-        ]
+        data["timeline"] = [_phase_dict(p) for p in self.timeline]
         data["duration"] = self.duration
         return data
 
@@ -358,7 +440,35 @@ class Scenario:
                 f"({self.capacity * self.offered:g}/s); the excess gets a 503 in "
                 f"{_ms(self.error_latency)}"
             )
+        if self.quotas:
+            lines.append(
+                "  with a quota: the requests beyond it in a second get a 429 in "
+                f"{_ms(self.error_latency)} (Retry-After: 1); every answer says what is left "
+                "(RateLimit: r=LEFT;t=1)"
+            )
         return lines
+
+    @property
+    def quotas(self) -> bool:
+        """True when a phase of the timeline has a quota."""
+        return any(p.quota is not None for p in self.timeline)
+
+
+def _phase_dict(phase: Phase) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "kind": phase.kind,
+        "start": phase.start,
+        "end": phase.end,
+        "failure_rate": phase.failure_rate,
+        "latency": phase.latency,
+    }
+    # The options only when given, so that a timeline without them reads as before.
+    if phase.tail:
+        data["tail"] = phase.tail
+        data["tail_latency"] = phase.tail_latency
+    if phase.quota is not None:
+        data["quota"] = phase.quota
+    return data
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -491,7 +601,9 @@ def describe_config(config: ResilientConfig) -> str:
     known |= {"failure_rate", "window_ms", "minimum_calls", "slow_call_ms", "half_open_calls"}
     for section in (backoff, cb):
         parts += _non_defaults(section, known)
-    parts += _non_defaults(config, {"backoff", "circuit_breaker", "fallback", "hooks"})
+    skip = {"backoff", "circuit_breaker", "fallback", "hooks"}
+    parts += _non_defaults(config, skip | {"bulkhead", "rate_limit", "hedging", "throttle"})
+    parts += describe_stages(config)
     return ", ".join(parts)
 
 
@@ -542,17 +654,29 @@ class _VirtualClock:
 
 
 class _Call:
-    __slots__ = ("breaker", "flow", "index", "start")
+    __slots__ = ("breaker", "flow", "index", "stages", "start")
 
-    def __init__(self, flow: Any, breaker: CircuitBreaker, index: int, start: float) -> None:
+    def __init__(
+        self,
+        flow: Any,
+        breaker: CircuitBreaker,
+        index: int,
+        start: float,
+        stages: VirtualLoad | None = None,
+    ) -> None:
         self.flow = flow
         self.breaker = breaker
         self.index = index
         self.start = start
+        self.stages = stages  # its policy's load control on the virtual clock, if any
 
 
 class _Upstream:
-    """The shared server: decides each request's outcome and when its answer comes back."""
+    """The shared server: decides each request's outcome and when its answer comes back.
+
+    ``limited`` collects the sending time of every request it answered with a
+    429 (over a phase's quota).
+    """
 
     def __init__(self, scenario: Scenario, config: ResilientConfig) -> None:
         self._phases = scenario.timeline
@@ -560,13 +684,21 @@ class _Upstream:
         self._end = self._phases[0].end
         self._fail_rate = self._phases[0].failure_rate
         self._slow = self._phases[0].latency
+        self._tail = self._phases[0].tail
+        self._tail_latency = self._phases[0].tail_latency
+        self._quota = self._phases[0].quota
         self._rng = random.Random(f"{scenario.seed}/upstream")
         self._latency = scenario.latency
         self._spread = scenario.latency_spread
         retry_on = frozenset(config.retry_on)
+        response = None
+        if scenario.retry_after is not None:
+            # What a rate limit that follows the server reads (Retry-After on a 503).
+            wait = f"{scenario.retry_after:.6f}".rstrip("0").rstrip(".")
+            response = SimResponse(503, {"Retry-After": wait})
         status503 = Outcome(
             FAILURE if 503 in retry_on else ANSWERED,
-            error=UpstreamError(503),
+            error=UpstreamError(503, response),
             status=503,
             retry_after=scenario.retry_after,
         )
@@ -587,6 +719,18 @@ class _Upstream:
         self._capacity = None if scenario.capacity is None else scenario.capacity * scenario.offered
         self._second = -1
         self._served = 0
+        # Over the quota: a 429 that says when to come back, as a rate-limiting server does.
+        self._limited = Outcome(
+            FAILURE if 429 in retry_on else ANSWERED,
+            error=UpstreamError(
+                429, SimResponse(429, {"Retry-After": "1", "RateLimit": '"default";r=0;t=1'})
+            ),
+            status=429,
+            retry_after=1.0,
+        )
+        self._quota_second = -1
+        self._admitted = 0  # requests within the quota in the current second
+        self.limited: list[float] = []
 
     def request(self, now: float) -> tuple[Outcome, float]:
         """One request sent at ``now``: its outcome and its latency."""
@@ -596,6 +740,15 @@ class _Upstream:
             self._end = phase.end
             self._fail_rate = phase.failure_rate
             self._slow = phase.latency
+            self._tail = phase.tail
+            self._tail_latency = phase.tail_latency
+            self._quota = phase.quota
+        if self._quota is not None or self._tail:
+            return self._request_more(now)
+        return self._answer(now)
+
+    def _answer(self, now: float) -> tuple[Outcome, float]:
+        """The capacity, then the phase: the answer to a request that reached the server."""
         rng = self._rng
         if self._capacity is not None:
             second = int(now)
@@ -617,6 +770,34 @@ class _Upstream:
         if spread:
             return self._failed, self._fail_latency * (1.0 + spread * (2.0 * rng.random() - 1.0))
         return self._failed, self._fail_latency
+
+    def _request_more(self, now: float) -> tuple[Outcome, float]:
+        """:meth:`request` in a phase with a quota or a slow tail (the same draws, then the tail's).
+
+        The quota is checked first, as a rate-limiting front does: a request
+        over it gets its 429 without reaching the capacity.
+        """
+        quota = self._quota
+        if quota is not None:
+            second = int(now)
+            if second != self._quota_second:
+                self._quota_second = second
+                self._admitted = 0
+            if self._admitted >= quota:
+                self.limited.append(now)
+                return self._limited, self._error_latency
+            self._admitted += 1
+        outcome, latency = self._answer(now)
+        if outcome is not self._ok:
+            return outcome, latency
+        if self._tail and self._rng.random() < self._tail:
+            assert self._tail_latency is not None
+            latency = self._tail_latency
+        if quota is not None:
+            left = quota - self._admitted
+            headers = {"RateLimit": f'"default";r={left};t=1'}
+            outcome = Outcome(SUCCESS, SimResponse(200, headers))
+        return outcome, latency
 
 
 def _arrivals(scenario: Scenario) -> list[tuple[float, int]]:
@@ -717,24 +898,50 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
     attempt_times: list[float] = []
     add_attempt = attempt_times.append
     request = upstream.request
-    heap: list[tuple[float, int, _Call, Outcome | None]] = []
+    heap: list[tuple[float, int, _Call, Any]] = []
     push = heapq.heappush
     pop = heapq.heappop
-    seq = 0
+    # One sequence for every event, the stages' included: ties keep their order of scheduling.
+    counter = itertools.count(1)
     next_arrival = 0
     next_time = arrivals[0][0] if arrivals else math.inf
     shared = scenario.shared_breaker
 
+    def send_request(now: float, bound: float | None) -> tuple[Outcome, float]:
+        # One request of a hedged attempt, bounded as Within's (below) when there is a deadline.
+        outcome, latency = request(now)
+        add_attempt(now)
+        if bound is not None and latency > bound:
+            return upstream.cut_short, bound
+        return outcome, latency
+
+    events = Events(heap, counter, send_request, n_calls)
+    # The load-control stages and hedging, on the virtual clock: one per policy.
+    stages = [VirtualLoad(p, events) for p in policies] if config.load_control else None
+    racing = config.hedging is not None
+
     with set_testing(False, clock=clock):
         while True:
             call: _Call
-            value: Outcome | None
+            value: Any
             if heap and heap[0][0] <= next_time:
                 now, _, call, value = pop(heap)
+                if isinstance(value, Step):  # a stage's event: a reply, or the call waits on
+                    clock.now = now
+                    value = value.run(now)
+                    if value is PARKED:
+                        continue
             elif next_arrival < n_calls:
                 now, client = arrivals[next_arrival]
-                policy = policies[0 if shared else client]
-                call = _Call(retry_flow(policy, fallback), policy.breaker, next_arrival, now)
+                k = 0 if shared else client
+                policy = policies[k]
+                call = _Call(
+                    retry_flow(policy, fallback),
+                    policy.breaker,
+                    next_arrival,
+                    now,
+                    None if stages is None else stages[k],
+                )
                 value = None
                 next_arrival += 1
                 next_time = arrivals[next_arrival][0] if next_arrival < n_calls else math.inf
@@ -754,10 +961,12 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                     emit(decision.event, decision.hooks)
                     decision = send(None)
                 elif decision is ATTEMPT:
+                    if racing:  # hedged: the race sends the outcome when it ends
+                        call.stages.race(call, None, now)  # type: ignore[union-attr]
+                        break
                     outcome, latency = request(now)
                     add_attempt(now)
-                    seq += 1
-                    push(heap, (now + latency, seq, call, outcome))
+                    push(heap, (now + latency, next(counter), call, outcome))
                     break
                 elif isinstance(decision, Record):
                     report = getattr(breaker, decision.method)
@@ -766,18 +975,19 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                         report(decision.ticket, **options) if options else report(decision.ticket)
                     )
                 elif isinstance(decision, Within):
+                    if racing:
+                        call.stages.race(call, decision.seconds, now)  # type: ignore[union-attr]
+                        break
                     # An attempt with a deadline: bounded the way the transports bound it, by
                     # a timeout of the time left.
                     outcome, latency = request(now)
                     add_attempt(now)
                     if latency > decision.seconds:
                         outcome, latency = upstream.cut_short, decision.seconds
-                    seq += 1
-                    push(heap, (now + latency, seq, call, outcome))
+                    push(heap, (now + latency, next(counter), call, outcome))
                     break
                 elif isinstance(decision, Sleep):
-                    seq += 1
-                    push(heap, (now + decision.seconds, seq, call, None))
+                    push(heap, (now + decision.seconds, next(counter), call, None))
                     break
                 elif isinstance(decision, Finish):
                     index = call.index
@@ -790,11 +1000,21 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
                         attempted[index] = 1
                     call.flow.close()
                     break
+                elif isinstance(decision, Gate):
+                    # The stages, as LoadControl.enter_sync passes them, with virtual waits.
+                    reply = call.stages.gate(call, decision.left, now)  # type: ignore[union-attr]
+                    if reply is PARKED:
+                        break
+                    decision = send(reply)
+                elif isinstance(decision, Leave):
+                    call.stages.leave(decision)  # type: ignore[union-attr]
+                    decision = send(None)
                 else:
                     raise RuntimeError(
                         f"smoothapi.cli.simulate does not know the engine decision {decision!r}"
                     )
 
+    shed = events.shed
     return SimulationResult(
         name=name,
         config=config,
@@ -812,6 +1032,11 @@ def simulate(  # noqa: PLR0915 - the event loop reads best in one place
         trip_reasons=dict(log.reasons),
         transitions=log.transitions,
         wall_seconds=time.perf_counter() - wall,
+        shed=bytes(shed),
+        shed_by_stage={stage: shed.count(code) for code, stage in enumerate(STAGES, 1)},
+        hedge_times=events.hedge_times,
+        hedges_won=events.hedges_won,
+        limited_times=upstream.limited,
     )
 
 
@@ -853,6 +1078,14 @@ class PhaseStats:
     #: Seconds from the phase's start until every breaker is CLOSED for the rest of the
     #: phase; None when one is not by its end (or ``after_outage`` is False).
     breakers_closed: float | None = None
+    #: Calls a load-control stage shed (None: the config has no such stage).
+    shed: int | None = None
+    #: Hedges sent in the phase (None: the config does not hedge).
+    hedges: int | None = None
+    #: Requests answered with a 429, over a quota (None: no phase has a quota).
+    rate_limited: int | None = None
+    #: The most requests reaching the upstream in one second of the phase (None: as above).
+    peak: int | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -878,6 +1111,16 @@ class PhaseStats:
             "after_outage": self.after_outage,
             "time_to_recover": _round(self.time_to_recover),
             "breakers_closed": _round(self.breakers_closed),
+        } | {
+            # Only what applies, so that a run without stages or quotas reads as before.
+            key: value
+            for key, value in (
+                ("shed", self.shed),
+                ("hedges", self.hedges),
+                ("rate_limited", self.rate_limited),
+                ("peak_per_second", self.peak),
+            )
+            if value is not None
         }
 
 
@@ -905,6 +1148,11 @@ class SimulationResult:
     trip_reasons: dict[str, int]  # openings by the rule that tripped (StateChanged.reason)
     transitions: list[tuple[float, str, CircuitState]]  # moves to and from CLOSED
     wall_seconds: float
+    shed: bytes = b""  # by call: 0, or the code of the stage that shed it (STAGES' index + 1)
+    shed_by_stage: dict[str, int] = dataclasses.field(default_factory=dict)
+    hedge_times: list[float] = dataclasses.field(default_factory=list)  # each hedge's sending
+    hedges_won: int = 0  # hedged attempts whose winner was a hedge
+    limited_times: list[float] = dataclasses.field(default_factory=list)  # each 429's request
 
     @property
     def calls(self) -> int:
@@ -915,6 +1163,10 @@ class SimulationResult:
         offered = scenario.offered
         stats: list[PhaseStats] = []
         previous_healthy = True
+        config = self.config
+        gated = _gated(config)
+        hedging = config.hedging is not None
+        quotas = scenario.quotas
         for phase, attempts in zip(scenario.timeline, self.phase_attempts, strict=True):
             lo = bisect_left(self.starts, phase.start)
             hi = bisect_left(self.starts, phase.end)
@@ -929,6 +1181,14 @@ class SimulationResult:
                 closed = closed_after(self.transitions, phase.start, phase.end)
             previous_healthy = phase.healthy
             calls = hi - lo
+            extra: dict[str, int] = {}
+            if gated:
+                extra["shed"] = calls - self.shed[lo:hi].count(0)
+            if hedging:
+                extra["hedges"] = _count_within(self.hedge_times, phase)
+            if quotas:
+                extra["rate_limited"] = _count_within(self.limited_times, phase)
+                extra["peak"] = _peak(self.attempt_times, phase)
             stats.append(
                 PhaseStats(
                     phase=phase,
@@ -945,6 +1205,7 @@ class SimulationResult:
                     after_outage=after_outage,
                     time_to_recover=recover,
                     breakers_closed=closed,
+                    **extra,
                 )
             )
         return stats
@@ -974,7 +1235,7 @@ class SimulationResult:
 
     def to_dict(self) -> dict[str, Any]:
         times, load, rate = self.series(1.0)
-        return {
+        data = {
             "name": self.name,
             "description": describe_config(self.config),
             "config": _jsonable(self.config),
@@ -991,6 +1252,35 @@ class SimulationResult:
                 "success_rate": [_round(v) for v in rate],
             },
         }
+        # Only what applies, so that a config without stages reads as before.
+        if _gated(self.config):
+            data["shed"] = {
+                stage: self.shed_by_stage.get(stage, 0)
+                for stage in STAGES
+                if getattr(self.config, stage) is not None
+            }
+        if self.config.hedging is not None:
+            data["hedges"] = {"sent": len(self.hedge_times), "won": self.hedges_won}
+        if self.scenario.quotas:
+            data["rate_limited"] = len(self.limited_times)
+        return data
+
+
+def _gated(config: ResilientConfig) -> bool:
+    """True when a call passes a load-control stage before its attempts (and may be shed)."""
+    return not (config.throttle is None and config.rate_limit is None and config.bulkhead is None)
+
+
+def _count_within(times: Sequence[float], phase: Phase) -> int:
+    """How many of ``times`` (sorted) fall in the phase."""
+    return bisect_left(times, phase.end) - bisect_left(times, phase.start)
+
+
+def _peak(times: Sequence[float], phase: Phase) -> int:
+    """The most of ``times`` (sorted) in one second ``[n, n + 1)`` of the phase."""
+    lo, hi = bisect_left(times, phase.start), bisect_left(times, phase.end)
+    seconds = Counter(int(t) for t in times[lo:hi])
+    return max(seconds.values(), default=0)
 
 
 def _percentile(ordered: Sequence[float], pct: float) -> float | None:
@@ -1060,20 +1350,20 @@ def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> 
         "(the calls made: its load when healthy)"
     )
     lines.append("")
-    header = (
-        "phase",
-        "config",
-        "calls",
-        "load",
-        "success",
-        "fallbacks",
-        "p50",
-        "p95",
-        "p99",
-        "recovered",
-    )
-    rows: list[tuple[str, ...]] = []
     per_result = [r.phases() for r in results]
+    # The load-control figures only where they apply: without stages or quotas, the table
+    # is what it always was.
+    shown = {
+        name: any(getattr(p, name) is not None for phases in per_result for p in phases)
+        for name in ("peak", "rate_limited", "shed", "hedges")
+    }
+    header = ["phase", "config", "calls", "load"]
+    header += ["max/s", "429s"] if shown["peak"] else []
+    header += ["success", "fallbacks"]
+    header += ["shed"] if shown["shed"] else []
+    header += ["hedges"] if shown["hedges"] else []
+    header += ["p50", "p95", "p99", "recovered"]
+    rows: list[list[str]] = []
     for i, phase in enumerate(scenario.timeline):
         for j, result in enumerate(results):
             stats = per_result[j][i]
@@ -1084,22 +1374,23 @@ def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> 
                 recovered = "not yet"
             else:
                 recovered = f"after {recover:.2f} s"
-            rows.append(
-                (
-                    f"{phase.label} {phase.span}" if j == 0 else "",
-                    result.name,
-                    str(stats.calls),
-                    f"{stats.load:.2f}x",
-                    _pct(stats.success_rate),
-                    str(stats.fallbacks),
-                    _ms(stats.p50),
-                    _ms(stats.p95),
-                    _ms(stats.p99),
-                    recovered,
-                )
-            )
+            row = [
+                f"{phase.label} {phase.span}" if j == 0 else "",
+                result.name,
+                str(stats.calls),
+                f"{stats.load:.2f}x",
+            ]
+            if shown["peak"]:
+                row += [_count(stats.peak), _count(stats.rate_limited)]
+            row += [_pct(stats.success_rate), str(stats.fallbacks)]
+            if shown["shed"]:
+                row.append(_count(stats.shed))
+            if shown["hedges"]:
+                row.append(_count(stats.hedges))
+            row += [_ms(stats.p50), _ms(stats.p95), _ms(stats.p99), recovered]
+            rows.append(row)
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(header)]
-    left = {0, 1, 9}
+    left = {0, 1, len(header) - 1}
 
     def fmt(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -1117,6 +1408,7 @@ def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> 
         "recovered: time from the upstream's return until the success rate of the calls "
         "started in the last second stays >= 99%"
     )
+    lines += [_LEGEND[name] for name, on in shown.items() if on and name in _LEGEND]
     lines.append("configs:")
     for result, phases in zip(results, per_result, strict=True):
         closed = [
@@ -1133,11 +1425,40 @@ def format_report(results: Sequence[SimulationResult], *, wall: bool = True) -> 
             + (f" ({format_reasons(result.trip_reasons)})" if result.trip_reasons else "")
             + f", {result.probe_calls} probes"
             + (f"; every breaker closed: {' / '.join(closed)}" if closed else "")
+            + _load_figures(result)
         )
     if wall:
         total = sum(r.wall_seconds for r in results)
         lines.append(f"simulated in {total:.2f} s of wall time")
     return "\n".join(lines)
+
+
+_LEGEND: Final = {
+    "peak": "max/s: the most requests reaching the upstream in one second of the phase; "
+    "429s: requests it answered over its quota",
+    "shed": "shed: calls a load-control stage refused before sending a request (by stage below)",
+    "hedges": "hedges: requests sent beside an attempt that had no answer yet",
+}
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _load_figures(result: SimulationResult) -> str:
+    """``"; shed by throttle 12, rate limit 0, bulkhead 3; 40 hedges sent, 31 won"``, or ""."""
+    config = result.config
+    text = ""
+    if _gated(config):
+        stages = ", ".join(
+            f"{stage.replace('_', ' ')} {result.shed_by_stage.get(stage, 0)}"
+            for stage in STAGES
+            if getattr(config, stage) is not None
+        )
+        text += f"; shed by {stages}"
+    if config.hedging is not None:
+        text += f"; {len(result.hedge_times)} hedges sent, {result.hedges_won} won"
+    return text
 
 
 def plot(results: Sequence[SimulationResult], path: str | Path) -> None:
