@@ -5,8 +5,9 @@
 
 Per group: each contender's median per call, its overhead over ``bare``
 (median minus bare, per call), and ratios against ``bare``, ``passthrough``
-and ``circuitbreaker`` where those ran in the same group. Absolute times
-are printed for context only; compare the ratios.
+and ``circuitbreaker`` where those ran in the same group, and against ``no
+stage`` in the load-control groups. Absolute times are printed for context
+only; compare the ratios.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def report(data: dict[str, Any]) -> str:
         header = "| contender | median per call (µs) | overhead over bare (µs) |"
         header += "".join(f" overhead ÷ {r}'s |" for r in refs if r != "bare")
         header += " time ÷ bare's |" if bare else ""
+        # Load-control groups (test_load_control.py): also against the default config's.
+        stageless = per_call.get("no stage")
+        if stageless:
+            header += " added over no stage (µs) | time ÷ no stage's |"
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for name, t in sorted(per_call.items(), key=lambda kv: kv[1]):
             over = t - bare if bare is not None else float("nan")
@@ -84,6 +89,8 @@ def report(data: dict[str, Any]) -> str:
                 row += f" {over / ref_over:.2f} |" if ref_over > 0 else " - |"
             if bare:
                 row += f" {t / bare:.3f} |"
+            if stageless:
+                row += f" {t - stageless:+.3f} | {t / stageless:.3f} |"
             lines.append(row)
         lines.append("")
     return "\n".join(lines)
