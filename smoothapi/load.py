@@ -78,15 +78,19 @@ class TokenBucket:
     reserved ahead, which the next reservation waits out.
     """
 
-    __slots__ = ("allow", "allow_until", "burst", "rate", "stamp", "tokens")
+    __slots__ = ("allow", "allow_until", "allowed", "burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
         self.stamp = now
-        # What the server last said: `allow` more requests before `allow_until` (None: nothing).
+        # What the server last said: `allowed` more requests before `allow_until` (None:
+        # nothing); `allow` is what is left of it.  Every reservation before the reset
+        # takes one, also one that waits for the reset (`allow` then goes below zero), so
+        # that giving back a token can never open more than the server allowed.
         self.allow = 0
+        self.allowed = 0
         self.allow_until: float | None = None
 
     def _refill(self, now: float) -> None:
@@ -106,11 +110,11 @@ class TokenBucket:
         if until is not None:
             if now >= until:
                 self.allow_until = None
-            elif self.allow <= 0:
-                # The server allows nothing more before its reset: the first token after it.
-                wait = max(wait, until - now)
             else:
                 server = True
+                if self.allow <= 0:
+                    # The server allows nothing more before its reset: the first token after it.
+                    wait = max(wait, until - now)
         if wait > max_wait:
             return None
         self.tokens -= 1.0
@@ -119,11 +123,16 @@ class TokenBucket:
         return wait
 
     def refund(self, now: float) -> None:
-        """Give back a token reserved by a call that made no attempt with it."""
+        """Give back a token reserved by a call that made no attempt with it.
+
+        Before the server's reset it also goes back to the server's allowance, which
+        never grows past what the server said (the token may have been reserved
+        before the server spoke, or for after its reset).
+        """
         self._refill(now)
         self.tokens = min(self.burst, self.tokens + 1.0)
         if self.allow_until is not None and now < self.allow_until:
-            self.allow += 1
+            self.allow = min(self.allowed, self.allow + 1)
 
     def next_token(self, now: float) -> float:
         """Seconds from ``now`` until a reservation would need no wait."""
@@ -138,7 +147,7 @@ class TokenBucket:
         """The server said: ``limit.remaining`` more requests until ``limit.reset`` from now."""
         if limit.reset <= 0:
             return
-        self.allow = limit.remaining
+        self.allow = self.allowed = limit.remaining
         self.allow_until = now + limit.reset
 
 
