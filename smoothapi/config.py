@@ -557,7 +557,8 @@ class HedgingConfig:
     their connections released.  Up to ``max_hedges`` extra attempts, each
     ``delay`` after the last; each spends a token of the retry budget (if
     configured), passes the rate limit and bulkhead without waiting, and is
-    sent only while the breaker is CLOSED with no failure counted.
+    sent only while the breaker is on its happy path (``clean_ticket``: CLOSED,
+    and for the consecutive rule with no failure counted).
 
     ``percentile`` (e.g. ``95.0``): hedge after that percentile of the
     mount point's recent successful attempts (the last 128, once 20 are

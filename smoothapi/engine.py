@@ -205,6 +205,7 @@ async def run_async(  # noqa: PLR0915 - run_sync's twin, plus hedging and async 
     last = first
     held: int | None = first_ticket if first is not None else None
     admitted: Admission | None = None
+    made = 0 if first is None else 1  # attempts made so far (HedgeSent names its attempt)
     # Events are sent from sync code (emit() below, the breaker on a state change): the
     # async hooks' awaitables land in `pending`, awaited before the call's next step.
     pending, token = collect()
@@ -216,6 +217,7 @@ async def run_async(  # noqa: PLR0915 - run_sync's twin, plus hedging and async 
             reply: Any = None
             if decision is ATTEMPT or isinstance(decision, Within):
                 await _async_discard(policy, last, final=True)
+                made += 1
                 if policy.hedging is not None and resend is Resend.ALWAYS:
                     within = decision.seconds if isinstance(decision, Within) else None
                     last = reply = await hedged(
@@ -224,6 +226,7 @@ async def run_async(  # noqa: PLR0915 - run_sync's twin, plus hedging and async 
                         within,
                         _attempt_async,
                         _hedge_discard(policy),
+                        attempt=made,
                     )
                 elif attempt_within is not None and isinstance(decision, Within):
                     last = reply = await _attempt_async(policy, attempt_within, decision.seconds)

@@ -31,7 +31,9 @@ raised as itself, not in an exception group, as an attempt that is not
 hedged raises it.
 
 A hedge is sent only if it costs nothing that is scarce: the breaker is
-CLOSED with no failure counted (its ``clean_ticket``), the call's deadline
+on its happy path (its ``clean_ticket``: CLOSED, and for the consecutive
+rule with no failure counted; the failure-rate rule keeps it while its
+window counts failures, as in memory), the call's deadline
 (if any) has time left, the load-control stages admit it without waiting,
 and the retry budget (if any) gives a token.  A hedge refused still uses up
 its turn (``max_hedges`` counts the turns).

@@ -34,7 +34,6 @@ apply) and, for the bulkhead's queue, a per-waiter event (a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from collections import deque
@@ -272,6 +271,8 @@ class Bulkhead:
 
     def enter_sync(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a permit (blocking the thread)."""
+        if self.try_enter():  # the usual case: no event to build
+            return True
         event = threading.Event()
         place = self._enqueue(event.set)
         if isinstance(place, bool):
@@ -286,6 +287,8 @@ class Bulkhead:
 
     async def enter_async(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a permit (under asyncio or trio)."""
+        if self.try_enter():  # the usual case: no future to build
+            return True
         if _runtime.running_trio():
             return await self._enter_trio(timeout)
         import asyncio  # noqa: PLC0415 - keeps `import smoothapi` light
@@ -295,7 +298,10 @@ class Bulkhead:
 
         def wake() -> None:
             # A permit may be given back from another thread (a sync caller sharing it).
-            loop.call_soon_threadsafe(_resolve, future)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # its loop is closed: the waiter is gone, pass it on
+                self.leave()
 
         place = self._enqueue(wake)
         if isinstance(place, bool):
@@ -317,8 +323,10 @@ class Bulkhead:
         token = trio.lowlevel.current_trio_token()
 
         def wake() -> None:
-            with contextlib.suppress(trio.RunFinishedError):  # the run ended meanwhile
+            try:
                 token.run_sync_soon(event.set)
+            except trio.RunFinishedError:  # the run ended: the waiter is gone, pass it on
+                self.leave()
 
         place = self._enqueue(wake)
         if isinstance(place, bool):
@@ -405,14 +413,17 @@ class LoadControl:
     def _shed(self, stage: str, retry_after: float = 0.0) -> LoadShedError:
         return LoadShedError(self.name, stage, retry_after)
 
-    def _throttled(self) -> bool:
+    def _throttled(self, *, count: bool = True) -> bool:
+        """Whether the throttle sheds this call; ``count``: a shed call counts as a request
+        (a hedge it refuses does not: the attempt it would have joined is counted)."""
         throttle = self.throttle
         if throttle is None:
             return False
         now = self.now()
         p = throttle.reject_probability(now)
         if p > 0.0 and self.rand() < p:
-            throttle.count(now, accepted=False)  # a shed call is a request that was not accepted
+            if count:  # a shed call is a request that was not accepted
+                throttle.count(now, accepted=False)
             return True
         return False
 
@@ -514,7 +525,7 @@ class LoadControl:
 
     def try_enter(self) -> Admission | None:
         """Pass the stages only if none would wait (a hedge): the admission, or None."""
-        if self._throttled():
+        if self._throttled(count=False):
             return None
         bucket = self.bucket
         if bucket is not None:
@@ -572,5 +583,7 @@ def _bucket(rate: RateLimitConfig, name: str, now: float) -> TokenBucket:
 def percentile(values: list[float], share: float) -> float:
     """The ``share``-th percentile (0-100) of ``values`` (nearest rank; not empty)."""
     ordered = sorted(values)
-    rank = max(1, math.ceil(share / 100.0 * len(ordered)))
+    # share * n / 100 in that order, less a hair: 7 / 100 * 100 is 7.000000000000001 in
+    # floats, whose ceiling would pick the rank above.
+    rank = max(1, math.ceil(share * len(ordered) / 100.0 - 1e-9))
     return ordered[rank - 1]

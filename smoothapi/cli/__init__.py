@@ -145,8 +145,10 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
             "Config files are TOML (Python 3.11+) or JSON, tables as in ResilientConfig: "
             "[backoff] base_delay/max_delay/max_retries/jitter, [circuit_breaker] "
             "failure_threshold/cooldown_ms/failure_rate/window_ms/minimum_calls/slow_call_ms/"
-            'half_open_calls, fallback = true, name = "...". Any other option '
-            "of the config is settable there or with --set."
+            "half_open_calls, [rate_limit] rate/burst/max_wait/follow_server, [bulkhead] "
+            "max_concurrent/max_queue/max_wait, [hedging] delay/max_hedges/percentile/"
+            'min_delay, [throttle] k/window_ms, fallback = true, name = "...". Any other '
+            "option of the config is settable there or with --set."
         ),
     )
     traffic = sim.add_argument_group("traffic")
@@ -171,7 +173,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="SPEC",
         help=(
             "phases in seconds: healthy:S, down:S, degraded:S:FAILURE_RATE, "
-            "slow:S:LATENCY_MS, comma-separated "
+            "slow:S:LATENCY_MS, comma-separated; a phase may end with "
+            ":tail=SHARE:tail_ms=MS (a slow tail) and :quota=N (at most N requests a "
+            "second, a 429 with Retry-After and RateLimit beyond) "
             "(default: healthy, down, healthy, a third of --duration each)"
         ),
     )

@@ -64,7 +64,8 @@ def attempts(response: object) -> int:
     and an ``httpx.Response`` from :class:`~smoothapi.ResilientTransport` or
     :class:`~smoothapi.AsyncResilientTransport` alike: ``1`` when the first
     attempt answered, ``3`` after two retries, ``0`` for a fallback response
-    served while the breaker rejected the request.  Raises ``ValueError`` for
+    served while the breaker rejected the request; a hedge is a request sent
+    and counts too (``2`` for one hedged attempt).  Raises ``ValueError`` for
     a response that did not come through a smoothapi mount point.
     """
     extensions = getattr(response, "extensions", None)

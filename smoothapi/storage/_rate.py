@@ -167,8 +167,9 @@ class SharedTokenBucket(TokenBucket):
         wait = wait_ms / 1000.0
         if local is not None:
             wait = max(wait, local)
-            if self.allow_until is not None and now < self.allow_until and self.allow > 0:
-                self.allow -= 1
+            # As TokenBucket.reserve: every reservation before the reset takes one, also
+            # one that waits for it, so a refund never opens more than the server said.
+            self.allow -= 1
         return wait
 
     def _allowance_wait(self, now: float) -> float | None:
@@ -184,9 +185,10 @@ class SharedTokenBucket(TokenBucket):
     def refund(self, now: float) -> None:
         """Give a reserved token back to the fleet's bucket (and the process's allowance)."""
         if self.allow_until is not None and now < self.allow_until:
-            self.allow += 1
-        if self._run("refund") is None:
-            TokenBucket.refund(self, now)
+            self.allow = min(self.allowed, self.allow + 1)
+        if self._run("refund") is None:  # down: back to this process's bucket only
+            self._refill(now)
+            self.tokens = min(self.burst, self.tokens + 1.0)
 
     def next_token(self, now: float) -> float:
         """Seconds until a token: asked of the fleet's bucket without taking one."""

@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 import redis
+from httpserver import free_port
 from redisserver import RedisServer
 
 from smoothapi import LoadShedError, RateLimitConfig, RedisStore, ResilientConfig, resilient_api
 from smoothapi.errors import ConfigError
 from smoothapi.load import LoadControl
 from smoothapi.rate_headers import ServerLimit
+from smoothapi.storage._rate import SharedTokenBucket
 
 PROCESSES = 4
 CALLS = 30  # per process
@@ -177,3 +179,30 @@ def test_a_store_without_a_sync_client_is_refused() -> None:
     config = ResilientConfig(rate_limit=RateLimitConfig(store=store))
     with pytest.raises(ConfigError, match="sync client"):
         resilient_api(config)(lambda: 1)
+
+
+def test_a_refund_never_opens_more_than_the_server_allowed(store: RedisStore) -> None:
+    """The server said one request is left until its reset: A takes it, B waits for the
+    reset and is refunded (cancelled): C must still wait for the reset."""
+    config = RateLimitConfig(rate=100.0, store=store, key="allowance")
+    bucket = SharedTokenBucket(config, "allowance", 0.0)
+    bucket.follow(0.0, ServerLimit(remaining=1, reset=1.0))
+    assert bucket.reserve(0.0, 10.0) == 0.0
+    assert bucket.reserve(0.0, 10.0) == 1.0
+    bucket.refund(0.5)
+    assert bucket.reserve(0.5, 10.0) == 0.5
+
+
+def test_a_refund_while_redis_is_down_counts_once() -> None:
+    """The store is down: a refund goes back to the process's bucket and allowance once."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix="down", timeout=0.2)
+    try:
+        bucket = SharedTokenBucket(RateLimitConfig(rate=100.0, store=store, key="k"), "k", 0.0)
+        bucket.follow(0.0, ServerLimit(remaining=2, reset=1.0))
+        waits = [bucket.reserve(0.0, 10.0), bucket.reserve(0.0, 10.0)]
+        bucket.refund(0.1)  # the second made no attempt
+        waits += [bucket.reserve(0.1, 10.0), bucket.reserve(0.1, 10.0)]
+        sent = [w for w in waits if w is not None and w < 0.9]
+        assert len(sent) - 1 <= 2  # one of them was refunded: at most the 2 the server allowed
+    finally:
+        store.close()
