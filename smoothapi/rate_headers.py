@@ -74,7 +74,7 @@ _X_SPELLINGS = (
     # (remaining, resets in order of preference): Reset-After is a plain delta, free of
     # clock skew, so it beats the epoch Discord sends next to it.
     ("X-RateLimit-Remaining", ("X-RateLimit-Reset-After", "X-RateLimit-Reset")),
-    ("X-Rate-Limit-Remaining", ("X-Rate-Limit-Reset",)),
+    ("X-Rate-Limit-Remaining", ("X-Rate-Limit-Reset-After", "X-Rate-Limit-Reset")),
 )
 
 

@@ -235,6 +235,11 @@ X_HEADERS = [
         id="reset-after-over-cap",
     ),
     pytest.param(
+        {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset-After": "2"},
+        ServerLimit(0, 2.0),
+        id="dashed-spelling-reset-after",
+    ),
+    pytest.param(
         {"X-Rate-Limit-Remaining": "7", "X-Rate-Limit-Reset": "3"},
         ServerLimit(7, 3.0),
         id="dashed-spelling",
