@@ -85,7 +85,9 @@ __all__ = [
     "Sleep",
     "Within",
     "retry_flow",
+    "server_limit",
     "stop_rule",
+    "upstream_accepted",
 ]
 
 
@@ -593,11 +595,17 @@ def _stopped(  # noqa: PLR0917 - the flow's state at the stop, passed on
 
 def _leave(policy: Policy, admission: Admission, outcome: Outcome) -> Leave:
     """The stages' side of an attempt made: its verdict and the server's rate limit."""
-    kind = outcome.kind
-    accepted = None if kind is IGNORED else kind is not FAILURE
+    accepted = upstream_accepted(outcome)
     load = policy.load
     limit = server_limit(outcome, policy.sleep_cap) if load is not None and load.follow else None
     return Leave(admission, made=True, accepted=accepted, limit=limit)
+
+
+def upstream_accepted(outcome: Outcome) -> bool | None:
+    """The throttle's verdict on an attempt: accepted unless it failed; None (not counted)
+    for an ignored result (a cancellation, a bug: the upstream said nothing)."""
+    kind = outcome.kind
+    return None if kind is IGNORED else kind is not FAILURE
 
 
 def server_limit(outcome: Outcome, cap: float) -> ServerLimit | None:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _runtime
 from .events import HedgeSent, emit
-from .flow import ANSWERED, FAILURE, IGNORED, SUCCESS, Outcome, Policy
+from .flow import ANSWERED, IGNORED, SUCCESS, Outcome, Policy, upstream_accepted
 from .load import Admission, percentile
 
 if TYPE_CHECKING:
@@ -138,8 +138,7 @@ def _leave(policy: Policy, admission: Admission | bool, outcome: Outcome | None)
     if outcome is None:  # cancelled before it answered: the request may have been sent
         load.leave(admission, made=True)
         return
-    accepted = None if outcome.kind is IGNORED else outcome.kind is not FAILURE
-    load.leave(admission, made=True, accepted=accepted)
+    load.leave(admission, made=True, accepted=upstream_accepted(outcome))
 
 
 class _Race:

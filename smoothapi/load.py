@@ -34,6 +34,7 @@ apply) and, for the bulkhead's queue, a per-waiter event (a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections import deque
@@ -78,6 +79,10 @@ class TokenBucket:
     """
 
     __slots__ = ("allow", "allow_until", "allowed", "burst", "rate", "stamp", "tokens")
+
+    #: False: the caller serialises the calls (LoadControl's lock).  A bucket whose calls
+    #: do I/O (the fleet's, in Redis) locks its own state instead, never across the I/O.
+    locks_itself = False
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
@@ -397,7 +402,12 @@ class LoadControl:
             self.bucket = _bucket(rate, name, now())
             self.follow = rate.follow_server
         self.bulkhead = None if config.bulkhead is None else Bulkhead(config.bulkhead)
-        self._lock = threading.Lock()
+        # Serialises the bucket's calls, unless it locks itself (no lock across its I/O).
+        self._lock: contextlib.AbstractContextManager[object] = (
+            contextlib.nullcontext()
+            if self.bucket is not None and self.bucket.locks_itself
+            else threading.Lock()
+        )
 
     @staticmethod
     def of(
@@ -455,73 +465,72 @@ class LoadControl:
         longest = bulkhead.config.max_wait
         return longest if left is None else min(longest, max(0.0, left))
 
-    def enter_sync(
-        self, left: float | None, sleep: Callable[[float], None]
-    ) -> Admission | LoadShedError:
-        """Pass the stages, waiting with ``sleep`` and in the queue; ``left``: the deadline's."""
+    def _token(self, left: float | None) -> tuple[float, bool] | LoadShedError:
+        """The first two stages, which never wait: the throttle's verdict, then a token
+        reserved - ``(wait, token)``: the seconds to wait for it, whether one was taken."""
         if self._throttled():
             return self._shed(THROTTLE)
-        started = self.now()
         wait = self._reserve(left)
         if wait is None:
             return self._shed(RATE_LIMIT, self._next_token())
-        token = self.bucket is not None
-        if self.bulkhead is None:
-            if wait > 0:
-                self._sleep_sync(sleep, wait, token)
-            return Admission(token, permit=False) if token else NOTHING
+        return wait, self.bucket is not None
+
+    def _permitted(self, admitted: bool, token: bool) -> Admission | LoadShedError:
+        """The bulkhead's verdict: the admission, or its token given back and the shed."""
+        if admitted:
+            return Admission(token, permit=True)
+        if token:
+            self._refund()
+        return self._shed(BULKHEAD)
+
+    def _left_after(self, left: float | None, started: float) -> float:
+        """How long the queue may wait: ``max_wait``, cut to the deadline left since ``started``."""
+        return self._permit_wait(None if left is None else left - (self.now() - started))
+
+    def enter_sync(
+        self, left: float | None, sleep: Callable[[float], None]
+    ) -> Admission | LoadShedError:
+        """Pass the stages, waiting with ``sleep`` and in the queue; ``left``: the deadline's.
+
+        :meth:`enter_async` is its twin: the two differ only where one awaits.
+        """
+        started = self.now()
+        first = self._token(left)
+        if isinstance(first, LoadShedError):
+            return first
+        wait, token = first
         try:
             if wait > 0:
                 sleep(wait)
-            if left is not None:
-                left -= self.now() - started
-            admitted = self.bulkhead.enter_sync(self._permit_wait(left))
+            if self.bulkhead is None:
+                return Admission(token, permit=False) if token else NOTHING
+            admitted = self.bulkhead.enter_sync(self._left_after(left, started))
         except BaseException:
             if token:
                 self._refund()
             raise
-        if not admitted:
-            if token:
-                self._refund()
-            return self._shed(BULKHEAD)
-        return Admission(token, permit=True)
-
-    def _sleep_sync(self, sleep: Callable[[float], None], wait: float, token: bool) -> None:
-        try:
-            sleep(wait)
-        except BaseException:
-            if token:
-                self._refund()
-            raise
+        return self._permitted(admitted, token)
 
     async def enter_async(
         self, left: float | None, sleep: Callable[[float], Awaitable[None]]
     ) -> Admission | LoadShedError:
         """:meth:`enter_sync` for the async driver (asyncio or trio); cancellable anywhere."""
-        if self._throttled():
-            return self._shed(THROTTLE)
         started = self.now()
-        wait = self._reserve(left)
-        if wait is None:
-            return self._shed(RATE_LIMIT, self._next_token())
-        token = self.bucket is not None
+        first = self._token(left)
+        if isinstance(first, LoadShedError):
+            return first
+        wait, token = first
         try:
             if wait > 0:
                 await sleep(wait)
             if self.bulkhead is None:
                 return Admission(token, permit=False) if token else NOTHING
-            if left is not None:
-                left -= self.now() - started
-            admitted = await self.bulkhead.enter_async(self._permit_wait(left))
+            admitted = await self.bulkhead.enter_async(self._left_after(left, started))
         except BaseException:
             if token:
                 self._refund()
             raise
-        if not admitted:
-            if token:
-                self._refund()
-            return self._shed(BULKHEAD)
-        return Admission(token, permit=True)
+        return self._permitted(admitted, token)
 
     def try_enter(self) -> Admission | None:
         """Pass the stages only if none would wait (a hedge): the admission, or None."""

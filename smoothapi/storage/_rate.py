@@ -20,14 +20,16 @@ When Redis is down (the store's :class:`~.outage.Health`: one WARNING per
 outage, one try per ``retry_interval``), the calls use the process's own
 bucket (the inherited :class:`~smoothapi.load.TokenBucket`), as without a
 store; no Redis error reaches a call.  The round trip uses the store's sync
-client, also on async calls (a reservation is taken under the stages' lock,
-which does not await), bounded by the client's timeout.
+client, also on async calls (a reservation is taken inside the stages' gate,
+which does not await), bounded by the client's timeout; no lock is held
+across it (the bucket locks only its local state).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from typing import Any
 
 from ..config import RateLimitConfig
@@ -106,7 +108,11 @@ class SharedTokenBucket(TokenBucket):
     store is down (and kept in step with the calls it serves then).
     """
 
-    __slots__ = ("_health", "_key", "_script", "_ttl_ms", "store")
+    __slots__ = ("_health", "_key", "_lock", "_script", "_ttl_ms", "store")
+
+    # Its calls make a round trip: it locks its local state itself, never across the I/O,
+    # so one slow Redis reply does not hold up the process's other callers' local work.
+    locks_itself = True
 
     def __init__(self, config: RateLimitConfig, name: str, now: float) -> None:
         assert config.burst is not None  # filled in by RateLimitConfig
@@ -121,7 +127,7 @@ class SharedTokenBucket(TokenBucket):
         if client is None:
             raise ConfigError(
                 "RateLimitConfig.store needs a store with a sync client: a token is "
-                "reserved under the stages' lock, also on async calls; build the store with "
+                "reserved inside the stages' gate, also on async calls; build the store with "
                 "RedisStore.from_url(url) or RedisStore(redis.Redis(...))"
             )
         self.store = store
@@ -131,6 +137,7 @@ class SharedTokenBucket(TokenBucket):
         self._health = health_of(store)
         # A bucket nobody used for this long is full again anyway: let it expire.
         self._ttl_ms = max(60_000, math.ceil(config.burst / config.rate * 2000))
+        self._lock = threading.Lock()  # the local state: the allowance, the fallback bucket
 
     def __repr__(self) -> str:
         return f"<SharedTokenBucket {self._key} rate={self.rate:g}/s burst={self.burst:g}>"
@@ -155,25 +162,27 @@ class SharedTokenBucket(TokenBucket):
     def reserve(self, now: float, max_wait: float) -> float | None:
         """Reserve the fleet's next token: the wait before using it, or None (none taken)."""
         # The process's own allowance (what the server said to it) applies first.
-        local = self._allowance_wait(now)
+        with self._lock:
+            local = self._allowance_wait(now)
         if local is not None and local > max_wait:
             return None
         reply = self._run("take", max_wait_ms=math.floor(max_wait * 1000))
-        if reply is None:  # the store is down: this process's own bucket
-            return TokenBucket.reserve(self, now, max_wait)
-        taken, wait_ms = reply
-        if taken < 0:
-            return None
-        wait = wait_ms / 1000.0
-        if local is not None:
-            wait = max(wait, local)
-            # As TokenBucket.reserve: every reservation before the reset takes one, also
-            # one that waits for it, so a refund never opens more than the server said.
-            self.allow -= 1
-        return wait
+        with self._lock:
+            if reply is None:  # the store is down: this process's own bucket
+                return TokenBucket.reserve(self, now, max_wait)
+            taken, wait_ms = reply
+            if taken < 0:
+                return None
+            wait = wait_ms / 1000.0
+            if self._allowance_wait(now) is not None:
+                wait = max(wait, local or 0.0)
+                # As TokenBucket.reserve: every reservation before the reset takes one, also
+                # one that waits for it, so a refund never opens more than the server said.
+                self.allow -= 1
+            return wait
 
     def _allowance_wait(self, now: float) -> float | None:
-        """The wait the server's last word to this process asks for, or None."""
+        """The wait the server's last word to this process asks for, or None (lock held)."""
         until = self.allow_until
         if until is None:
             return None
@@ -184,22 +193,27 @@ class SharedTokenBucket(TokenBucket):
 
     def refund(self, now: float) -> None:
         """Give a reserved token back to the fleet's bucket (and the process's allowance)."""
-        if self.allow_until is not None and now < self.allow_until:
-            self.allow = min(self.allowed, self.allow + 1)
+        with self._lock:
+            if self.allow_until is not None and now < self.allow_until:
+                self.allow = min(self.allowed, self.allow + 1)
         if self._run("refund") is None:  # down: back to this process's bucket only
-            self._refill(now)
-            self.tokens = min(self.burst, self.tokens + 1.0)
+            with self._lock:
+                self._refill(now)
+                self.tokens = min(self.burst, self.tokens + 1.0)
 
     def next_token(self, now: float) -> float:
         """Seconds until a token: asked of the fleet's bucket without taking one."""
-        local = self._allowance_wait(now) or 0.0
+        with self._lock:
+            local = self._allowance_wait(now) or 0.0
         reply = self._run("take", max_wait_ms=-1)  # refused by design: nothing is taken
         if reply is None:
-            return TokenBucket.next_token(self, now)
+            with self._lock:
+                return TokenBucket.next_token(self, now)
         return max(local, reply[1] / 1000.0)
 
     def follow(self, now: float, limit: Any) -> None:
         """The server's word: kept by this process; "none left" pauses the whole fleet."""
-        TokenBucket.follow(self, now, limit)
+        with self._lock:
+            TokenBucket.follow(self, now, limit)
         if limit.remaining <= 0 and limit.reset > 0:
             self._run("pause", pause_ms=math.ceil(limit.reset * 1000))
