@@ -8,8 +8,9 @@ names the field and the value - never later, in the middle of an outage.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ._validate import MAX_DELAY_SECONDS
 from ._validate import finite as _finite
@@ -43,6 +44,7 @@ __all__ = [
     "ResilientConfig",
     "RetryBudgetConfig",
     "ThrottleConfig",
+    "Upstreams",
 ]
 
 #: The most probes ``half_open_calls`` may admit at once.
@@ -809,3 +811,240 @@ _STAGES: tuple[tuple[str, type], ...] = (
     ("hedging", HedgingConfig),
     ("throttle", ThrottleConfig),
 )
+
+
+# -- per-upstream configs (issue 16) ----------------------------------------------------------
+
+#: The ports a URL without one goes to, as the transports spell an origin.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+# A key's specificity: its host (an exact host beats any wildcard, a longer wildcard suffix
+# beats a shorter one), then a port, then a scheme.  The four shapes of one host, most
+# specific first; for_origin tries them in this order.
+_SHAPES = ((True, True), (False, True), (True, False), (False, False))  # (scheme?, port?)
+
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
+
+
+def _upstream_key(key: object) -> tuple[str | None, str, int | None]:
+    """``(scheme or None, host, port or None)`` of an :class:`Upstreams` key, or ConfigError.
+
+    The host is lower-cased, an IPv6 address put in brackets; a wildcard host keeps its
+    ``*.`` prefix.
+    """
+    if not isinstance(key, str):
+        raise ConfigTypeError(
+            f"Upstreams key {key!r} must be a string such as 'api.example.com' "
+            f"({type(key).__name__})"
+        )
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(
+            f"Upstreams key {key!r} {why}; a key is host, host:port, scheme://host, "
+            "scheme://host:port or *.suffix (e.g. 'api.example.com', "
+            "'https://api.example.com:8443', '*.example.com')"
+        )
+
+    if not key or key != key.strip() or any(c.isspace() for c in key):
+        raise bad("is empty or holds whitespace")
+    scheme: str | None = None
+    rest = key
+    if "://" in key:
+        scheme, _, rest = key.partition("://")
+        scheme = scheme.lower()
+        if not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
+            raise bad("has no valid scheme before '://'")
+    for char, what in (("/", "a path"), ("?", "a query"), ("#", "a fragment"), ("@", "userinfo")):
+        if char in rest:
+            raise bad(f"holds {what} ({char!r}): a key names an origin only")
+    port_text: str | None = None
+    if rest.startswith("["):  # [IPv6] or [IPv6]:port
+        close = rest.find("]")
+        if close < 0:
+            raise bad("has an unclosed '[' (an IPv6 address is written [::1])")
+        host, after = rest[: close + 1], rest[close + 1 :]
+        if after:
+            if not after.startswith(":"):
+                raise bad("has text after the IPv6 address")
+            port_text = after[1:]
+        if len(host) == 2:
+            raise bad("has an empty IPv6 address")
+    elif rest.count(":") > 1:  # a bare IPv6 address: no port can follow it
+        host = f"[{rest}]"
+    else:
+        host, colon, port_text_ = rest.partition(":")
+        port_text = port_text_ if colon else None
+    host = host.lower()
+    if not host:
+        raise bad("has no host")
+    port: int | None = None
+    if port_text is not None:
+        if not port_text.isdigit() or not port_text.isascii() or not 0 < int(port_text) < 65536:
+            raise bad("has a port that is not a number from 1 to 65535")
+        port = int(port_text)
+    if "*" in host:
+        suffix = host[2:]
+        if not host.startswith("*.") or not suffix or "*" in suffix or suffix.startswith("."):
+            raise bad("has a '*' other than a leading '*.' before a domain")
+    elif host.startswith(".") or host.endswith("..") or ".." in host:
+        raise bad("has an empty label in its host")
+    return scheme, host, port
+
+
+def _origin_parts(origin: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a ``scheme://host:port`` origin, or None if it is not one."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep:
+        return None
+    scheme = scheme.lower()
+    if rest.startswith("["):
+        close = rest.find("]")
+        host, after = rest[: close + 1], rest[close + 1 :]
+        if close < 0 or (after and not after.startswith(":")):
+            return None
+        port_text = after[1:]
+    else:
+        host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if port_text:
+        if not port_text.isdigit():
+            return None
+        port = int(port_text)
+    else:
+        port = _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, host.lower(), port
+
+
+class Upstreams:
+    """One config per upstream, and a default for the rest: what a transport picks per origin.
+
+    ``configs`` maps keys to :class:`ResilientConfig`; a key names an upstream by
+    ``host``, ``host:port``, ``scheme://host``, ``scheme://host:port``, or a host
+    wildcard ``*.example.com`` (any depth below ``example.com``, not the domain
+    itself) with the same optional scheme and port.  A part left out matches any
+    value: ``https://api.example.com`` is every port over https.  Hosts compare
+    without case; an IPv6 address is written in brackets (``[::1]:8080``).
+
+    :meth:`for_origin` returns the config of the most specific key that matches,
+    else ``default``.  Most specific first: an exact host beats every wildcard, and
+    a longer wildcard suffix a shorter one (``*.eu.example.com`` before
+    ``*.example.com``); for the same host, ``scheme://host:port``, then
+    ``host:port``, then ``scheme://host``, then ``host``.
+
+    Immutable, validated at construction: a key with a path, a query, userinfo or
+    no host, two keys for the same upstream (``API.example.com`` and
+    ``api.example.com``), or a value that is not a :class:`ResilientConfig` raise
+    :class:`~smoothapi.errors.ConfigError` naming the key.  ``configs`` keeps the
+    keys as given.
+    """
+
+    __slots__ = ("_configs", "_default", "_exact", "_wild")
+
+    _default: ResilientConfig
+    _configs: Mapping[str, ResilientConfig]
+    _exact: dict[tuple[str | None, str, int | None], ResilientConfig]
+    _wild: dict[tuple[str | None, str, int | None], ResilientConfig]
+
+    def __init__(
+        self, default: ResilientConfig, configs: Mapping[str, ResilientConfig] | None = None
+    ) -> None:
+        if not isinstance(default, ResilientConfig):
+            raise ConfigTypeError(
+                f"Upstreams.default must be a ResilientConfig, got {default!r} "
+                f"({type(default).__name__})"
+            )
+        given: Mapping[str, ResilientConfig] = {} if configs is None else configs
+        if not isinstance(given, Mapping):
+            raise ConfigTypeError(
+                "Upstreams.configs must be a mapping of keys such as 'api.example.com' to "
+                f"ResilientConfig, got {given!r} ({type(given).__name__})"
+            )
+        exact: dict[tuple[str | None, str, int | None], ResilientConfig] = {}
+        wild: dict[tuple[str | None, str, int | None], ResilientConfig] = {}
+        seen: dict[tuple[str | None, str, int | None], str] = {}
+        copy: dict[str, ResilientConfig] = {}
+        for key, config in given.items():
+            parts = _upstream_key(key)
+            if not isinstance(config, ResilientConfig):
+                raise ConfigTypeError(
+                    f"Upstreams.configs[{key!r}] must be a ResilientConfig, got {config!r} "
+                    f"({type(config).__name__})"
+                )
+            if parts in seen:
+                raise ConfigError(
+                    f"Upstreams keys {seen[parts]!r} and {key!r} name the same upstream; "
+                    "keep one (hosts compare without case)"
+                )
+            seen[parts] = key
+            scheme, host, port = parts
+            if host.startswith("*."):
+                wild[scheme, host[2:], port] = config
+            else:
+                exact[parts] = config
+            copy[key] = config
+        object.__setattr__(self, "_default", default)
+        object.__setattr__(self, "_configs", MappingProxyType(copy))
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_wild", wild)
+
+    @property
+    def default(self) -> ResilientConfig:
+        """The config of every origin that no key matches."""
+        return self._default
+
+    @property
+    def configs(self) -> Mapping[str, ResilientConfig]:
+        """The per-upstream configs by key, as given (a read-only mapping)."""
+        return self._configs
+
+    def for_origin(self, origin: str) -> ResilientConfig:
+        """The config for ``origin`` (``scheme://host:port``, as the transports spell it).
+
+        The most specific matching key's config (the same object every time), else
+        :attr:`default`.  A few dict lookups per label of the host: the transports
+        call it once per new origin.  An origin without a port gets its scheme's
+        default one; one that cannot be read gets :attr:`default`.
+        """
+        if not self._exact and not self._wild:
+            return self._default
+        parts = _origin_parts(origin)
+        if parts is None:
+            return self._default
+        scheme, host, port = parts
+        exact = self._exact
+        if exact:
+            for with_scheme, with_port in _SHAPES:
+                found = exact.get(
+                    (scheme if with_scheme else None, host, port if with_port else None)
+                )
+                if found is not None:
+                    return found
+        wild = self._wild
+        if wild and not host.startswith("["):
+            dot = host.find(".")
+            while dot >= 0:  # the longest suffix first: "b.example.com", "example.com", "com"
+                suffix = host[dot + 1 :]
+                for with_scheme, with_port in _SHAPES:
+                    found = wild.get(
+                        (scheme if with_scheme else None, suffix, port if with_port else None)
+                    )
+                    if found is not None:
+                        return found
+                dot = host.find(".", dot + 1)
+        return self._default
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Upstreams is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Upstreams is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Upstreams):
+            return NotImplemented
+        return self._default == other._default and dict(self._configs) == dict(other._configs)
+
+    def __hash__(self) -> int:
+        return hash(self._default)
+
+    def __repr__(self) -> str:
+        return f"Upstreams(default={self._default!r}, configs={dict(self._configs)!r})"
