@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         remove_hook,
     )
     from .mounts._transport import attempts
+    from .mounts.aiohttp_middleware import ResilientMiddleware
     from .mounts.decorator import ResilientFunction, resilient_api
     from .mounts.httpx_transport import AsyncResilientTransport, ResilientTransport
     from .mounts.requests_adapter import ResilientAdapter
@@ -147,6 +148,7 @@ __all__ = [
     "ResilientAdapter",
     "ResilientConfig",
     "ResilientFunction",
+    "ResilientMiddleware",
     "ResilientTransport",
     "RetriesExhausted",
     "RetryBudgetConfig",
@@ -208,6 +210,7 @@ _LAZY = {
     "ResilientAdapter": "mounts.requests_adapter",  # imports requests
     "ResilientTransport": "mounts.httpx_transport",  # imports httpx
     "AsyncResilientTransport": "mounts.httpx_transport",
+    "ResilientMiddleware": "mounts.aiohttp_middleware",  # imports aiohttp
     "RedisStore": "storage.redis",  # imports redis
     "SharedCircuitBreaker": "storage",
     "BreakerStore": "storage",
@@ -263,6 +266,7 @@ def __getattr__(name: str) -> Any:
 _EXTRAS = {
     "mounts.requests_adapter": "requests",
     "mounts.httpx_transport": "httpx",
+    "mounts.aiohttp_middleware": "aiohttp",
     "storage.redis": "redis",
 }
 

@@ -10,9 +10,11 @@ protocol error)
 anything else, cancellation, interrupt       IGNORED    no (nothing recorded)
 ===========================================  =========  =========================
 
-HTTP errors are requests' ``HTTPError`` and httpx's ``HTTPStatusError``;
-their status comes from ``exc.response.status_code``.  An ``HTTPError``
-without a response carries no status and is treated as "anything else".
+HTTP errors are requests' ``HTTPError``, httpx's ``HTTPStatusError`` (their
+status comes from ``exc.response.status_code``) and aiohttp's
+``ClientResponseError`` (``raise_for_status()``; its ``exc.status``).  An
+``HTTPError`` without a response carries no status and is treated as
+"anything else".
 Client libraries are never imported here: an exception of theirs can only
 exist if they were already imported, so we look in ``sys.modules``.
 """
@@ -60,7 +62,8 @@ def _error_types() -> tuple[_Types, _Types]:
     requests = modules.get("requests")
     httpx = modules.get("httpx")
     urllib3 = modules.get("urllib3")
-    key = (requests is not None, httpx is not None, urllib3 is not None)
+    aiohttp = modules.get("aiohttp")
+    key = (requests is not None, httpx is not None, urllib3 is not None, aiohttp is not None)
     cached_key, cached = _cache
     if key == cached_key:
         return cached
@@ -84,6 +87,12 @@ def _error_types() -> tuple[_Types, _Types]:
         u = getattr(urllib3, "exceptions", None)
         found = _types(u, "ProtocolError", "TimeoutError", "NewConnectionError")
         complete = _add(retry, found, never, _types(u, "SSLError")) and complete
+    if aiohttp is not None:
+        # A truncated body (ClientPayloadError) is a broken connection too; a TLS failure
+        # or a URL aiohttp cannot use will fail the same way next time.
+        found = _types(aiohttp, "ClientConnectionError", "ClientPayloadError")
+        excluded = _types(aiohttp, "ClientSSLError", "ClientConnectorCertificateError")
+        complete = _add(retry, found, never, excluded) and complete
     types = (tuple(retry), tuple(never))
     if complete:  # a half-imported library is looked at again on the next call
         _cache = (key, types)
@@ -114,10 +123,14 @@ def http_status(exc: BaseException) -> int | None:
 
 
 def _http_status(exc: BaseException) -> int | None:
+    modules = sys.modules
+    response_error = getattr(modules.get("aiohttp"), "ClientResponseError", None)
+    if isinstance(response_error, type) and isinstance(exc, response_error):
+        status = getattr(exc, "status", None)  # aiohttp's error carries no response
+        return status if isinstance(status, int) and not isinstance(status, bool) else None
     response = getattr(exc, "response", None)
     if response is None:
         return None
-    modules = sys.modules
     kinds = (
         getattr(modules.get("requests"), "HTTPError", None),
         getattr(modules.get("httpx"), "HTTPStatusError", None),
@@ -131,7 +144,9 @@ def _http_status(exc: BaseException) -> int | None:
 
 def _retry_after(exc: BaseException) -> float | None:
     try:
-        headers = getattr(getattr(exc, "response", None), "headers", None)
+        response = getattr(exc, "response", None)
+        # aiohttp's ClientResponseError carries the response's headers itself.
+        headers = getattr(exc, "headers", None) if response is None else response.headers
         if headers is None:
             return None
         value = headers.get("Retry-After")

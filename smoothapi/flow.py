@@ -358,6 +358,7 @@ class Policy:
         "budget",
         "classify_error",
         "classify_value",
+        "config",
         "cooldown",
         "counts",
         "deadline",
@@ -371,6 +372,7 @@ class Policy:
         "mark",
         "open_error",
         "rand",
+        "retry_on",
         "settles",
         "sleep_cap",
         "timed",
@@ -390,6 +392,9 @@ class Policy:
         fallback_midway: bool = True,
         budget: RetryBudget | None = None,
     ) -> None:
+        self.config = config
+        # The statuses a transport retries, read on its happy path (one attribute).
+        self.retry_on = frozenset(config.retry_on)
         self.backoff = config.backoff
         self.sleep_cap = config.sleep_cap
         self.hooks: tuple[Hook, ...] = config.hooks

@@ -40,7 +40,7 @@ never reaches.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -225,6 +225,22 @@ class Tracing:
         """Wrap an httpx transport for one logical request: each call is one attempt."""
         return _TracedHTTPX(self, transport)
 
+    def aiohttp(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        """Wrap an aiohttp middleware's ``handler`` for one logical request: each call is one
+        attempt."""
+        sent = 0
+
+        async def traced(request: Any) -> Any:
+            nonlocal sent
+            resends = sent
+            sent += 1
+            with self.attempt(request.method, _YarlURL(request.url), resends) as span:
+                response = await handler(request)
+                _finish(span, response.status)
+                return response
+
+        return traced
+
     def requests(self, send: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap ``HTTPAdapter.send`` for one logical request: each call is one attempt."""
         sent = 0
@@ -310,6 +326,18 @@ class _HTTPXURL:
         path, _, query = url.raw_path.decode("ascii", "replace").partition("?")
         self.path = path
         self.query = query
+
+
+class _YarlURL:
+    # yarl.URL's parts (as sent) under the names urlsplit uses; no port when it is the default.
+    __slots__ = ("hostname", "path", "port", "query", "scheme")
+
+    def __init__(self, url: Any) -> None:
+        self.scheme = url.scheme
+        self.hostname = url.raw_host or ""
+        self.port = url.explicit_port
+        self.path = url.raw_path
+        self.query = url.raw_query_string
 
 
 def _finish(span: trace.Span, status: int) -> None:

@@ -1,0 +1,402 @@
+"""``ResilientMiddleware``: the engine mounted on aiohttp's client middlewares (aiohttp 3.12+).
+
+::
+
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(config),)) as session:
+        async with session.get(url) as response:
+            ...
+
+The transports' rules (see :mod:`._transport`): statuses read from responses,
+per-origin breakers in a bounded registry (or one shared ``breaker=``), which
+requests may be resent, ``Retry-After`` with its cap, a retried response
+released before the retry (read into memory up to 64 KiB within 0.5 s, or its
+connection closed), one-shot bodies sent once, the deadline cutting each
+attempt and the body of the response returned.  aiohttp runs on asyncio only,
+so only the async driver is used here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json as _json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+try:
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subprocess
+    raise ModuleNotFoundError(
+        f"smoothapi's aiohttp middleware needs the 'aiohttp' extra ({_missing}): "
+        "pip install 'aiohttp>=3.12'",
+        name=_missing.name,
+    ) from _missing
+
+from .. import _runtime
+from ..breaker import CircuitBreaker
+from ..classify import is_transport_error
+from ..config import ResilientConfig
+from ..engine import FAILURE, IGNORED, Outcome, Policy, run_async
+from ..errors import CircuitOpenError, ConfigError, LoadShedError
+from ._happy import settle
+from ._transport import (
+    ATTEMPTS,
+    DRAIN_LIMIT,
+    LEFT,
+    Left,
+    MountPoint,
+    deadline_left,
+    drain_plan,
+    drain_time,
+    origin_name,
+)
+
+_T = TypeVar("_T")
+
+__all__ = ["CircuitOpenClientError", "LoadShedClientError", "ResilientMiddleware"]
+
+#: ``fallback(request, error)`` builds the response served while the breaker rejects
+#: (:meth:`ResilientMiddleware.response` makes one), plain or ``async``.
+AIOHTTPFallback = Callable[
+    [aiohttp.ClientRequest, BaseException],
+    "aiohttp.ClientResponse | Awaitable[aiohttp.ClientResponse]",
+]
+
+# Nothing of the request can have reached the server.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class CircuitOpenClientError(CircuitOpenError, aiohttp.ClientConnectionError):
+    """The breaker rejected the request: a CircuitOpenError and an aiohttp ClientConnectionError."""
+
+
+class LoadShedClientError(LoadShedError, aiohttp.ClientConnectionError):
+    """A load-control stage shed the request: a LoadShedError and a ClientConnectionError."""
+
+
+def _classify_error(exc: BaseException) -> Outcome:
+    if isinstance(exc, Exception) and is_transport_error(exc):
+        return Outcome(FAILURE, error=exc, sent=not isinstance(exc, _NOT_SENT))
+    return Outcome(IGNORED, error=exc)
+
+
+def _replayable(body: object) -> bool:
+    """Whether the request's body can be sent again whole.
+
+    Bytes, strings, JSON and form data are kept in memory; a file is re-read
+    from where it started only if it can seek; an async iterator or a stream
+    is read once.  Multipart bodies are replayable when every part is.
+    """
+    if body is None or body == b"":
+        return True
+    if getattr(body, "consumed", False):
+        return False
+    if isinstance(body, aiohttp.MultipartWriter):
+        return all(_replayable(part[0] if isinstance(part, tuple) else part) for part in body)
+    if isinstance(body, aiohttp.payload.BytesPayload):
+        return True
+    if isinstance(body, aiohttp.payload.IOBasePayload):
+        seekable = getattr(getattr(body, "_value", None), "seekable", None)
+        try:
+            return callable(seekable) and bool(seekable())
+        except Exception:  # a closed file, or one whose seekable() raises
+            return False
+    return False
+
+
+def _origin_of(url: URL) -> str:
+    return origin_name(url.scheme, url.host or "", url.port)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+        return await asyncio.wait_for(awaitable, seconds)
+
+
+def _cut(url: URL) -> aiohttp.ServerTimeoutError:
+    return aiohttp.ServerTimeoutError(
+        f"the attempt to {url.scheme}://{url.host}{url.path} was cut at the call's deadline "
+        "(ResilientConfig.deadline)"
+    )
+
+
+async def _release(response: aiohttp.ClientResponse, final: bool) -> None:
+    """Give a retried response's connection back to the pool, in bounded memory and time.
+
+    A small body is read into memory (the response stays readable: it is
+    returned whole if the breaker opens before the retry); a large one, or one
+    that does not arrive within :func:`~._transport.drain_time`, is dropped
+    with its connection.
+    """
+    if response.closed:
+        return
+    plan = drain_plan(response.headers.get("Content-Length"), final)
+    if plan == "keep":
+        return
+    if plan == "close":
+        response.close()
+        return
+    try:
+        body = await _within(_read_small(response), drain_time(response))
+    except (Exception, asyncio.TimeoutError):  # a broken connection, or too slow
+        body = None
+    if body is None:
+        response.close()
+    else:
+        response._body = body  # what read() returns from now on
+        response.release()
+
+
+async def _read_small(response: aiohttp.ClientResponse) -> bytes | None:
+    """The whole body, or None once it is larger than :data:`~._transport.DRAIN_LIMIT`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > DRAIN_LIMIT:
+            return None
+        chunks.append(chunk)
+
+
+class _StreamWriterStub:
+    # What a built response asks of the writer of a request that was never sent.
+    output_size = 0
+
+
+def _build_response(
+    request: aiohttp.ClientRequest, status: int, body: bytes, headers: CIMultiDict[str]
+) -> aiohttp.ClientResponse:
+    loop = asyncio.get_running_loop()
+    offered: dict[str, Any] = {
+        "writer": None,
+        "continue100": None,
+        "timer": None,
+        "request_info": request.request_info,
+        "traces": [],
+        "loop": loop,
+        "session": None,
+        "stream_writer": _StreamWriterStub(),
+    }
+    accepted = inspect.signature(aiohttp.ClientResponse.__init__).parameters
+    response = aiohttp.ClientResponse(
+        request.method, request.url, **{k: v for k, v in offered.items() if k in accepted}
+    )
+    response.status = status
+    response.reason = _REASONS.get(status, "")
+    response._headers = CIMultiDictProxy(headers)
+    response._raw_headers = tuple(
+        (key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()
+    )
+    response._body = body
+    response.content = aiohttp.streams.EMPTY_PAYLOAD  # read() returns _body
+    response._released = True
+    response._closed = True
+    setattr(response, ATTEMPTS, 0)
+    return response
+
+
+_REASONS = {200: "OK", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content"}
+
+
+class _Call:
+    """One request's attempts after its first, or all of them: counted, timed, bounded."""
+
+    __slots__ = ("attempts", "left", "request", "send")
+
+    def __init__(
+        self,
+        request: aiohttp.ClientRequest,
+        send: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+        left: Left | None,
+        attempts: int,
+    ) -> None:
+        self.request = request
+        self.send = send
+        self.left = left
+        self.attempts = attempts
+
+    async def attempt(self) -> aiohttp.ClientResponse:
+        self.attempts += 1
+        response = await self.send(self.request)
+        if self.left is not None:
+            setattr(response, LEFT, self.left)  # the drain stops at the deadline
+        return response
+
+    async def attempt_within(self, seconds: float) -> aiohttp.ClientResponse:
+        try:
+            return await _within(self.attempt(), seconds)
+        except asyncio.TimeoutError:
+            if self.left is not None and self.left() > 0:
+                raise  # aiohttp's own timeout (ClientTimeout), not the deadline
+            raise _cut(self.request.url) from None
+
+
+def _close_unread(response: aiohttp.ClientResponse) -> None:
+    if not response.closed:
+        response.close()
+
+
+class ResilientMiddleware(MountPoint):
+    """An aiohttp client middleware that retries, breaks per origin and can fall back.
+
+    ``aiohttp.ClientSession(middlewares=(ResilientMiddleware(config),))``, or
+    per request with ``session.get(url, middlewares=(...))``.  ``breaker``
+    makes every origin share one breaker; ``fallback(request, error)`` returns
+    the ``aiohttp.ClientResponse`` served while the breaker rejects (build it
+    with :meth:`response`); ``max_breakers`` bounds the per-origin registry.
+    ``config.fallback`` is for decorated functions and is not used here.
+    Hedging (``ResilientConfig.hedging``) is refused: aiohttp sends one
+    request object at a time.
+    """
+
+    def __init__(
+        self,
+        config: ResilientConfig | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        fallback: AIOHTTPFallback | None = None,
+        max_breakers: int = 1024,
+    ) -> None:
+        if config is not None and getattr(config, "hedging", None) is not None:
+            raise ConfigError(
+                "ResilientMiddleware cannot hedge requests (ResilientConfig.hedging): aiohttp "
+                "sends one request object at a time, so two attempts of it cannot race. Use "
+                "httpx's AsyncResilientTransport to hedge, or leave hedging=None"
+            )
+        self._mount(
+            config,
+            breaker,
+            max_breakers,
+            fallback,
+            _classify_error,
+            CircuitOpenClientError,
+            _discard_sync,
+            _release,
+            hedges=True,
+        )
+
+    def _classify_response(self, response: Any) -> Outcome:
+        return self._core.classify_status(
+            response, response.status, response.headers.get("Retry-After")
+        )
+
+    def _policy(self, url: URL) -> Policy:
+        key = (url.scheme, url.raw_host, url.port)
+        policy = self._aliases.get(key)
+        return self._core.policy(key, _origin_of, url) if policy is None else policy
+
+    def breaker_for(self, url: str | URL) -> CircuitBreaker:
+        """The breaker that guards ``url``'s origin."""
+        return self._policy(URL(url)).breaker
+
+    @staticmethod
+    def response(
+        request: aiohttp.ClientRequest,
+        status: int = 200,
+        *,
+        body: bytes | str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A response built in memory, for a ``fallback``: nothing is sent.
+
+        ``json`` is serialised (``Content-Type: application/json``), ``body``
+        sent as is (a ``str`` as UTF-8); ``read()``, ``text()`` and ``json()``
+        work on it, and ``smoothapi.attempts()`` of it is 0.
+        """
+        if json is not None and body is not None:
+            raise ConfigError("ResilientMiddleware.response() takes body= or json=, not both")
+        fields: CIMultiDict[str] = CIMultiDict(headers or {})
+        if json is not None:
+            data = _json.dumps(json).encode()
+            fields.setdefault("Content-Type", "application/json")
+        elif isinstance(body, str):
+            data = body.encode()
+            fields.setdefault("Content-Type", "text/plain; charset=utf-8")
+        else:
+            data = body or b""
+        fields["Content-Length"] = str(len(data))
+        return _build_response(request, status, data, fields)
+
+    async def __call__(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+    ) -> aiohttp.ClientResponse:
+        send = handler
+        if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
+            send = _runtime.tracing.aiohttp(handler)
+        if self._shared is not None and _runtime.holds(self._shared):
+            # A mount point sharing our breaker is making this attempt: it keeps the books.
+            response = await send(request)
+            setattr(response, ATTEMPTS, 1)
+            return response
+        policy = self._policy(request.url)
+        first = began = None
+        ticket = policy.breaker.clean_ticket if policy.direct else 0
+        if ticket:  # the happy path (see _happy)
+            if policy.timed:
+                began = policy.breaker.now()
+            cell = _runtime.enter(policy.mark)  # a middleware after us may call a mount point
+            try:
+                response = await send(request)
+            except BaseException as exc:
+                first = _classify_error(exc)
+            else:
+                if response.status not in policy.retry_on:
+                    settle(policy, ticket, began)
+                    setattr(response, ATTEMPTS, 1)
+                    return response
+                first = self._classify_response(response)
+            finally:
+                _runtime.leave(cell)
+        return await self._engine(request, send, policy, first, ticket=ticket, began=began)
+
+    async def _engine(
+        self,
+        request: aiohttp.ClientRequest,
+        send: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+        policy: Policy,
+        first: Outcome | None,
+        *,
+        ticket: int,
+        began: float | None,
+    ) -> aiohttp.ClientResponse:
+        left = deadline_left(policy)
+        call = _Call(request, send, left, 0 if first is None else 1)
+        resend = self._core.resend(request.method, request.headers, _replayable(request.body))
+        response = await run_async(
+            policy,
+            call.attempt,
+            attempt_within=call.attempt_within,
+            fallback=self._fallback_for(request),
+            first=first,
+            resend=resend,
+            open_error=CircuitOpenClientError,
+            shed_error=lambda shed: LoadShedClientError(shed.name, shed.stage, shed.retry_after),
+            first_ticket=0 if first is None else ticket,
+            started=began if left is None else left.started,
+        )
+        setattr(response, ATTEMPTS, call.attempts)
+        if left is not None and not response.closed:
+            # The body must be read within the deadline: an unread response is closed then.
+            asyncio.get_running_loop().call_later(max(left(), 0.0), _close_unread, response)
+        return response
+
+
+def _discard_sync(response: Any, final: bool) -> None:  # pragma: no cover - async only
+    if final:
+        response.close()
