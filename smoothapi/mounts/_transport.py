@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from .._runtime import at_fork_child
 from ..breaker import CircuitBreaker, CircuitState
 from ..budget import shared_budget
-from ..config import ResilientConfig
+from ..config import ResilientConfig, Upstreams
 from ..engine import FAILURE, SUCCESS, Outcome, Policy, Resend
 from ..errors import ConfigError, ConfigTypeError
 from ..events import StateChanged
@@ -189,20 +189,31 @@ class TransportCore:
 
     def __init__(
         self,
-        config: ResilientConfig | None,
+        config: ResilientConfig | Upstreams | None,
         *,
         breaker: CircuitBreaker | None,
         max_breakers: int,
         classify_error: Callable[[BaseException], Outcome],
-        classify_value: Callable[[Any], Outcome],
+        status_of: Callable[[Any], tuple[int, str | None]],
         discard: Callable[[Any, bool], None] | None = None,
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
         open_error: Callable[[str, float], BaseException],
     ) -> None:
+        upstreams: Upstreams | None = None
         if config is None:
             config = ResilientConfig()
+        elif isinstance(config, Upstreams):
+            if breaker is not None:
+                raise ConfigError(
+                    "breaker= makes every origin share one breaker, so it cannot be combined "
+                    "with Upstreams (a config per origin): pass one ResilientConfig with "
+                    "breaker=, or drop breaker="
+                )
+            upstreams, config = config, config.default
         elif not isinstance(config, ResilientConfig):
-            raise ConfigTypeError(f"expected a ResilientConfig, got {config!r}")
+            raise ConfigTypeError(
+                f"expected a ResilientConfig or Upstreams (one config per origin), got {config!r}"
+            )
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise ConfigTypeError(f"breaker= needs a CircuitBreaker, got {breaker!r}")
         if isinstance(max_breakers, bool) or not isinstance(max_breakers, int):
@@ -210,12 +221,11 @@ class TransportCore:
         if max_breakers < 1:
             raise ConfigError(f"max_breakers must be >= 1, got {max_breakers!r}")
         self.config = config
-        self.retry_on: frozenset[int] = frozenset(config.retry_on)
-        self.idempotent: frozenset[str] = frozenset(config.idempotent_methods)
+        self.upstreams = upstreams
         self.max_breakers = max_breakers
+        self._status_of = status_of
         self._kwargs: dict[str, Any] = {
             "classify_error": classify_error,
-            "classify_value": classify_value,
             "discard": discard,
             "open_error": open_error,
             # DESIGN.md: if the breaker opens mid-request, the last response is returned.
@@ -239,18 +249,31 @@ class TransportCore:
             # mount point lives: a transport that goes away leaves no hook behind.
             for hook in config.hooks:
                 breaker.add_hook(hook, owner=self)
-            self._shared = self._make_policy(breaker)
+            self._shared = self._make_policy(breaker, config)
 
-    def _make_policy(self, breaker: CircuitBreaker) -> Policy:
+    def _make_policy(self, breaker: CircuitBreaker, config: ResilientConfig) -> Policy:
         # A breaker passed with breaker= may serve other mount points: share its budget.
-        budget = shared_budget(breaker, self.config) if self._shared_given else None
+        budget = shared_budget(breaker, config) if self._shared_given else None
+        retry_on = frozenset(config.retry_on)
+        status_of = self._status_of
+
+        def classify_value(response: Any) -> Outcome:
+            status, retry_after = status_of(response)
+            return classify_status(response, status, retry_after, retry_on)
+
         return Policy(
-            self.config,
+            config,
             breaker,
             async_discard=self._async_discard,
             budget=budget,
+            classify_value=classify_value,
             **self._kwargs,
         )
+
+    def config_for(self, origin: str) -> ResilientConfig:
+        """The config of ``origin`` (``scheme://host:port``): its upstream's, else the default."""
+        upstreams = self.upstreams
+        return self.config if upstreams is None else upstreams.for_origin(origin)
 
     def policy(self, alias: Hashable, name: Callable[[_A], str], arg: _A) -> Policy:
         """The policy (and so the breaker) for one origin.
@@ -272,12 +295,11 @@ class TransportCore:
             origin = name(arg)
             policy = self._policies.get(origin)
             if policy is None:
-                breaker = CircuitBreaker(
-                    self.config.circuit_breaker, name=origin, hooks=self.config.hooks
-                )
+                config = self.config_for(origin)
+                breaker = CircuitBreaker(config.circuit_breaker, name=origin, hooks=config.hooks)
                 if type(breaker) is CircuitBreaker:  # its state lives here: watch it
                     breaker.add_hook(self._track)
-                policy = self._make_policy(breaker)
+                policy = self._make_policy(breaker, config)
                 self._evict()
                 self._trim_held()
                 self._policies[origin] = policy
@@ -352,25 +374,28 @@ class TransportCore:
                 held[origin] = None
                 held.move_to_end(origin)  # parked in the order of their last transition
 
-    def resend(self, method: str, headers: Mapping[str, str], replayable: bool) -> Resend:
-        """Which failed attempts of this request may be sent again."""
+    @staticmethod
+    def resend(policy: Policy, method: str, headers: Mapping[str, str], replayable: bool) -> Resend:
+        """Which failed attempts of this request (to ``policy``'s origin) may be sent again."""
         if not replayable:
             return Resend.NEVER
+        config = policy.config
         if (
-            method.upper() in self.idempotent
-            or self.config.retry_non_idempotent
+            method.upper() in config.idempotent_methods
+            or config.retry_non_idempotent
             or "idempotency-key" in headers
         ):
             return Resend.ALWAYS
         return Resend.IF_NOT_SENT
 
-    def classify_status(self, response: object, status: int, retry_after: str | None) -> Outcome:
-        """A response's outcome: FAILURE (with the parsed Retry-After) if its status is retried."""
-        if status in self.retry_on:
-            return Outcome(
-                FAILURE, response, status=status, retry_after=parse_retry_after(retry_after)
-            )
-        return Outcome(SUCCESS, response, status=status)
+
+def classify_status(
+    response: object, status: int, retry_after: str | None, retry_on: frozenset[int]
+) -> Outcome:
+    """A response's outcome: FAILURE (with the parsed Retry-After) if its status is retried."""
+    if status in retry_on:
+        return Outcome(FAILURE, response, status=status, retry_after=parse_retry_after(retry_after))
+    return Outcome(SUCCESS, response, status=status)
 
 
 class MountPoint:
@@ -383,10 +408,15 @@ class MountPoint:
     """
 
     _core: TransportCore
+    #: Why this mount point cannot hedge (when it cannot).
+    _no_hedging = (
+        "a blocking request cannot be cancelled once another answers first, so each hedge "
+        "would hold a thread and a connection until its server answers."
+    )
 
     def _mount(  # noqa: PLR0917 - what the core is built from
         self,
-        config: ResilientConfig | None,
+        config: ResilientConfig | Upstreams | None,
         breaker: CircuitBreaker | None,
         max_breakers: int,
         fallback: Callable[[Any, BaseException], Any] | None,
@@ -401,12 +431,17 @@ class MountPoint:
 
         ``hedges``: the mount point is async and can race attempts (``hedging``).
         """
-        if config is not None and getattr(config, "hedging", None) is not None and not hedges:
+        configs = (
+            (config.default, *config.configs.values())
+            if isinstance(config, Upstreams)
+            else (config,)
+        )
+        hedged = any(getattr(one, "hedging", None) is not None for one in configs)
+        if hedged and not hedges:
             raise ConfigError(
-                f"{type(self).__name__} cannot hedge requests (ResilientConfig.hedging): a "
-                "blocking request cannot be cancelled once another answers first, so each "
-                "hedge would hold a thread and a connection until its server answers. Use "
-                "httpx's AsyncResilientTransport (asyncio or trio), or leave hedging=None"
+                f"{type(self).__name__} cannot hedge requests (ResilientConfig.hedging): "
+                f"{self._no_hedging} Use httpx's AsyncResilientTransport (asyncio or trio), "
+                "or leave hedging=None"
             )
         if fallback is not None and not callable(fallback):
             raise ConfigError(
@@ -418,23 +453,25 @@ class MountPoint:
             breaker=breaker,
             max_breakers=max_breakers,
             classify_error=classify_error,
-            classify_value=self._classify_response,
+            status_of=self._status,
             discard=discard,
             async_discard=async_discard,
             open_error=open_error,
         )
         self._core = core
+        #: The config of every origin (the default one when given Upstreams).
         self.config = core.config
+        #: The per-origin configs given, or None.
+        self.upstreams = core.upstreams
         # Read on every request's happy path: one attribute each, not two.
-        self._retry_on = core.retry_on
         self._aliases = core.aliases
         self._shared = breaker
         self._fallback = fallback
 
-    def _classify_response(self, response: Any) -> Outcome:
-        return self._core.classify_status(
-            response, response.status_code, response.headers.get("Retry-After")
-        )
+    @staticmethod
+    def _status(response: Any) -> tuple[int, str | None]:
+        """A response's status and ``Retry-After`` header (requests' and httpx's spelling)."""
+        return response.status_code, response.headers.get("Retry-After")
 
     def _fallback_for(self, request: Any) -> Callable[[BaseException], Any] | None:
         """The engine's fallback for one request: ``fallback(request, error)``, or None."""

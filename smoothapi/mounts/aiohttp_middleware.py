@@ -38,7 +38,7 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
 from .. import _runtime
 from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
-from ..config import ResilientConfig
+from ..config import ResilientConfig, Upstreams
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_async
 from ..errors import CircuitOpenError, ConfigError, LoadShedError
 from ._happy import settle
@@ -262,20 +262,18 @@ class ResilientMiddleware(MountPoint):
     request object at a time.
     """
 
+    _no_hedging = (
+        "aiohttp sends one request object at a time, so two attempts of one request cannot race."
+    )
+
     def __init__(
         self,
-        config: ResilientConfig | None = None,
+        config: ResilientConfig | Upstreams | None = None,
         *,
         breaker: CircuitBreaker | None = None,
         fallback: AIOHTTPFallback | None = None,
         max_breakers: int = 1024,
     ) -> None:
-        if config is not None and getattr(config, "hedging", None) is not None:
-            raise ConfigError(
-                "ResilientMiddleware cannot hedge requests (ResilientConfig.hedging): aiohttp "
-                "sends one request object at a time, so two attempts of it cannot race. Use "
-                "httpx's AsyncResilientTransport to hedge, or leave hedging=None"
-            )
         self._mount(
             config,
             breaker,
@@ -285,13 +283,12 @@ class ResilientMiddleware(MountPoint):
             CircuitOpenClientError,
             _discard_sync,
             _release,
-            hedges=True,
+            hedges=False,
         )
 
-    def _classify_response(self, response: Any) -> Outcome:
-        return self._core.classify_status(
-            response, response.status, response.headers.get("Retry-After")
-        )
+    @staticmethod
+    def _status(response: Any) -> tuple[int, str | None]:
+        return response.status, response.headers.get("Retry-After")
 
     def _policy(self, url: URL) -> Policy:
         key = (url.scheme, url.raw_host, url.port)
@@ -360,7 +357,7 @@ class ResilientMiddleware(MountPoint):
                     settle(policy, ticket, began)
                     setattr(response, ATTEMPTS, 1)
                     return response
-                first = self._classify_response(response)
+                first = policy.classify_value(response)
             finally:
                 _runtime.leave(cell)
         return await self._engine(request, send, policy, first, ticket=ticket, began=began)
@@ -377,7 +374,9 @@ class ResilientMiddleware(MountPoint):
     ) -> aiohttp.ClientResponse:
         left = deadline_left(policy)
         call = _Call(request, send, left, 0 if first is None else 1)
-        resend = self._core.resend(request.method, request.headers, _replayable(request.body))
+        resend = self._core.resend(
+            policy, request.method, request.headers, _replayable(request.body)
+        )
         response = await run_async(
             policy,
             call.attempt,

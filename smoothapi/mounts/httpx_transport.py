@@ -30,7 +30,7 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
 from .. import _runtime
 from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
-from ..config import ResilientConfig
+from ..config import ResilientConfig, Upstreams
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_async, run_sync
 from ..errors import CircuitOpenError, ConfigError, ConfigTypeError, LoadShedError
 from ._happy import settle
@@ -154,7 +154,7 @@ class _Base(MountPoint):
 
     def __init__(  # noqa: PLR0917 - the two public constructors' arguments
         self,
-        config: ResilientConfig | None,
+        config: ResilientConfig | Upstreams | None,
         transport: Any,
         breaker: CircuitBreaker | None,
         max_breakers: int,
@@ -211,9 +211,9 @@ class _Base(MountPoint):
         began: float | None,
     ) -> Outcome | None:
         """The happy path's response: settled (None) if it answers, else the engine's first."""
-        if response.status_code in self._retry_on:
+        if response.status_code in policy.retry_on:
             response.request = request  # its drain caps the body's reads
-            return self._classify_response(response)
+            return policy.classify_value(response)
         settle(policy, ticket, began)
         response.extensions[ATTEMPTS] = 1
         return None
@@ -236,7 +236,7 @@ class _Base(MountPoint):
             first,
             ticket,
             began=began,
-            resend=self._core.resend(request.method, request.headers, _replayable(request)),
+            resend=self._core.resend(policy, request.method, request.headers, _replayable(request)),
             fallback=self._fallback_for(request),
             open_error=lambda name, retry_after: CircuitOpenTransportError(
                 name, retry_after, request
@@ -258,7 +258,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
 
     def __init__(
         self,
-        config: ResilientConfig | None = None,
+        config: ResilientConfig | Upstreams | None = None,
         transport: httpx.BaseTransport | None = None,
         *,
         breaker: CircuitBreaker | None = None,
@@ -310,7 +310,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        config: ResilientConfig | None = None,
+        config: ResilientConfig | Upstreams | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         breaker: CircuitBreaker | None = None,

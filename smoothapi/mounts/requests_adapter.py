@@ -36,7 +36,7 @@ from requests.utils import rewind_body
 from .. import _runtime
 from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
-from ..config import ResilientConfig
+from ..config import ResilientConfig, Upstreams
 from ..engine import FAILURE, IGNORED, Outcome, Policy, run_sync
 from ..errors import CircuitOpenError, ConfigError, LoadShedError
 from ._happy import settle
@@ -290,7 +290,7 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
 
     def __init__(
         self,
-        config: ResilientConfig | None = None,
+        config: ResilientConfig | Upstreams | None = None,
         *,
         breaker: CircuitBreaker | None = None,
         fallback: RequestsFallback | None = None,
@@ -347,11 +347,11 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
             except BaseException as exc:
                 first = _classify_error(exc)
             else:
-                if response.status_code not in self._retry_on:
+                if response.status_code not in policy.retry_on:
                     settle(policy, ticket, began)
                     response.smoothapi_attempts = 1  # type: ignore[attr-defined]
                     return response
-                first = self._classify_response(response)
+                first = policy.classify_value(response)
 
         attempts = 0 if first is None else 1
         rewind = getattr(request, "_body_position", None) is not None
@@ -370,7 +370,9 @@ class ResilientAdapter(HTTPAdapter, MountPoint):
         def attempt_within(seconds: float) -> Response:
             return attempt(_shrink(timeout, seconds))
 
-        resend = self._core.resend(request.method or "GET", request.headers, _replayable(request))
+        resend = self._core.resend(
+            policy, request.method or "GET", request.headers, _replayable(request)
+        )
         response = run_sync(
             policy,
             attempt,
