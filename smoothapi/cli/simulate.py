@@ -70,13 +70,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
-import importlib
 import itertools
 import json
 import math
 import random
 import re
-import sys
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -88,6 +86,7 @@ from typing import IO, Any, Final
 from ..breaker import REJECTED, CircuitBreaker, CircuitState
 from ..classify import classify_exception
 from ..config import ResilientConfig
+from ..config_sources import config_from_sources, read_config_file
 from ..engine import (
     ACQUIRE,
     ANSWERED,
@@ -480,78 +479,41 @@ def build_config(spec: Mapping[str, Any], where: str = "config") -> ResilientCon
     ``{"backoff": {"max_retries": 2}, "circuit_breaker": {"cooldown_ms": 5000},
     "fallback": true}``: a table builds the dataclass its field holds, so any
     option the config gains is settable without changes here.  ``fallback =
-    true`` serves the string ``"fallback"``; ``false`` means none.
+    true`` serves the string ``"fallback"``; ``false`` means none.  Errors
+    start with ``where`` and the setting's path.
     """
-    return _build(ResilientConfig, spec, where)  # type: ignore[no-any-return]
+    return _config([(where, spec)])
 
 
-def _build(cls: type[Any], spec: Mapping[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs: dict[str, Any] = {}
-    for key, setting in spec.items():
-        f = fields.get(key)
-        if f is None:
-            raise ConfigError(
-                f"{where}: unknown setting {key!r}; {cls.__name__} takes {', '.join(fields)}"
-            )
-        value = setting
-        if isinstance(setting, Mapping):
-            inner = _dataclass_of(cls, f)
-            if inner is None:
-                raise ConfigTypeError(f"{where}.{key} takes a value, not a table")
-            value = _build(inner, setting, f"{where}.{key}")
-        elif cls is ResilientConfig and key == "fallback" and isinstance(setting, bool):
-            value = _FALLBACK_VALUE if setting else None
-        kwargs[key] = value
-    return cls(**kwargs)
+def _config(sources: Sequence[tuple[str, Mapping[str, Any]]]) -> ResilientConfig:
+    """The config that ``(where, settings)`` pairs give, each over those before it.
 
-
-def _dataclass_of(owner: type[Any], f: dataclasses.Field[Any]) -> type[Any] | None:
-    """The dataclass a field holds: its default's type, else one its annotation names."""
-    default: Any = f.default
-    if f.default_factory is not dataclasses.MISSING:
-        default = f.default_factory()
-    if dataclasses.is_dataclass(default) and not isinstance(default, type):
-        return type(default)
-    namespace = vars(sys.modules[owner.__module__])
-    for name in re.findall(r"[A-Za-z_]\w*", str(f.type)):
-        candidate = namespace.get(name)
-        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
+    Built by the library's loader (:func:`smoothapi.config_sources.config_from_sources`),
+    so a setting is read and its errors worded as ``load_config`` does; the
+    simulator reads no environment variable, so that a run is reproducible.
+    ``fallback`` is the simulator's own: ``true`` serves ``"fallback"``,
+    ``false`` none, any other value is served as it is.
+    """
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    code: dict[str, Any] = {}
+    for where, spec in sources:
+        settings = dict(spec)
+        if "fallback" in settings:
+            value = settings.pop("fallback")
+            if isinstance(value, bool):
+                value = _FALLBACK_VALUE if value else None
+            code["fallback"] = value
+        layers.append((where, settings))
+    return config_from_sources(layers, code=code)
 
 
 def load_config_file(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(name, settings)`` from a TOML (Python 3.11+) or JSON file.
+    """``(name, settings)`` from a ``.toml`` or ``.json`` file (the loader's reader).
 
     The name is the file's ``name`` setting, else its stem.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
-    data: Any
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
-    else:
-        try:
-            # Looked up at run time: the package supports Python 3.10, which lacks it.
-            tomllib: Any = importlib.import_module("tomllib")
-        except ImportError:  # pragma: no cover - Python 3.10
-            raise ConfigError(
-                f"config file {str(path)!r}: reading TOML needs Python 3.11+; use a .json file"
-            ) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
-    name = data.pop("name", path.stem)
+    data = read_config_file(path)
+    name = data.pop("name", Path(path).stem)
     return str(name), data
 
 
@@ -1522,15 +1484,13 @@ _FLAGS: Final = {
 }
 
 
-def _apply(spec: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    table = spec
-    for key in keys[:-1]:
-        inner = table.setdefault(key, {})
-        if not isinstance(inner, dict):
-            raise ConfigError(f"--set {path}: {key!r} is a value, not a table")
-        table = inner
-    table[keys[-1]] = value
+def _nest(path: str, value: Any) -> dict[str, Any]:
+    """``{"backoff": {"max_retries": value}}`` from ``"backoff.max_retries"``."""
+    *tables, key = path.split(".")
+    spec: dict[str, Any] = {key: value}
+    for table in reversed(tables):
+        spec = {table: spec}
+    return spec
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
@@ -1545,22 +1505,28 @@ def _parse_set(item: str) -> tuple[str, Any]:
 
 
 def configs_from_args(args: argparse.Namespace) -> list[tuple[str, ResilientConfig]]:
-    """The configs the command line names: ``--config`` files (or the defaults) plus the flags."""
-    overrides: list[tuple[str, Any]] = []
+    """The configs the command line names: ``--config`` files (or the defaults) plus the flags.
+
+    Each flag and ``--set`` goes over the file, field by field; an error names
+    the file or the flag the bad setting came from.
+    """
+    overrides: list[tuple[str, Mapping[str, Any]]] = []
     for dest, (table, key) in _FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.append((f"{table}.{key}" if table else key, value))
-    overrides += [_parse_set(item) for item in args.set or ()]
+            flag = "--" + dest.replace("_", "-")
+            overrides.append((flag, _nest(f"{table}.{key}" if table else key, value)))
+    for item in args.set or ():
+        path, value = _parse_set(item)
+        overrides.append((f"--set {item}", _nest(path, value)))
+    named: list[tuple[str, list[tuple[str, Mapping[str, Any]]]]] = []
     if args.config:
-        named = [load_config_file(path) for path in args.config]
+        for path in args.config:
+            name, spec = load_config_file(path)
+            named.append((name, [(str(path), spec)]))
     else:
-        named = [("default" if not overrides else "custom", {})]
-    configs: list[tuple[str, ResilientConfig]] = []
-    for name, spec in named:
-        for path, value in overrides:
-            _apply(spec, path, value)
-        configs.append((name, build_config(spec, where=name)))
+        named.append(("default" if not overrides else "custom", []))
+    configs = [(name, _config(sources + overrides)) for name, sources in named]
     if args.compare:
         configs += builtin_configs(configs[0][1])
     return configs
