@@ -4,11 +4,12 @@ An embedded flaky server (:mod:`smoothapi.cli.demo_server`) is driven through
 four phases, once per mount point and client library.  First the decorator,
 ``@resilient_api`` around a function that calls ``requests``, ``httpx.Client``
 or ``httpx.AsyncClient`` (an ``async def`` run with :func:`asyncio.run`); then
-the three transports, mounted under the client so that plain
-``session.get(...)`` / ``client.get(...)`` calls are resilient:
+the three transports and the aiohttp middleware, mounted under the client so
+that plain ``session.get(...)`` / ``client.get(...)`` calls are resilient:
 ``session.mount("http://", ResilientAdapter(config))``,
-``httpx.Client(transport=ResilientTransport(config))`` and
-``httpx.AsyncClient(transport=AsyncResilientTransport(config))``.
+``httpx.Client(transport=ResilientTransport(config))``,
+``httpx.AsyncClient(transport=AsyncResilientTransport(config))`` and
+``aiohttp.ClientSession(middlewares=(ResilientMiddleware(config),))``.
 
 1. healthy - every call is answered with one request;
 2. transient blip - the server answers 503, 503, then 200: one call retries
@@ -20,7 +21,8 @@ the three transports, mounted under the client so that plain
    it is.  From then on calls are rejected with no request reaching the
    server: the decorator serves the fallback or raises ``CircuitOpenError``;
    a transport raises an error that is both ``CircuitOpenError`` and the
-   client's own error (``requests.ConnectionError``, ``httpx.TransportError``),
+   client's own error (``requests.ConnectionError``, ``httpx.TransportError``,
+   ``aiohttp.ClientConnectionError``),
    or - for a second client whose transport has ``fallback=`` and shares the
    origin's breaker - answers with a synthetic 200 ``{"status": "degraded"}``;
 4. recovery - the server comes back during the cooldown; once it has passed,
@@ -30,9 +32,9 @@ Retries, transitions, rejections and fallbacks come from smoothapi's event
 hooks; attempts are logged from inside the decorated function (a transport
 reports them on the response); requests are counted by the server.  The demo
 checks what it observes against what the contract promises and returns 1 if
-they disagree, so it doubles as an end-to-end test.  ``requests`` and
-``httpx`` are imported only here, inside functions; a missing one is skipped
-with a note.
+they disagree, so it doubles as an end-to-end test.  ``requests``,
+``httpx`` and ``aiohttp`` are imported only here, inside functions; a missing
+one is skipped with a note.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from ..events import (
     RetryScheduled,
     StateChanged,
 )
+from ..mounts._transport import attempts
 from ..mounts.decorator import resilient_api
 from .demo_server import FlakyServer, Mode
 
@@ -1042,6 +1045,58 @@ def _run_httpx_async_transport(section: _MakeTransport) -> _Tally:
     return sec.finish()
 
 
+def _run_aiohttp_middleware(section: _MakeTransport) -> _Tally:
+    import aiohttp  # noqa: PLC0415 - optional dependency, loaded only for the demo
+
+    from ..mounts.aiohttp_middleware import ResilientMiddleware  # noqa: PLC0415
+
+    sec = section(
+        "aiohttp-middleware",
+        "aiohttp.ClientSession + ResilientMiddleware",
+        "aiohttp.ClientSession(middlewares=(ResilientMiddleware(config),)), run with asyncio.run",
+        client="session",
+        attempts="smoothapi.attempts(response)",
+        client_error=aiohttp.ClientConnectionError,
+        client_error_name="aiohttp.ClientConnectionError",
+        fallback_setup=(
+            "fallback_session = aiohttp.ClientSession(middlewares=(ResilientMiddleware(config, "
+            "fallback=degraded, breaker=middleware.breaker_for(url)),))"
+        ),
+    )
+
+    def degraded(request: aiohttp.ClientRequest, error: BaseException) -> aiohttp.ClientResponse:
+        """The fallback: a 200 ``{"status": "degraded"}`` built without I/O."""
+        return ResilientMiddleware.response(request, json=FALLBACK)
+
+    async def main() -> None:
+        middleware = ResilientMiddleware(sec.config)
+        sec.breaker = middleware.breaker_for(sec.base)
+        fallback_middleware = ResilientMiddleware(
+            sec.config, fallback=degraded, breaker=sec.breaker
+        )
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+        async with (
+            aiohttp.ClientSession(middlewares=(middleware,), timeout=timeout) as session,
+            aiohttp.ClientSession(
+                middlewares=(fallback_middleware,), timeout=timeout
+            ) as fallback_session,
+        ):
+
+            async def get(step: _Get) -> _Answer:
+                chosen = fallback_session if step.via_fallback else session
+                try:
+                    async with chosen.get(f"{sec.base}/users/{step.user_id}") as response:
+                        body = await response.json()
+                except aiohttp.ClientConnectionError as exc:  # the rejection is one too
+                    return _Answer(error=exc, caught=True)
+                return _Answer(response.status, body, attempts(response))
+
+            await _drive_async(_transport_scenario(sec), functools.partial(sec.get_async, get))
+
+    asyncio.run(main())
+    return sec.finish()
+
+
 _DECORATED: tuple[tuple[str, str, Callable[[_Make], _Tally]], ...] = (
     ("requests", "requests", _run_requests),
     ("httpx", "httpx.Client", _run_httpx),
@@ -1051,6 +1106,7 @@ _TRANSPORTS: tuple[tuple[str, str, Callable[[_MakeTransport], _Tally]], ...] = (
     ("requests", "ResilientAdapter", _run_requests_adapter),
     ("httpx", "ResilientTransport", _run_httpx_transport),
     ("httpx", "AsyncResilientTransport", _run_httpx_async_transport),
+    ("aiohttp", "ResilientMiddleware", _run_aiohttp_middleware),
 )
 
 
@@ -1170,7 +1226,7 @@ def run_demo(*, out: TextIO = sys.stdout, color: bool | None = None) -> int:
     printer.write(
         f"summary: all {checks.passed} checks passed in {elapsed:.1f}s "
         f"({_plural(len(decorated), 'decorated client')}, "
-        f"{_plural(len(transports), 'transport')})",
+        f"{_plural(len(transports), 'mount point')} under a client)",
         _BOLD,
         _GREEN,
     )

@@ -2,9 +2,10 @@
 
 The demo drives a real local server through healthy, blip, outage and
 recovery phases with @resilient_api over requests, httpx.Client and
-httpx.AsyncClient, then through the three transports mounted under those
-clients; it exits non-zero when what it observes contradicts the contract.
-These tests run it as a user would (a subprocess) and in-process.
+httpx.AsyncClient, then through the three transports and the aiohttp
+middleware mounted under those clients; it exits non-zero when what it
+observes contradicts the contract.  These tests run it as a user would (a
+subprocess) and in-process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CLIENTS = {
         "httpx.Client + ResilientTransport",
         "httpx.AsyncClient + AsyncResilientTransport",
     ),
+    "aiohttp": ("aiohttp.ClientSession + ResilientMiddleware",),
 }
 #: The transport sections: heading, how attempts are read, the client's own error.
 TRANSPORTS = {
@@ -51,6 +53,13 @@ TRANSPORTS = {
         'response.extensions["smoothapi_attempts"]=3',
         "raised CircuitOpenTransportError (a smoothapi.CircuitOpenError), "
         "caught by `except httpx.TransportError`: name='http://127.0.0.1:",
+    ),
+    "aiohttp": (
+        "== aiohttp.ClientSession + ResilientMiddleware: "
+        "aiohttp.ClientSession(middlewares=(ResilientMiddleware(config),))",
+        "smoothapi.attempts(response)=3",
+        "raised CircuitOpenClientError (a smoothapi.CircuitOpenError), "
+        "caught by `except aiohttp.ClientConnectionError`: name='http://127.0.0.1:",
     ),
 }
 ASYNC_TRANSPORT_HEADING = (
@@ -97,10 +106,12 @@ def _assert_transport_sections(output: str, summaries: list[str]) -> None:
     for module, (heading, attempts, caught) in TRANSPORTS.items():
         if not _installed(module):
             continue
-        sections += 1 if module == "requests" else 2
+        # httpx has two sections: ResilientTransport and AsyncResilientTransport.
+        per_module = 2 if module == "httpx" else 1
+        sections += per_module
         assert heading in output
         assert attempts in output, attempts
-        assert output.count(caught) == (1 if module == "requests" else 2), caught
+        assert output.count(caught) == per_module, caught
     if _installed("httpx"):
         assert ASYNC_TRANSPORT_HEADING in output
     if not sections:
@@ -119,7 +130,7 @@ def _assert_transport_sections(output: str, summaries: list[str]) -> None:
         # and the outage's last 503 returned as is.
         assert "11 calls, 12 upstream requests" in line, line
         assert "2 fallbacks served, 1 error raised, 1 failed response returned" in line, line
-    assert f"{sections} transport" in summaries[-1], summaries[-1]
+    assert f"{sections} mount points under a client" in summaries[-1], summaries[-1]
 
 
 @needs_a_client
