@@ -76,6 +76,18 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "recovered: 200 breaker CLOSED",
         ),
     ),
+    "aiohttp_middleware.py": (
+        ("aiohttp",),
+        (
+            "blip:    200 after 3 attempts",
+            "outage:  503 - the last response, as is",
+            "raise_for_status() still raises: 503",
+            "open:    10 of 10 concurrent requests rejected without I/O",
+            "fallback: {'status': 'degraded'}",
+            "requests while open: 0",
+            "recovered: 200 breaker CLOSED",
+        ),
+    ),
     "observability.py": (
         ("httpx", "opentelemetry.sdk", "prometheus_client"),
         (
