@@ -271,22 +271,11 @@ def _merge(lower: _Tree, higher: _Tree) -> _Tree:
     merged = dict(lower)
     for key, node in higher.items():
         below = merged.get(key)
-        if isinstance(node, dict):
-            if isinstance(below, _Setting) and dataclasses.is_dataclass(below.value):
-                below = _expand(below)
+        if isinstance(node, dict):  # a table over a switch or an object: the table, on
             merged[key] = _merge(below, node) if isinstance(below, dict) else node
         else:
             merged[key] = node
     return merged
-
-
-def _expand(setting: _Setting) -> _Tree:
-    """A part given as an object, as a table of every field (each from the same place)."""
-    value = setting.value
-    return {
-        name: _Setting(getattr(value, name), setting.where, setting.code)
-        for name in _fields(type(value))
-    }
 
 
 def _build(cls: type[T], tree: _Tree) -> T:
