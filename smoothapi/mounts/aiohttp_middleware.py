@@ -125,7 +125,9 @@ else:  # pragma: no cover - Python 3.10
 
 def _cut(url: URL) -> aiohttp.ServerTimeoutError:
     return aiohttp.ServerTimeoutError(
-        f"the attempt to {url.scheme}://{url.host}{url.path} was cut at the call's deadline "
+        # Origin and path only: never userinfo or the query (keys live there).
+        f"the attempt to {url.with_user(None).with_query(None).with_fragment(None)} was cut "
+        "at the call's deadline "
         "(ResilientConfig.deadline)"
     )
 
@@ -245,8 +247,18 @@ class _Call:
 
 
 def _close_unread(response: aiohttp.ClientResponse) -> None:
-    if not response.closed:
-        response.close()
+    """The deadline has passed: a body still being received is cut, its reads raise."""
+    if response.closed:  # read whole (or released) in time
+        return
+    content = response.content
+    if content is not None and content.exception() is None:
+        content.set_exception(
+            aiohttp.ServerTimeoutError(
+                "the response body was not read within the call's deadline "
+                "(ResilientConfig.deadline); the connection was closed"
+            )
+        )
+    response.close()
 
 
 class ResilientMiddleware(MountPoint):
