@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``mypy``, ``demo``, ``benchmarks``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``mypy``, ``docs``, ``demo``, ``benchmarks``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ def lint(session: nox.Session) -> None:
 def mypy(session: nox.Session) -> None:
     session.install("-e", ".[test,lint]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors, into site/ (``nox -s docs -- serve``
+    previews it at http://127.0.0.1:8000 instead)."""
+    session.install("-e", ".[docs]")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

@@ -280,7 +280,7 @@ def test_an_editable_install_type_checks_a_users_program(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_this_environments_install_type_checks_a_users_program(tmp_path: Path) -> None:
-    """The environment running the tests (CI: the README's `pip install -e ".[test,lint]"`):
+    """The environment running the tests (CI: `pip install -e ".[test,lint,docs]"`):
     mypy --strict from a folder outside the project finds the installed package."""
     try:
         distribution = importlib.metadata.distribution(DIST)
@@ -301,9 +301,12 @@ def test_the_editable_install_is_a_path_entry_not_an_import_hook() -> None:
     assert not _pyproject()["tool"]["hatch"]["build"].get("dev-mode-exact", False)
 
 
-def test_ci_checks_nothing_less_than_the_readme_install() -> None:
-    """.ci/run installs the package the way the README says (editable, test and lint extras),
-    so the type-check test above runs against the documented install."""
+def test_ci_checks_nothing_less_than_the_documented_install() -> None:
+    """.ci/run installs the package the way the development docs say (editable, with the
+    test, lint and docs extras), so the type-check test above runs against the documented
+    install."""
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(r'pip install .*-e "\.\[test,lint\]"', script)
+    assert re.search(r'pip install .*-e "\.\[test,lint,docs\]"', script)
+    development = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[test,lint,docs]"' in development
     assert "python -m pytest" in script

@@ -17,9 +17,10 @@ language says what happens to it (``LANGUAGES``; any other, or none, is an error
   ``$ ``, each followed by its expected output; ``bash``: every line that is
   not a comment).  Each command (each ``&&`` part) is classified by
   ``classify()``: ``python -m smoothapi ...`` and ``smoothapi ...`` are run
-  and, in a ``console`` block that shows output, their output compared line
-  by line (a wall time excepted); install commands and the tools CI runs
-  itself are not run; anything else is an error.
+  (each on its own, beside the python blocks) and, in a ``console`` block
+  that shows output, their output compared line by line (a wall time
+  excepted); install commands and the tools CI runs itself are not run;
+  anything else is an error.
 - ``text``: not run (output, signatures, diagrams, command synopses).
 
 Before running, the page's text is rewritten (line numbers kept):
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -433,7 +435,7 @@ def iter_commands(page_blocks: list[Block]) -> Iterator[Command]:
 def run_page(
     page: str, base: Path, api_url: str, redis_url: str | None, text: str | None = None
 ) -> PageResult:
-    """Everything a page's blocks ask for, in order: data, python, commands."""
+    """Everything a page's blocks ask for: data blocks first, then python and commands."""
     page_blocks = blocks(page, text)
     result = PageResult(page)
     for block in page_blocks:
@@ -450,15 +452,22 @@ def run_page(
     if result.failures:
         return result
     cwd = workdir(base, page_blocks, api_url, redis_url)
-    result.python_blocks, failure = run_python(page, page_blocks, cwd, api_url, redis_url)
-    if failure:
-        result.failures.append(failure)
-        return result
-    for command in iter_commands(page_blocks):
-        ran, failure = run_command(command, cwd, api_url, redis_url, PAGE_TIMEOUT)
-        result.commands_run += ran
+    # The python blocks (one interpreter, in order) and each command run side by side:
+    # a command depends only on the data blocks' files, written above.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        python = pool.submit(run_python, page, page_blocks, cwd, api_url, redis_url)
+        runs = [
+            pool.submit(run_command, command, cwd, api_url, redis_url, PAGE_TIMEOUT)
+            for command in iter_commands(page_blocks)
+        ]
+        result.python_blocks, failure = python.result()
         if failure:
             result.failures.append(failure)
+        for run in runs:
+            ran, failure = run.result()
+            result.commands_run += ran
+            if failure:
+                result.failures.append(failure)
     return result
 
 
