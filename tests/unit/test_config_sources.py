@@ -736,3 +736,49 @@ def test_public_names() -> None:
         assert getattr(smoothapi, name) is getattr(
             config_sources if name != "Upstreams" else smoothapi.config, name
         )
+
+
+DOCS = ROOT / "docs" / "configuration-files.md"
+
+
+def test_every_toml_and_json_block_of_the_docs_loads(tmp_path: Path) -> None:
+    """Each ```toml and ```json block of docs/configuration-files.md goes through the loader."""
+    text = DOCS.read_text()
+    blocks = re.findall(r"^```(toml|json)[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+    assert len(blocks) >= 3, "the page shows its TOML and JSON examples"
+    for i, (language, block) in enumerate(blocks):
+        path = tmp_path / f"block{i}.{language}"
+        path.write_text(block)
+        upstreams = load_upstreams(path, env={})
+        assert upstreams.default != ResilientConfig() or upstreams.configs
+
+
+def test_the_error_messages_of_the_docs_are_the_loaders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's list of messages, each produced by the loader as shown."""
+    text = DOCS.read_text().split("## Error messages", 1)[1]
+    (block,) = re.findall(r"^```text\n(.*?)^```", text, flags=re.S | re.M)[:1]
+    shown = block.splitlines()
+    monkeypatch.chdir(tmp_path)
+
+    def message(call: Any, *args: Any, **kwargs: Any) -> str:
+        with pytest.raises(ConfigError) as info:
+            call(*args, **kwargs)
+        return str(info.value)
+
+    Path("smoothapi.toml").write_text("[backoff]\nmax_retries = -1\n")
+    Path("upstreams.toml").write_text('[upstreams."api.example.com".backoff]\nmax_retries = -1\n')
+    Path("syntax.toml").write_text("# 1\n\n\n\n\n[backoff]\nmax_retries = \n")
+    Path("hooks.toml").write_text("hooks = []\n")
+    produced = [
+        message(load_config, "smoothapi.toml", env={}),
+        message(load_upstreams, "upstreams.toml", env={}),
+        message(load_config, env={"SMOOTHAPI_BACKOFF__MAX_RETRIES": "five"}),
+        message(load_config, env={"SMOOTHAPI_BACKOFF__MAX_RETRIES": "-1"}),
+        message(load_config, env={}, backoff={"max_retries": -1}),
+        message(config_from_mapping, {"backoff": {"max_retires": 1}}, source="settings.yaml"),
+        message(load_config, "syntax.toml", env={}).replace("syntax.toml", "smoothapi.toml"),
+        message(load_config, "hooks.toml", env={}).replace("hooks.toml", "smoothapi.toml"),
+    ]
+    assert produced == shown
