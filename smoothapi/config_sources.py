@@ -25,8 +25,10 @@ prefixed by where the values it names came from.
 What a field takes is read from its annotation (:func:`_fields`): a field
 whose annotation the loader does not know is an error at its first use, and a
 test builds every field of every config class from every source, so a new
-field cannot go unreadable unnoticed.  Objects - hooks, the fallback, stores -
-never come from a file or the environment: they are passed in code.
+field cannot go unreadable unnoticed.  Objects - hooks, the fallback - never
+come from a file or the environment: they are passed in code.  A store comes
+from either as a Redis URL (built with ``RedisStore.from_url`` when the config
+is, one store per URL per load), or from code as an object.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ _SCALARS: Final = {
 # Objects: given in code only.
 _OBJECTS: Final = {
     "Any": "a value or a callable of yours",
-    "BreakerStore": "a store object, such as RedisStore.from_url(url)",
     "tuple[Callable[[Event], object], ...]": "callables",
 }
+# A store: a Redis URL from a file or the environment (RedisStore.from_url), or an object.
+_STORE: Final = "BreakerStore"
 
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
@@ -114,9 +117,18 @@ class _On:
 _ON: Final = _On()
 
 
+class _StoreURL(NamedTuple):
+    """A store's URL, from a file or a variable: built into a RedisStore when the config is."""
+
+    url: str
+
+    def __repr__(self) -> str:
+        return "<a store URL>"  # never the URL: it may hold a password
+
+
 class _Field(NamedTuple):
     name: str
-    kind: str  # int, float, bool, str, ints, strs, part, object
+    kind: str  # int, float, bool, str, ints, strs, part, object, store
     optional: bool  # takes None
     part: type | None  # the dataclass of a part
     owner: type
@@ -150,6 +162,8 @@ def _fields(cls: type) -> dict[str, _Field]:
             fields[f.name] = _Field(f.name, "part", optional, _BY_NAME[base], cls)
         elif base in _SCALARS:
             fields[f.name] = _Field(f.name, _SCALARS[base], optional, None, cls)
+        elif base == _STORE:
+            fields[f.name] = _Field(f.name, "store", optional, None, cls)
         elif base in _OBJECTS:
             fields[f.name] = _Field(f.name, "object", optional, None, cls, _OBJECTS[base])
         else:  # a new field: teach the loader its type (tests/unit/test_config_sources.py)
@@ -177,17 +191,20 @@ def _unknown(where: str, key: str, cls: type) -> ConfigError:
     )
 
 
-def _in_code(where: str, path: str, field: _Field) -> ConfigTypeError:
+def _hint(path: str, field: _Field) -> str:
+    """How to pass the field at ``path`` in code."""
     top, _, rest = path.partition(".")
     if field.owner is not ResilientConfig and not rest:  # config_from_mapping(data, cls)
-        hint = f"{field.owner.__name__}(..., {top}=...)"
-    elif rest:
-        hint = f"load_config(..., {top}={{{rest.split('.')[-1]!r}: ...}})"
-    else:
-        hint = f"load_config(..., {top}=...)"
+        return f"{field.owner.__name__}(..., {top}=...)"
+    if rest:
+        return f"load_config(..., {top}={{{rest.split('.')[-1]!r}: ...}})"
+    return f"load_config(..., {top}=...)"
+
+
+def _in_code(where: str, path: str, field: _Field) -> ConfigTypeError:
     return ConfigTypeError(
         f"{where}: {field.owner.__name__}.{field.name} cannot come from a file or the "
-        f"environment ({field.note}); pass it in code, e.g. {hint}"
+        f"environment ({field.note}); pass it in code, e.g. {_hint(path, field)}"
     )
 
 
@@ -234,6 +251,15 @@ def _layer(
             else:
                 tree[key] = _Setting(_whole(field, value, where, code=code), where, code)
             continue
+        if field.kind == "store" and (code or isinstance(value, str) or value is None):
+            tree[key] = _Setting(_store_url(value), where, code)
+            continue
+        if field.kind == "store":
+            raise ConfigTypeError(
+                f"{where}: {field.owner.__name__}.{field.name} takes a Redis URL "
+                "(redis://, rediss:// or unix://) or 'none' from a file or the environment; "
+                f"a store object is passed in code, e.g. {_hint(here, field)}"
+            )
         if isinstance(value, Mapping) and not (code and field.kind == "object"):
             raise ConfigTypeError(f"{where}: {key} takes a value, not a table")
         if field.kind == "object" and not code:
@@ -243,11 +269,19 @@ def _layer(
     return tree
 
 
+def _store_url(value: Any) -> Any:
+    """A string is a store's URL ('none' or empty: no store); anything else, as it is."""
+    if not isinstance(value, str):
+        return value
+    url = value.strip()
+    return None if url.lower() in ("", "none") else _StoreURL(url)
+
+
 def _whole(field: _Field, value: Any, where: str, *, code: bool) -> Any:
     """A part given whole: None (off), _ON (its defaults) or, in code, the object."""
     assert field.part is not None
     name = field.part.__name__
-    if isinstance(value, field.part) and code:
+    if isinstance(value, field.part):  # a config object: checked when it was built
         return value
     if isinstance(value, str) and value.strip().lower() == "none":
         value = None
@@ -278,8 +312,12 @@ def _merge(lower: _Tree, higher: _Tree) -> _Tree:
     return merged
 
 
-def _build(cls: type[T], tree: _Tree) -> T:
-    """An instance of ``cls`` from a merged tree; errors prefixed by where."""
+def _build(cls: type[T], tree: _Tree, stores: dict[str, Any] | None = None) -> T:
+    """An instance of ``cls`` from a merged tree; errors prefixed by where.
+
+    ``stores``: the stores built from URLs so far, by URL (one per URL per load).
+    """
+    stores = {} if stores is None else stores
     fields = _fields(cls)
     kwargs: dict[str, Any] = {}
     given: list[tuple[str, str]] = []
@@ -287,19 +325,37 @@ def _build(cls: type[T], tree: _Tree) -> T:
         field = fields[name]
         if isinstance(node, dict):
             assert field.part is not None
-            kwargs[name] = _build(field.part, node)
+            kwargs[name] = _build(field.part, node, stores)
             given += _leaves(node)
             continue
         value = node.value
         if value is _ON:
             assert field.part is not None
             value = field.part()
+        elif isinstance(value, _StoreURL):
+            if value.url not in stores:
+                stores[value.url] = _redis_store(value.url, node.where)
+            value = stores[value.url]
         kwargs[name] = value
         given.append((name, node.where))
     try:
         return cls(**kwargs)
     except (ConfigError, TypeError, ValueError) as exc:
         raise _blame(exc, given) from exc
+
+
+def _redis_store(url: str, where: str) -> Any:
+    """``RedisStore.from_url(url)``; its errors (which never quote the URL) say where."""
+    try:
+        from .storage.redis import RedisStore  # noqa: PLC0415 - imports redis: only for a URL
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"{where}: a store URL needs redis-py ({exc}): pip install 'smoothapi-py[redis]'"
+        ) from None
+    try:
+        return RedisStore.from_url(url)
+    except ConfigError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def _leaves(tree: _Tree) -> list[tuple[str, str]]:
@@ -497,6 +553,9 @@ def _env_layer(env: Mapping[str, str], prefix: str) -> _Tree:
                 inner = node[name] = {}
             node = inner
         field = _fields(owner)[path[-1]]
+        if field.kind == "store":  # never the value: a URL may hold a password
+            node[path[-1]] = _Setting(_store_url(raw), f"environment variable {var}")
+            continue
         where = f"environment variable {var}={raw!r}"
         if field.kind == "object":
             raise _in_code(f"environment variable {var}", ".".join(path), field)
@@ -619,6 +678,12 @@ def load_config(
       object, which replaces it whole, or a mapping of some of its fields);
       objects such as ``hooks=[...]`` and ``fallback=`` come only from here.
 
+    A part's ``store`` takes a Redis URL from the file or the environment
+    (``SMOOTHAPI_CIRCUIT_BREAKER__STORE=redis://host:6379/0``), built with
+    ``RedisStore.from_url`` (the ``redis`` extra) when the config is: one
+    store per URL per call, shared by every part that names it; ``"none"``
+    is no store.  No message shows the URL.
+
     Every error is a :class:`~smoothapi.errors.ConfigError` (or
     :class:`~smoothapi.errors.ConfigTypeError`) that starts with where the
     value came from: ``smoothapi.toml: backoff.max_retries: ...``,
@@ -657,7 +722,8 @@ def load_upstreams(
     """
     top, upstreams, name, environment, code = _layers(path, env, prefix, explicit, "load_upstreams")
     over = _merge(environment, code)
-    default = _build(ResilientConfig, _merge(top, over))
+    stores: dict[str, Any] = {}  # one store per URL, shared by every upstream
+    default = _build(ResilientConfig, _merge(top, over), stores)
     configs: dict[str, ResilientConfig] = {}
     for key, table in (upstreams or {}).items():
         here = f'{name}: upstreams."{key}"'
@@ -666,7 +732,7 @@ def load_upstreams(
                 f"{here}: must be a table of settings (ResilientConfig's fields), got {table!r}"
             )
         layer = _layer(ResilientConfig, table, _prefixed(here, dot=True))
-        configs[key] = _build(ResilientConfig, _merge(_merge(top, layer), over))
+        configs[key] = _build(ResilientConfig, _merge(_merge(top, layer), over), stores)
     try:
         return Upstreams(default, configs)
     except ConfigError as exc:

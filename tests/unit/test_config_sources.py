@@ -64,6 +64,8 @@ OBJECTS = {
     (RateLimitConfig, "store"),
 }
 
+STORES = {key for key in OBJECTS if key[1] == "store"}
+
 # A valid value, not the default, for every field a file or the environment can set.  A new
 # field makes test_every_field_is_covered fail until it is given one here (and, if its type is
 # new, until the loader can read it).
@@ -461,17 +463,111 @@ def test_objects_come_from_code(tmp_path: Path) -> None:
     assert config.retry_budget.store is store
     assert config.rate_limit is not None
     assert config.rate_limit.store is store
-    for cls, name in sorted(OBJECTS, key=lambda k: (k[0].__name__, k[1])):
+    for cls, name in sorted(OBJECTS - STORES, key=lambda k: (k[0].__name__, k[1])):
         path = path_of(cls, name)
         for source in ("mapping", "toml", "env"):
             with pytest.raises(ConfigTypeError) as info:
-                load_from(source, nest(path, "redis://localhost"), tmp_path)
+                load_from(source, nest(path, "something"), tmp_path)
             message = str(info.value)
             assert "cannot come from a file or the environment" in message
             assert "pass it in code" in message
-            assert "redis://" not in message  # a URL may hold a password
+    for cls, name in sorted(STORES, key=lambda k: (k[0].__name__, k[1])):
+        path = path_of(cls, name)
+        for source in ("mapping", "toml", "json"):
+            with pytest.raises(ConfigTypeError) as info:
+                load_from(source, nest(path, 6379), tmp_path)
+            message = str(info.value)
+            assert message.startswith(where_of(source, path, tmp_path))
+            assert "takes a Redis URL (redis://, rediss:// or unix://) or 'none'" in message
+            assert "a store object is passed in code" in message
     with pytest.raises(ConfigTypeError, match=r"CircuitBreakerConfig\(\.\.\., store=\.\.\.\)"):
-        config_from_mapping({"store": "x"}, CircuitBreakerConfig)
+        config_from_mapping({"store": 5}, CircuitBreakerConfig)
+
+
+@pytest.mark.parametrize(("cls", "name"), sorted(STORES, key=lambda k: (k[0].__name__, k[1])))
+@pytest.mark.parametrize("source", SOURCES)
+def test_no_store_from_none(cls: type, name: str, source: str, tmp_path: Path) -> None:
+    """'none' (or an empty variable) is no store: the part keeps its process-local state."""
+    path = path_of(cls, name)
+    config = load_from(source, nest(path, "none"), tmp_path)
+    assert dig(config, path) is None
+
+
+def test_a_store_url_builds_one_redis_store_per_url(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis URL from a file or a variable: RedisStore.from_url, one per URL per load, shared
+    by every part (and upstream); two loads share the breaker through Redis, as a fleet does."""
+    from smoothapi import CircuitOpenError, RedisStore, resilient_api  # noqa: PLC0415
+
+    url = redis_server.url
+    env = {
+        "SMOOTHAPI_CIRCUIT_BREAKER__STORE": url,
+        "SMOOTHAPI_RETRY_BUDGET__STORE": f" {url} ",
+        "SMOOTHAPI_RATE_LIMIT__STORE": url,
+    }
+    one = load_config(env=env, backoff={"max_retries": 0}, circuit_breaker={"failure_threshold": 2})
+    store = one.circuit_breaker.store
+    assert isinstance(store, RedisStore)
+    assert one.retry_budget is not None
+    assert one.retry_budget.store is store
+    assert one.rate_limit is not None
+    assert one.rate_limit.store is store
+    toml = tmp_path / "fleet.toml"
+    toml.write_text(
+        f'[backoff]\nmax_retries = 0\n[circuit_breaker]\nstore = "{url}"\nfailure_threshold = 2\n'
+        f'[upstreams."api.example.com".retry_budget]\nstore = "{url}"\n'
+    )
+    ups = load_upstreams(toml, env={})
+    other = ups.default.circuit_breaker.store
+    assert isinstance(other, RedisStore)
+    assert other is not store  # another load: a store of its own
+    api = ups.configs["api.example.com"]
+    assert api.circuit_breaker.store is other
+    assert api.retry_budget is not None
+    assert api.retry_budget.store is other
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    first = resilient_api(dataclasses.replace(one, retry_budget=None, rate_limit=None), name="cfg")
+    second = resilient_api(ups.default, name="cfg")
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            first(failing)()
+    with pytest.raises(CircuitOpenError):  # opened by the other "process", through Redis
+        second(failing)()
+    assert len(calls) == 2
+    store.close()
+    other.close()
+
+
+def test_a_store_url_without_redis_py_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "smoothapi.storage.redis", raising=False)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"SMOOTHAPI_CIRCUIT_BREAKER__STORE": "redis://user:secret@localhost/0"})
+    message = str(info.value)
+    assert message.startswith("environment variable SMOOTHAPI_CIRCUIT_BREAKER__STORE: ")
+    assert "pip install 'smoothapi-py[redis]'" in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis:/user:secret@localhost", "redis://user:secret@localhost/secret", "http://secret@x"],
+)
+def test_a_bad_store_url_is_never_shown(url: str, tmp_path: Path) -> None:
+    """RedisStore.from_url's refusal, prefixed by where: the URL (and its password) never."""
+    for source in ("env", "toml"):
+        with pytest.raises(ConfigError) as info:
+            load_from(source, nest(("circuit_breaker", "store"), url), tmp_path)
+        message = str(info.value)
+        assert message.startswith(where_of(source, ("circuit_breaker", "store"), tmp_path)[:40])
+        assert "secret" not in message
+        assert "RedisStore.from_url" in message
 
 
 # -- unknown keys, variables and arguments ------------------------------------------------------
@@ -771,6 +867,7 @@ def test_the_error_messages_of_the_docs_are_the_loaders(
     Path("upstreams.toml").write_text('[upstreams."api.example.com".backoff]\nmax_retries = -1\n')
     Path("syntax.toml").write_text("# 1\n\n\n\n\n[backoff]\nmax_retries = \n")
     Path("hooks.toml").write_text("hooks = []\n")
+    Path("store.toml").write_text('[circuit_breaker]\nstore = "redis://localhost:6379/db"\n')
     produced = [
         message(load_config, "smoothapi.toml", env={}),
         message(load_upstreams, "upstreams.toml", env={}),
@@ -780,5 +877,6 @@ def test_the_error_messages_of_the_docs_are_the_loaders(
         message(config_from_mapping, {"backoff": {"max_retires": 1}}, source="settings.yaml"),
         message(load_config, "syntax.toml", env={}).replace("syntax.toml", "smoothapi.toml"),
         message(load_config, "hooks.toml", env={}).replace("hooks.toml", "smoothapi.toml"),
+        message(load_config, "store.toml", env={}).replace("store.toml", "smoothapi.toml"),
     ]
     assert produced == shown
