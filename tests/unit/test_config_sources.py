@@ -880,3 +880,27 @@ def test_the_error_messages_of_the_docs_are_the_loaders(
         message(load_config, "store.toml", env={}).replace("store.toml", "smoothapi.toml"),
     ]
     assert produced == shown
+
+
+def test_the_example_files_load() -> None:
+    """examples/config/*.toml: what the docs point to."""
+    single = load_config(ROOT / "examples/config/smoothapi.toml", env={})
+    assert single.circuit_breaker.failure_rate == 0.5
+    assert single.retry_budget == RetryBudgetConfig(token_ratio=0.1)
+    ups = load_upstreams(ROOT / "examples/config/upstreams.toml", env={})
+    api = ups.for_origin("https://api.example.com:443")
+    assert api.rate_limit == RateLimitConfig(rate=50, max_wait=0.5)
+    assert api.backoff.max_retries == 1
+    internal = ups.for_origin("https://billing.internal.example.com:443")
+    assert internal.deadline is None
+    assert internal.circuit_breaker.cooldown_ms == 2000
+    assert ups.for_origin("http://localhost:8080").backoff.max_retries == 0
+    assert ups.for_origin("http://localhost:8081") is ups.default
+
+
+def test_a_config_object_in_a_mapping_is_taken_as_it_is() -> None:
+    """Built in Python, a mapping may hold a part already built (and validated)."""
+    backoff = BackoffConfig(max_retries=1)
+    assert config_from_mapping({"backoff": backoff}).backoff is backoff
+    with pytest.raises(ConfigTypeError, match="backoff takes a table of BackoffConfig's"):
+        config_from_mapping({"backoff": BulkheadConfig()})
