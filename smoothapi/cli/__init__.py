@@ -221,7 +221,10 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--config",
         action="append",
         metavar="FILE",
-        help="a TOML or JSON config; repeat to compare several",
+        help=(
+            "a .toml or .json config, read as smoothapi.load_config reads a file (no "
+            "environment variable is read); repeat to compare several"
+        ),
     )
     cfg.add_argument("--base-delay", type=float, metavar="S")
     cfg.add_argument("--max-delay", type=float, metavar="S")
