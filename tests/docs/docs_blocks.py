@@ -83,6 +83,7 @@ INSTALL = (
 )
 CI_TOOLS = (
     ("python", "-m", "pytest"),
+    ("python", "benchmarks/*"),  # the benchmarks' own scripts: nox -s benchmarks
     ("ruff",),
     ("mypy",),
     ("lint-imports",),
@@ -106,6 +107,7 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$"
 _TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 _FILE_COMMENT = re.compile(r"^#\s*(?P<name>[\w.-]+\.(?:toml|json))\s*$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_SNIPPET = re.compile(r'^--8<-- "([^"]+)"\s*$', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,14 @@ class Block:
 
 
 def pages() -> list[str]:
-    """README.md and every Markdown page under docs/, relative to the repository."""
+    """README.md, every Markdown page under docs/ and the files those pages include
+    (``--8<-- "CHANGELOG.md"``), relative to the repository."""
     found = ["README.md"]
     found += sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    for page in list(found):
+        for included in _SNIPPET.findall((ROOT / page).read_text(encoding="utf-8")):
+            if included not in found:
+                found.append(included)
     return found
 
 
@@ -213,15 +220,17 @@ def commands(block: Block) -> list[Command]:
 
 
 def parts(line: str) -> list[list[str]]:
-    """A command line's ``&&`` / ``;`` parts as argv lists (comments dropped)."""
-    words = shlex.split(line, comments=True)
+    """A command line's ``&&`` / ``;`` parts as argv lists (comments dropped); a
+    ``for ...; do COMMAND; done`` loop gives its COMMAND."""
+    words = shlex.split(line.replace(";", " ; "), comments=True)
     split: list[list[str]] = [[]]
     for word in words:
         if word in ("&&", ";", "||"):
             split.append([])
         else:
             split[-1].append(word)
-    return [argv for argv in split if argv]
+    loop = [argv for argv in split if argv and argv[0] not in ("for", "done")]
+    return [argv[1:] if argv[0] == "do" else argv for argv in loop if argv != ["do"]]
 
 
 def _without_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -233,6 +242,16 @@ def _without_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return env, argv
 
 
+def _matches(argv: list[str], prefix: tuple[str, ...]) -> bool:
+    """``argv`` starts with ``prefix``; a word ending in ``*`` matches by its start."""
+    if len(argv) < len(prefix):
+        return False
+    return all(
+        word.startswith(want[:-1]) if want.endswith("*") else word == want
+        for word, want in zip(argv, prefix, strict=False)
+    )
+
+
 def classify(argv: list[str]) -> str:
     """``run``, ``install``, ``ci`` or ``elsewhere`` for a known command; else ValueError."""
     _, argv = _without_env(argv)
@@ -240,7 +259,7 @@ def classify(argv: list[str]) -> str:
         return "elsewhere" if " ".join(argv) in COVERED_ELSEWHERE else RUN
     if any(tuple(argv[: len(p)]) == p for p in INSTALL):
         return "install"
-    if any(tuple(argv[: len(p)]) == p for p in CI_TOOLS):
+    if any(_matches(argv, p) for p in CI_TOOLS):
         return "ci"
     raise ValueError(
         f"`{' '.join(argv)}` is not a command the docs runner knows: run only "

@@ -119,8 +119,12 @@ def test_commands_are_classified_exactly() -> None:
         classify(["SMOOTHAPI_REDIS_URL=redis://x", "python", "-m", "smoothapi", "status"]) == "run"
     )
     assert classify(["python", "-m", "smoothapi", "demo"]) == "elsewhere"
-    with pytest.raises(ValueError, match="not a command"):
-        classify(["python", "script.py"])
+    loop = "for i in 1 2; do python -m pytest benchmarks/x.py; done"
+    assert parts(loop) == [["python", "-m", "pytest", "benchmarks/x.py"]]
+    assert classify(["python", "benchmarks/report.py", "b.json"]) == "ci"
+    for unknown in (["python", "script.py"], ["python", "-m", "benchmarks"], ["curl", "x"]):
+        with pytest.raises(ValueError, match="not a command"):
+            classify(unknown)
 
 
 def test_blocks_in_lists_are_dedented_and_console_output_kept() -> None:
