@@ -267,6 +267,10 @@ async def run_async(  # noqa: PLR0915 - run_sync's twin, plus hedging and async 
             _load(policy).leave(admitted, made=True)
         if held is not None:  # cancelled, or a hook or the flow raised: never strand a probe
             await _give_back(breaker, held, exc)
+        if last is not None and last.error is None and policy.abandon is not None:
+            # A response kept whole for the backoff sleep (it might have been returned):
+            # nobody will read it now, so its connection must not stay taken.
+            await _abandon(policy.abandon, last.value, exc)
         raise
     finally:
         flow.close()
@@ -342,6 +346,23 @@ async def _give_back(breaker: CircuitBreaker, ticket: int, exc: BaseException) -
             breaker.release(ticket)
         return
     await breaker.release_async(ticket)
+
+
+async def _abandon(
+    abandon: Callable[[Any], Awaitable[None] | None], value: Any, exc: BaseException
+) -> None:
+    """Let go of ``value`` on the way out of a cancelled (or failed) call, shielded."""
+    closing = abandon(value)
+    if closing is None:
+        return
+    if isinstance(exc, GeneratorExit):  # the coroutine is being closed and must not wait
+        if inspect.iscoroutine(closing):
+            closing.close()
+        return
+    import anyio  # noqa: PLC0415 - an awaitable abandon belongs to an anyio-based client
+
+    with anyio.CancelScope(shield=True):
+        await closing
 
 
 def _hedge_discard(policy: Policy) -> Callable[[Outcome], Awaitable[None]]:

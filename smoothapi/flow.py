@@ -342,6 +342,8 @@ class Policy:
     e.g. drain a small body into memory, since it may still be returned), and
     before the next attempt or a fallback with ``final=True`` (let go of it
     entirely); ``async_discard`` is its awaitable twin for the async driver;
+    ``abandon(value)`` lets go of a result at once, without reading it (plain or
+    awaitable), when the async driver is cancelled while it holds one;
     ``rand`` is the jitter's random source;
     ``open_error(name, retry_after)`` builds the rejection error;
     ``fallback_midway`` says whether a breaker that opens while a call is
@@ -352,6 +354,7 @@ class Policy:
     """
 
     __slots__ = (
+        "abandon",
         "async_discard",
         "backoff",
         "breaker",
@@ -387,6 +390,7 @@ class Policy:
         classify_value: Callable[[Any], Outcome],
         discard: Callable[[Any, bool], None] | None = None,
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
+        abandon: Callable[[Any], Awaitable[None] | None] | None = None,
         rand: Callable[[], float] = random.random,
         open_error: Callable[[str, float], BaseException] = CircuitOpenError,
         fallback_midway: bool = True,
@@ -412,6 +416,7 @@ class Policy:
         self.classify_value = classify_value
         self.discard = discard
         self.async_discard = async_discard
+        self.abandon = abandon
         self.rand = rand
         self.open_error = open_error
         self.fallback_midway = fallback_midway

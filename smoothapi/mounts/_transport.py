@@ -197,6 +197,7 @@ class TransportCore:
         status_of: Callable[[Any], tuple[int, str | None]],
         discard: Callable[[Any, bool], None] | None = None,
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
+        abandon: Callable[[Any], Awaitable[None] | None] | None = None,
         open_error: Callable[[str, float], BaseException],
     ) -> None:
         upstreams: Upstreams | None = None
@@ -227,6 +228,7 @@ class TransportCore:
         self._kwargs: dict[str, Any] = {
             "classify_error": classify_error,
             "discard": discard,
+            "abandon": abandon,
             "open_error": open_error,
             # DESIGN.md: if the breaker opens mid-request, the last response is returned.
             "fallback_midway": False,
@@ -424,6 +426,7 @@ class MountPoint:
         open_error: Callable[..., BaseException],
         discard: Callable[[Any, bool], None],
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
+        abandon: Callable[[Any], Awaitable[None] | None] | None = None,
         *,
         hedges: bool = False,
     ) -> None:
@@ -456,6 +459,7 @@ class MountPoint:
             status_of=self._status,
             discard=discard,
             async_discard=async_discard,
+            abandon=abandon,
             open_error=open_error,
         )
         self._core = core

@@ -155,8 +155,9 @@ async def _release(response: aiohttp.ClientResponse, final: bool) -> None:
     if body is None:
         response.close()
     else:
-        response._body = body  # what read() returns from now on
-        response.release()
+        # What read() returns from now on; reading to the end gave the connection back
+        # (release() would make read() refuse the body).
+        response._body = body
 
 
 async def _read_small(response: aiohttp.ClientResponse) -> bytes | None:
@@ -204,8 +205,7 @@ def _build_response(
     )
     response._body = body
     response.content = aiohttp.streams.EMPTY_PAYLOAD  # read() returns _body
-    response._released = True
-    response._closed = True
+    response._closed = True  # no connection to give back (read() refuses a "released" one)
     setattr(response, ATTEMPTS, 0)
     return response
 
@@ -295,6 +295,7 @@ class ResilientMiddleware(MountPoint):
             CircuitOpenClientError,
             _discard_sync,
             _release,
+            _close,
             hedges=False,
         )
 
@@ -411,3 +412,8 @@ class ResilientMiddleware(MountPoint):
 def _discard_sync(response: Any, final: bool) -> None:  # pragma: no cover - async only
     if final:
         response.close()
+
+
+def _close(response: aiohttp.ClientResponse) -> None:
+    """Let go of a response nobody will read: its connection is closed unless read whole."""
+    response.close()

@@ -79,6 +79,11 @@ def _classify_error(exc: BaseException) -> Outcome:
     return Outcome(IGNORED, error=exc)
 
 
+def _aclose(response: httpx.Response) -> Awaitable[None]:
+    """Close a response nobody will read (its connection is dropped if the body is unread)."""
+    return response.aclose()
+
+
 def _once(response: httpx.Response) -> httpx.Response:
     """A response that took one attempt."""
     response.extensions[ATTEMPTS] = 1
@@ -181,6 +186,7 @@ class _Base(MountPoint):
             CircuitOpenTransportError,
             drain,
             adrain if is_async else None,
+            _aclose if is_async else None,
             hedges=is_async,
         )
         self.transport = transport if transport is not None else default(**kwargs)
