@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import json as _json
 import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -64,6 +65,11 @@ AIOHTTPFallback = Callable[
     [aiohttp.ClientRequest, BaseException],
     "aiohttp.ClientResponse | Awaitable[aiohttp.ClientResponse]",
 ]
+
+# The errors on which aiohttp itself sends an idempotent request again (client.py).
+_RESENT_ON = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+_RESENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_MAX_RAISED = 64
 
 # Nothing of the request can have reached the server.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
@@ -298,6 +304,11 @@ class ResilientMiddleware(MountPoint):
             _close,
             hedges=False,
         )
+        # aiohttp sends an idempotent request once more when it fails with one of
+        # _RESENT_ON (meant for a keep-alive connection the server had closed), running
+        # the middlewares again: the error our retries ended with, by the request's
+        # timer (one per session.request call), so the second run raises it at once.
+        self._raised: OrderedDict[int, tuple[object, BaseException]] = OrderedDict()
 
     @staticmethod
     def _status(response: Any) -> tuple[int, str | None]:
@@ -346,6 +357,10 @@ class ResilientMiddleware(MountPoint):
         request: aiohttp.ClientRequest,
         handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
     ) -> aiohttp.ClientResponse:
+        if self._raised:
+            raised = self._raised.pop(id(getattr(request, "_timer", None)), None)
+            if raised is not None and raised[0] is getattr(request, "_timer", None):
+                raise raised[1]  # our retries are spent: no second round from aiohttp
         send = handler
         if _runtime.tracing is not None:  # smoothapi.otel: a span per attempt
             send = _runtime.tracing.aiohttp(handler)
@@ -390,18 +405,29 @@ class ResilientMiddleware(MountPoint):
         resend = self._core.resend(
             policy, request.method, request.headers, _replayable(request.body)
         )
-        response = await run_async(
-            policy,
-            call.attempt,
-            attempt_within=call.attempt_within,
-            fallback=self._fallback_for(request),
-            first=first,
-            resend=resend,
-            open_error=CircuitOpenClientError,
-            shed_error=lambda shed: LoadShedClientError(shed.name, shed.stage, shed.retry_after),
-            first_ticket=0 if first is None else ticket,
-            started=began if left is None else left.started,
-        )
+        try:
+            response = await run_async(
+                policy,
+                call.attempt,
+                attempt_within=call.attempt_within,
+                fallback=self._fallback_for(request),
+                first=first,
+                resend=resend,
+                open_error=CircuitOpenClientError,
+                shed_error=lambda shed: LoadShedClientError(
+                    shed.name, shed.stage, shed.retry_after
+                ),
+                first_ticket=0 if first is None else ticket,
+                started=began if left is None else left.started,
+            )
+        except _RESENT_ON as exc:
+            timer = getattr(request, "_timer", None)
+            if timer is not None and request.method in _RESENT_METHODS:
+                raised = self._raised
+                if len(raised) >= _MAX_RAISED:  # a session that does not resend leaves them
+                    raised.popitem(last=False)
+                raised[id(timer)] = (timer, exc)  # the timer is held: its id stays unique
+            raise
         setattr(response, ATTEMPTS, call.attempts)
         if left is not None and not response.closed:
             # The body must be read within the deadline: an unread response is closed then.
