@@ -126,6 +126,8 @@ def _http_status(exc: BaseException) -> int | None:
     modules = sys.modules
     response_error = getattr(modules.get("aiohttp"), "ClientResponseError", None)
     if isinstance(response_error, type) and isinstance(exc, response_error):
+        if _malformed_response(exc):  # no status was received: aiohttp's 400 is its own
+            return None
         status = getattr(exc, "status", None)  # aiohttp's error carries no response
         return status if isinstance(status, int) and not isinstance(status, bool) else None
     response = getattr(exc, "response", None)
@@ -168,10 +170,27 @@ def is_transport_error(exc: BaseException) -> bool:
     """
     try:
         retry, never = _error_types()
-        return isinstance(exc, retry) and not isinstance(exc, never) and not _caused_by_tls(exc)
+        if isinstance(exc, retry):
+            return not isinstance(exc, never) and not _caused_by_tls(exc)
+        return _malformed_response(exc)
     except Exception as error:
         _examined_badly(exc, error)
         return _is_builtin_transport_error(exc)
+
+
+def _malformed_response(exc: BaseException) -> bool:
+    """aiohttp reports a response it cannot parse (a garbage status line, a bad header)
+    as a ``ClientResponseError`` (status 400) caused by its ``HttpProcessingError``: a
+    protocol error of the server's, as httpx's ``RemoteProtocolError`` is."""
+    aiohttp = sys.modules.get("aiohttp")
+    response_error = getattr(aiohttp, "ClientResponseError", None)
+    processing = getattr(getattr(aiohttp, "http_exceptions", None), "HttpProcessingError", None)
+    return (
+        isinstance(response_error, type)
+        and isinstance(processing, type)
+        and isinstance(exc, response_error)
+        and isinstance(exc.__cause__, processing)
+    )
 
 
 def _caused_by_tls(exc: BaseException) -> bool:
