@@ -24,7 +24,8 @@ anything else                  404 JSON ``{"error": "not found"}``
 
 Every request is counted per path (``server.count(path)``; the query string is
 ignored).  Every method is accepted (GET, POST, PUT, PATCH, DELETE, HEAD,
-OPTIONS).  HTTP/1.1 with keep-alive; every reply has a ``Content-Length``.
+OPTIONS).  HTTP/1.1 with keep-alive; every reply has a ``Content-Length``;
+nothing is written to stderr (a client going away is not an error here).
 
 Run it by hand (``python tests/docs/docs_server.py [PORT]``) to try a page's
 blocks against it.
@@ -54,6 +55,10 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     docs: DocsServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Quiet: a client that goes away mid-request (a cancelled or timed-out call in
+        the docs' code) is normal here, not a traceback on stderr."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
