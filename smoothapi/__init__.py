@@ -261,7 +261,7 @@ def __getattr__(name: str) -> Any:
         loaded = __import__(f"{__name__}.{module}", None, None, [name], 0)
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get(module)
-        if extra is None or "' extra: pip install" in str(exc):  # already says what to do
+        if extra is None or "' extra" in str(exc):  # our module's own message says what to do
             raise
         raise ModuleNotFoundError(
             f"smoothapi.{name} needs the {extra!r} extra ({exc}): pip install {extra}",

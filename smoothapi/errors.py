@@ -1,6 +1,6 @@
 """Exceptions raised by smoothapi.
 
-The tree::
+The tree:
 
     SmoothAPIError
     ├── ConfigError                (also ValueError)  a configuration value is out of range
@@ -12,7 +12,7 @@ The tree::
 The transports raise subclasses of :class:`CircuitOpenError` and
 :class:`LoadShedError` that are also the
 client library's own request error (``requests.exceptions.ConnectionError``,
-``httpx.TransportError``), so ``except`` clauses written for the client keep
+``httpx.TransportError``, ``aiohttp.ClientConnectionError``), so ``except`` clauses written for the client keep
 working.  Errors from the wrapped call itself (an ``HTTPError``, a timeout) are
 never wrapped: smoothapi re-raises the original exception.
 """
