@@ -66,6 +66,7 @@ def benchmarks(session: nox.Session) -> None:
         "pybreaker",
         "circuitbreaker",
         "httpx-retries",
+        "aiohttp-retry",
     )
     session.run(
         "python",
