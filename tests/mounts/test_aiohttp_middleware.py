@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from httpserver import (
     BigBody,
     Delay,
@@ -53,6 +54,7 @@ from httpserver import (
     refused_url,
 )
 from quotaserver import Failing, LoadServer
+from yarl import URL
 
 import smoothapi
 from smoothapi import (
@@ -1226,6 +1228,146 @@ async def test_composed_with_a_users_middleware(
         assert (await fetch(session, "GET", server.url + "/x"))[::2] == (200, 3)
     assert seen == ([200] if order == "user-outside" else [503, 502, 200])
     assert [r.headers.get("x-tag") for r in server.requests] == ["t"] * 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["session", "request"])
+async def test_aiohttps_raise_for_status_sees_the_final_response(
+    server: ScriptedServer, instant: FakeClock, where: str
+) -> None:
+    """raise_for_status=True (on the session or the request) judges what the middleware
+    returns: the 503s are retried first, and the final 200 raises nothing."""
+    server.script("/x", Reply(503), Reply(503), Reply(200, b"ok"))
+    middleware = ResilientMiddleware(cfg())
+    options = {"raise_for_status": True}
+    async with aiohttp.ClientSession(
+        middlewares=(middleware,), timeout=TIMEOUT, **(options if where == "session" else {})
+    ) as session:
+        request = options if where == "request" else {}
+        async with session.get(server.url + "/x", **request) as response:
+            assert (response.status, smoothapi.attempts(response)) == (200, 3)
+        server.default = Reply(503)
+        with pytest.raises(aiohttp.ClientResponseError) as info:
+            async with session.get(server.url + "/down", **request):
+                pass
+        assert info.value.status == 503
+    assert server.count("/down") == 4
+
+
+@pytest.mark.anyio
+async def test_two_resilient_middlewares_in_one_chain_do_not_multiply(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """(outer, inner): the inner one makes one attempt per outer attempt - max_retries + 1
+    requests in all, not (max_retries + 1) squared."""
+    server.default = Reply(503)
+    outer, inner = ResilientMiddleware(cfg()), ResilientMiddleware(cfg())
+    async with aiohttp.ClientSession(middlewares=(outer, inner), timeout=TIMEOUT) as session:
+        assert (await fetch(session, "GET", server.url + "/x"))[::2] == (503, 4)
+    assert server.count("/x") == 4
+
+
+@pytest.mark.anyio
+async def test_a_decorated_function_through_a_middleware_sharing_its_breaker(
+    server: ScriptedServer, instant: FakeClock
+) -> None:
+    """The decorator keeps the books when its requests go through a middleware sharing its
+    breaker: 3 failed requests count 3 (not 6 or 9); after the cooldown the decorator's probe
+    goes through the middleware and closes the breaker."""
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=2),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5, cooldown_ms=10_000),
+    )
+    breaker = CircuitBreaker(config.circuit_breaker, name="users-api")
+    async with session_for(config, breaker=breaker) as (session, _):
+
+        @resilient_api(config, breaker=breaker)
+        async def get(url: str) -> int:
+            async with session.get(url) as response:
+                response.raise_for_status()
+                return response.status
+
+        server.script("/u", Reply(503), Reply(503), Reply(503))
+        with pytest.raises(aiohttp.ClientResponseError):
+            await get(server.url + "/u")
+        assert server.count("/u") == 3
+        assert breaker.failure_count == 3
+        breaker.force_open()
+        instant.advance(10.0)
+        assert await get(server.url + "/u") == 200
+        assert breaker.state is CLOSED
+    assert server.count("/u") == 4
+
+
+@pytest.mark.anyio
+async def test_aiohttps_total_timeout_ends_the_retries_and_frees_the_connection(
+    server: ScriptedServer,
+) -> None:
+    """ClientTimeout(total=0.5) against 503s with 0.2 s backoffs: aiohttp's own timeout ends
+    the call (asyncio.TimeoutError) during the retries; a pool of one is free afterwards."""
+    server.default = Reply(503)
+    backoff = BackoffConfig(max_retries=10, base_delay=0.2, max_delay=0.2, jitter="none")
+    async with session_for(cfg(backoff=backoff), limit=1) as (session, _):
+        with pytest.raises(asyncio.TimeoutError):
+            await fetch(session, "GET", server.url + "/x", timeout=aiohttp.ClientTimeout(total=0.5))
+        assert acquired(session) == 0
+        server.default = Reply(200)
+        assert (await fetch(session, "GET", server.url + "/x"))[0] == 200
+    assert 2 <= server.count("/x") <= 5
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_bulkhead_waiter_leaves_the_queue(server: ScriptedServer) -> None:
+    """One permit: of two queued requests the cancelled one leaves the queue and is never
+    sent; the other is served after the first."""
+    config = staged(bulkhead=BulkheadConfig(max_concurrent=1, max_queue=10, max_wait=60.0))
+    server.script("/q", Delay(0.3, Reply(200)))
+    async with session_for(config) as (session, middleware):
+        load = middleware._policy(URL(server.url)).load
+        assert load is not None
+        bulkhead = load.bulkhead
+        assert bulkhead is not None
+        first = asyncio.ensure_future(outcome(session, server.url + "/q"))
+        await until(lambda: server.count("/q") == 1, "the first request at the server")
+        second = asyncio.ensure_future(outcome(session, server.url + "/q"))
+        third = asyncio.ensure_future(outcome(session, server.url + "/q"))
+        await until(lambda: len(bulkhead.queue) == 2, "two queued")
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        assert len(bulkhead.queue) == 1
+        assert [await first, await third] == [200, 200]
+        assert (bulkhead.active, len(bulkhead.queue)) == (0, 0)
+    assert server.count("/q") == 2
+
+
+@pytest.mark.anyio
+async def test_a_websocket_through_the_middleware() -> None:
+    """session.ws_connect() goes through the middlewares: the handshake is one attempt and the
+    WebSocket lives on after it (an echo, a pause, another echo)."""
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str("echo:" + message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with session_for(cfg()) as (session, _):
+            async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                for word in ("a", "b"):
+                    await ws.send_str(word)
+                    assert (await ws.receive(timeout=GUARD)).data == f"echo:{word}"
+                    await asyncio.sleep(0.2)
+    finally:
+        await runner.cleanup()
 
 
 # -- 1,000 coroutines, one session, one shared breaker -------------------------------------------
