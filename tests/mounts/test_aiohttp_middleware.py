@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import io
 import itertools
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
@@ -41,6 +44,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from httpserver import (
     BigBody,
@@ -555,6 +559,53 @@ async def test_a_503_cut_mid_body(
                 with pytest.raises(aiohttp.ClientPayloadError):
                     await response.read()
     assert server.count("/cut") == requests
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silenced."""
+
+
+class _TLSServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    handshakes = 0
+
+    def get_request(self) -> Any:
+        self.handshakes += 1  # every accepted connection is one TLS handshake attempt
+        return super().get_request()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Silenced: the failed handshakes are the point."""
+
+
+@pytest.mark.anyio
+async def test_a_certificate_failure_is_not_retried(instant: FakeClock) -> None:
+    """An HTTPS server whose certificate aiohttp does not trust: one handshake, aiohttp's
+    ClientConnectorCertificateError raised, the breaker not counting it (the next try would
+    fail the same way)."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = _TLSServer(("127.0.0.1", 0), _Hello)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        async with session_for(cfg()) as (session, middleware):
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await fetch(session, "GET", url)
+            assert middleware.breaker_for(url).failure_count == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.handshakes == 1
 
 
 # -- Retry-After -----------------------------------------------------------------------------------
