@@ -369,6 +369,34 @@ async def test_a_replayable_body_is_resent_whole(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [{"expect100": True}, {"chunked": True}, {"compress": "deflate"}, {"offset": 10}],
+    ids=["expect-100-continue", "chunked", "deflate", "file-from-offset"],
+)
+async def test_request_options_keep_the_body_whole_on_every_attempt(
+    server: ScriptedServer, instant: FakeClock, options: dict[str, Any]
+) -> None:
+    """Expect: 100-continue, a chunked upload, a compressed body, a file read from where it
+    stood: each of the three attempts carries the same, whole body."""
+    server.script("/x", Reply(503), Reply(503), Reply(200))
+    data: Any = b"payload-" * 10
+    if "offset" in options:
+        data = io.BytesIO(b"skipped:::" + data)
+        data.seek(options.pop("offset"))
+    async with session_for(cfg()) as (session, _):
+        assert (await fetch(session, "PUT", server.url + "/x", data=data, **options))[::2] == (
+            200,
+            3,
+        )
+    sent = bodies(server, "/x")
+    assert len(sent) == 3
+    assert sent[0] == sent[1] == sent[2]
+    if "compress" not in options:
+        assert sent[0] == b"payload-" * 10
+
+
+@pytest.mark.anyio
 async def test_a_multipart_upload_is_resent_identically(
     server: ScriptedServer, instant: FakeClock
 ) -> None:
