@@ -286,10 +286,8 @@ def _whole(field: _Field, value: Any, where: str, *, code: bool) -> Any:
     if isinstance(value, str) and value.strip().lower() == "none":
         value = None
     if isinstance(value, bool) or value is None:
-        if value is True:
-            return _ON
         if field.optional:
-            return None
+            return _ON if value is True else None
         raise ConfigTypeError(
             f"{where}: {field.name} is always on; give its settings as a table "
             f"({name}'s fields), not {value!r}"
@@ -458,7 +456,7 @@ def _tomllib(path: str) -> Any:
     version = ".".join(map(str, sys.version_info[:2]))
     raise ConfigError(
         f"{path}: reading TOML on Python {version} needs tomli: "
-        "pip install 'smoothapi-py[toml]' (or use a .json file)"
+        "pip install tomli (or use a .json file)"
     )
 
 

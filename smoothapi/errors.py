@@ -10,10 +10,10 @@ The tree:
                                                        limit, adaptive throttling) refused it
 
 The transports raise subclasses of :class:`CircuitOpenError` and
-:class:`LoadShedError` that are also the
-client library's own request error (``requests.exceptions.ConnectionError``,
-``httpx.TransportError``, ``aiohttp.ClientConnectionError``), so ``except`` clauses written for the client keep
-working.  Errors from the wrapped call itself (an ``HTTPError``, a timeout) are
+:class:`LoadShedError` that are also the client library's own request error
+(``requests.exceptions.ConnectionError``, ``httpx.TransportError``,
+``aiohttp.ClientConnectionError``), so ``except`` clauses written for the
+client keep working.  Errors from the wrapped call itself (an ``HTTPError``, a timeout) are
 never wrapped: smoothapi re-raises the original exception.
 """
 

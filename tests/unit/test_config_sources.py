@@ -678,7 +678,7 @@ def test_toml_on_python_310_without_tomli(monkeypatch: pytest.MonkeyPatch, tmp_p
     with pytest.raises(ConfigError) as info:
         load_config(toml, env={})
     assert str(info.value).startswith(f"{toml}: reading TOML on Python ")
-    assert "needs tomli: pip install 'smoothapi-py[toml]' (or use a .json file)" in str(info.value)
+    assert "needs tomli: pip install tomli (or use a .json file)" in str(info.value)
     js = tmp_path / "s.json"
     js.write_text('{"deadline": 2}')
     assert load_config(js, env={}).deadline == 2
@@ -904,3 +904,12 @@ def test_a_config_object_in_a_mapping_is_taken_as_it_is() -> None:
     assert config_from_mapping({"backoff": backoff}).backoff is backoff
     with pytest.raises(ConfigTypeError, match="backoff takes a table of BackoffConfig's"):
         config_from_mapping({"backoff": BulkheadConfig()})
+
+
+@pytest.mark.parametrize("part", ["backoff", "circuit_breaker"])
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_part_always_on_takes_a_table_not_a_bool(tmp_path: Path, part: str, value: str) -> None:
+    path = tmp_path / "smoothapi.toml"
+    path.write_text(f"{part} = {value}\n")
+    with pytest.raises(ConfigTypeError, match=f"{part} is always on; give its settings as a table"):
+        load_config(path, env={})
