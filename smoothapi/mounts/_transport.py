@@ -60,9 +60,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 def attempts(response: object) -> int:
     """How many attempts a smoothapi mount point made for ``response``.
 
-    Works for a ``requests.Response`` from :class:`~smoothapi.ResilientAdapter`
-    and an ``httpx.Response`` from :class:`~smoothapi.ResilientTransport` or
-    :class:`~smoothapi.AsyncResilientTransport` alike: ``1`` when the first
+    Works for a ``requests.Response`` from :class:`~smoothapi.ResilientAdapter`,
+    an ``httpx.Response`` from :class:`~smoothapi.ResilientTransport` or
+    :class:`~smoothapi.AsyncResilientTransport` and an ``aiohttp.ClientResponse``
+    from :class:`~smoothapi.ResilientMiddleware` alike: ``1`` when the first
     attempt answered, ``3`` after two retries, ``0`` for a fallback response
     served while the breaker rejected the request; a hedge is a request sent
     and counts too (``2`` for one hedged attempt).  Raises ``ValueError`` for
@@ -76,7 +77,8 @@ def attempts(response: object) -> int:
         return count
     raise ValueError(
         f"{type(response).__name__} did not come through a smoothapi transport: no attempt "
-        "count recorded (mount ResilientAdapter or ResilientTransport to get one)"
+        "count recorded (mount ResilientAdapter, ResilientTransport, AsyncResilientTransport "
+        "or ResilientMiddleware to get one)"
     )
 
 

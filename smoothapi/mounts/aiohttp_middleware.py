@@ -36,6 +36,12 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
         name=_missing.name,
     ) from _missing
 
+if not hasattr(aiohttp, "ClientMiddlewareType"):  # pragma: no cover - an aiohttp before 3.12
+    raise ImportError(
+        f"smoothapi's aiohttp middleware needs aiohttp 3.12 or later (client middlewares); "
+        f"aiohttp {aiohttp.__version__} is installed: pip install 'aiohttp>=3.12'"
+    )
+
 from .. import _runtime
 from ..breaker import CircuitBreaker
 from ..classify import is_transport_error
