@@ -1459,9 +1459,10 @@ async def test_a_thousand_coroutines_and_one_probe(
     server: ScriptedServer, instant: FakeClock
 ) -> None:
     """1,000 coroutines through one session and a shared breaker while the server is down:
-    each gets a 503 or CircuitOpenClientError, nothing else.  After the cooldown, 1,000 at once
-    against the recovering server: exactly one probe reaches it, 999 are rejected; the probe
-    closes the breaker and the next 1,000 all get through."""
+    each gets a 503 or CircuitOpenClientError, nothing else; once it is OPEN, 1,000 more are
+    all rejected without a request.  After the cooldown, 1,000 at once against the recovering
+    server: exactly one probe reaches it, 999 are rejected; the probe closes the breaker and
+    the next 1,000 all get through."""
     shared = CircuitBreaker(
         CircuitBreakerConfig(failure_threshold=5, cooldown_ms=10_000), name="crowd"
     )
@@ -1484,10 +1485,26 @@ async def test_a_thousand_coroutines_and_one_probe(
         assert all(isinstance(r, CircuitOpenClientError) for r in still_open)
         assert server.count() == reached
 
-        server.default = Delay(0.2, Reply(200))  # recovering: the probe stays in flight a while
         instant.advance(10)  # the cooldown passes
-        recovering = await crowd("/up")
-        assert server.count("/up") == 1, "more than one probe reached the recovering server"
+        # The recovering server holds every request at its gate until the other 999 have
+        # their answer, so the probe is in flight the whole time, however slow the machine.
+        with LoadServer(gated=True) as recovering_server:
+            tasks = [
+                asyncio.ensure_future(outcome(session, recovering_server.url + "/up"))
+                for _ in range(CROWD)
+            ]
+            try:
+                await until(lambda: sum(t.done() for t in tasks) == CROWD - 1, "999 answered")
+                await until(lambda: recovering_server.in_flight == 1, "the probe at the gate")
+                assert shared.state is HALF_OPEN
+                recovering_server.release()
+                async with asyncio.timeout(GUARD):
+                    recovering = await asyncio.gather(*tasks)
+            finally:
+                recovering_server.release()
+                for task in tasks:
+                    task.cancel()
+            assert recovering_server.count("/up") == 1, "more than one probe reached it"
         assert recovering.count(200) == 1
         rejected = [r for r in recovering if isinstance(r, CircuitOpenClientError)]
         assert len(rejected) == CROWD - 1, [r for r in recovering if r not in rejected]
