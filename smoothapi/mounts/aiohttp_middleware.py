@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import json as _json
 import sys
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -216,7 +217,14 @@ def _build_response(
         (key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()
     )
     response._body = body
-    response.content = aiohttp.streams.EMPTY_PAYLOAD  # read() returns _body
+    # read() returns _body; the streaming API (content.read(), iter_chunked...) the same.
+    reader = aiohttp.StreamReader(
+        aiohttp.base_protocol.BaseProtocol(loop), max(len(body), 2**16), loop=loop
+    )
+    if body:
+        reader.feed_data(body)
+    reader.feed_eof()
+    response.content = reader
     response._closed = True  # no connection to give back (read() refuses a "released" one)
     setattr(response, ATTEMPTS, 0)
     return response
@@ -258,9 +266,14 @@ class _Call:
             raise _cut(self.request.url) from None
 
 
-def _close_unread(response: aiohttp.ClientResponse) -> None:
-    """The deadline has passed: a body still being received is cut, its reads raise."""
-    if response.closed:  # read whole (or released) in time
+def _close_unread(ref: weakref.ref[aiohttp.ClientResponse]) -> None:
+    """The deadline has passed: a body still being received is cut, its reads raise.
+
+    Held weakly: a response its caller has dropped is not kept alive (nor its body)
+    until the deadline.
+    """
+    response = ref()
+    if response is None or response.closed:  # gone, or read whole (or released) in time
         return
     content = response.content
     if content is not None and content.exception() is None:
@@ -435,9 +448,11 @@ class ResilientMiddleware(MountPoint):
                 raised[id(timer)] = (timer, exc)  # the timer is held: its id stays unique
             raise
         setattr(response, ATTEMPTS, call.attempts)
-        if left is not None and not response.closed:
+        if left is not None and not response.closed and response.status != 101:
             # The body must be read within the deadline: an unread response is closed then.
-            asyncio.get_running_loop().call_later(max(left(), 0.0), _close_unread, response)
+            # (A WebSocket's 101: the deadline bounded its handshake; its life is the user's.)
+            delay = max(left(), 0.0)
+            asyncio.get_running_loop().call_later(delay, _close_unread, weakref.ref(response))
         return response
 
 
