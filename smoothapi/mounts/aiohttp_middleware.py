@@ -56,7 +56,6 @@ from ._transport import (
     LEFT,
     Left,
     MountPoint,
-    deadline_left,
     drain_plan,
     drain_time,
     origin_name,
@@ -233,10 +232,40 @@ def _build_response(
 _REASONS = {200: "OK", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content"}
 
 
+class _Bounded:
+    """The next handler, each attempt cut at the seconds the deadline leaves it.
+
+    Below the span wrapper (smoothapi.otel), so an attempt's span ends with the
+    ``ServerTimeoutError`` its caller gets, not with the cancellation that cut it.
+    """
+
+    __slots__ = ("handler", "left", "seconds")
+
+    def __init__(
+        self,
+        handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+        left: Left,
+    ) -> None:
+        self.handler = handler
+        self.left = left
+        self.seconds: float | None = None
+
+    async def __call__(self, request: aiohttp.ClientRequest) -> aiohttp.ClientResponse:
+        seconds = self.seconds
+        if seconds is None:
+            return await self.handler(request)
+        try:
+            return await _within(self.handler(request), seconds)
+        except asyncio.TimeoutError:
+            if self.left() > 0:
+                raise  # aiohttp's own timeout (ClientTimeout), not the deadline
+            raise _cut(request.url) from None
+
+
 class _Call:
     """One request's attempts after its first, or all of them: counted, timed, bounded."""
 
-    __slots__ = ("attempts", "left", "request", "send")
+    __slots__ = ("attempts", "bounded", "left", "request", "send")
 
     def __init__(
         self,
@@ -244,11 +273,13 @@ class _Call:
         send: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
         left: Left | None,
         attempts: int,
+        bounded: _Bounded | None = None,
     ) -> None:
         self.request = request
         self.send = send
         self.left = left
         self.attempts = attempts
+        self.bounded = bounded
 
     async def attempt(self) -> aiohttp.ClientResponse:
         self.attempts += 1
@@ -258,12 +289,13 @@ class _Call:
         return response
 
     async def attempt_within(self, seconds: float) -> aiohttp.ClientResponse:
+        bounded = self.bounded
+        assert bounded is not None  # a call with a deadline sends through one
+        bounded.seconds = seconds
         try:
-            return await _within(self.attempt(), seconds)
-        except asyncio.TimeoutError:
-            if self.left is not None and self.left() > 0:
-                raise  # aiohttp's own timeout (ClientTimeout), not the deadline
-            raise _cut(self.request.url) from None
+            return await self.attempt()
+        finally:
+            bounded.seconds = None
 
 
 def _close_unread(ref: weakref.ref[aiohttp.ClientResponse]) -> None:
@@ -407,6 +439,19 @@ class ResilientMiddleware(MountPoint):
                 first = policy.classify_value(response)
             finally:
                 _runtime.leave(cell)
+        if policy.deadline is not None:  # no happy path ran: cut each attempt below its span
+            bounded = _Bounded(handler, Left(policy.breaker, policy.deadline))
+            send = bounded if _runtime.tracing is None else _runtime.tracing.aiohttp(bounded)
+            return await self._engine(
+                request,
+                send,
+                policy,
+                first,
+                ticket=ticket,
+                began=began,
+                left=bounded.left,
+                bounded=bounded,
+            )
         return await self._engine(request, send, policy, first, ticket=ticket, began=began)
 
     async def _engine(
@@ -418,9 +463,10 @@ class ResilientMiddleware(MountPoint):
         *,
         ticket: int,
         began: float | None,
+        left: Left | None = None,
+        bounded: _Bounded | None = None,
     ) -> aiohttp.ClientResponse:
-        left = deadline_left(policy)
-        call = _Call(request, send, left, 0 if first is None else 1)
+        call = _Call(request, send, left, 0 if first is None else 1, bounded)
         resend = self._core.resend(
             policy, request.method, request.headers, _replayable(request.body)
         )
