@@ -1420,7 +1420,8 @@ async def test_a_cancelled_bulkhead_waiter_leaves_the_queue(server: ScriptedServ
 
 
 @pytest.mark.anyio
-async def test_a_websocket_through_the_middleware() -> None:
+@pytest.mark.parametrize("deadline", [None, 0.2], ids=["no-deadline", "past-the-deadline"])
+async def test_a_websocket_through_the_middleware(deadline: float | None) -> None:
     """session.ws_connect() goes through the middlewares: the handshake is one attempt and the
     WebSocket lives on after it (an echo, a pause, another echo)."""
 
@@ -1439,7 +1440,7 @@ async def test_a_websocket_through_the_middleware() -> None:
     await site.start()
     try:
         port = runner.addresses[0][1]
-        async with session_for(cfg()) as (session, _):
+        async with session_for(cfg(deadline=deadline)) as (session, _):
             async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
                 for word in ("a", "b"):
                     await ws.send_str(word)

@@ -448,3 +448,21 @@ async def test_uninstrument_stops_spans(server: ScriptedServer, instant: FakeClo
     finally:
         t.meter_provider.shutdown()
         t.tracer_provider.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_deadline_cut_span_says_timeout(
+    telemetry: Telemetry, server: ScriptedServer
+) -> None:
+    """An attempt cut at the deadline is an error span typed as the caller's error
+    (ServerTimeoutError), never a bare cancellation."""
+    server.default = Delay(5.0, Reply(200))
+    config = ResilientConfig(
+        backoff=BackoffConfig(max_retries=0), deadline=0.3, circuit_breaker=CircuitBreakerConfig()
+    )
+    async with session_for(config) as session:
+        with pytest.raises(aiohttp.ServerTimeoutError):
+            await status(session, server.url + "/slow")
+    (span,) = telemetry.attempts()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "ServerTimeoutError"
