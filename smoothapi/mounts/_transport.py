@@ -426,7 +426,7 @@ class MountPoint:
         fallback: Callable[[Any, BaseException], Any] | None,
         classify_error: Callable[[BaseException], Outcome],
         open_error: Callable[..., BaseException],
-        discard: Callable[[Any, bool], None],
+        discard: Callable[[Any, bool], None] | None,
         async_discard: Callable[[Any, bool], Awaitable[None]] | None = None,
         abandon: Callable[[Any], Awaitable[None] | None] | None = None,
         *,

@@ -18,6 +18,7 @@ so only the async driver is used here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json as _json
 import sys
@@ -56,6 +57,7 @@ from ._transport import (
     LEFT,
     Left,
     MountPoint,
+    deadline_left,
     drain_plan,
     drain_time,
     origin_name,
@@ -74,7 +76,11 @@ AIOHTTPFallback = Callable[
 
 # The errors on which aiohttp itself sends an idempotent request again (client.py).
 _RESENT_ON = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
-_RESENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_RESENT_METHODS: frozenset[str] = getattr(
+    aiohttp.client,
+    "IDEMPOTENT_METHODS",
+    frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}),
+)
 _MAX_RAISED = 64
 
 # Nothing of the request can have reached the server.
@@ -186,6 +192,12 @@ async def _read_small(response: aiohttp.ClientResponse) -> bytes | None:
         chunks.append(chunk)
 
 
+@functools.cache
+def _response_parameters() -> frozenset[str]:
+    """What this aiohttp's ClientResponse() takes (its keyword arguments changed in 3.12-3.14)."""
+    return frozenset(inspect.signature(aiohttp.ClientResponse.__init__).parameters)
+
+
 class _StreamWriterStub:
     # What a built response asks of the writer of a request that was never sent.
     output_size = 0
@@ -205,7 +217,7 @@ def _build_response(
         "session": None,
         "stream_writer": _StreamWriterStub(),
     }
-    accepted = inspect.signature(aiohttp.ClientResponse.__init__).parameters
+    accepted = _response_parameters()
     response = aiohttp.ClientResponse(
         request.method, request.url, **{k: v for k, v in offered.items() if k in accepted}
     )
@@ -350,7 +362,7 @@ class ResilientMiddleware(MountPoint):
             fallback,
             _classify_error,
             CircuitOpenClientError,
-            _discard_sync,
+            None,  # aiohttp is async only: the async driver releases (below), never a sync one
             _release,
             _close,
             hedges=False,
@@ -439,20 +451,14 @@ class ResilientMiddleware(MountPoint):
                 first = policy.classify_value(response)
             finally:
                 _runtime.leave(cell)
-        if policy.deadline is not None:  # no happy path ran: cut each attempt below its span
-            bounded = _Bounded(handler, Left(policy.breaker, policy.deadline))
+        left = deadline_left(policy)
+        bounded = None
+        if left is not None:  # no happy path ran: cut each attempt below its span
+            bounded = _Bounded(handler, left)
             send = bounded if _runtime.tracing is None else _runtime.tracing.aiohttp(bounded)
-            return await self._engine(
-                request,
-                send,
-                policy,
-                first,
-                ticket=ticket,
-                began=began,
-                left=bounded.left,
-                bounded=bounded,
-            )
-        return await self._engine(request, send, policy, first, ticket=ticket, began=began)
+        return await self._engine(
+            request, send, policy, first, ticket=ticket, began=began, left=left, bounded=bounded
+        )
 
     async def _engine(
         self,
@@ -500,11 +506,6 @@ class ResilientMiddleware(MountPoint):
             delay = max(left(), 0.0)
             asyncio.get_running_loop().call_later(delay, _close_unread, weakref.ref(response))
         return response
-
-
-def _discard_sync(response: Any, final: bool) -> None:  # pragma: no cover - async only
-    if final:
-        response.close()
 
 
 def _close(response: aiohttp.ClientResponse) -> None:
